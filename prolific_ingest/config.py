@@ -1,0 +1,153 @@
+"""Settings: where the API is, the token, timeouts, polling and cache location.
+
+Environment variables (all optional):
+
+``PROLIFIC_TOKEN``
+    API token. Sent only to the API host, never logged.
+``PROLIFIC_API_URL``
+    API base URL (default ``https://api.prolific.com``); the emulator prints one.
+``PROLIFIC_INGEST_CACHE``
+    Cache location: a local path or an fsspec URL (default: the per-user cache dir).
+``PROLIFIC_INGEST_PROGRESS``
+    ``auto`` (default), ``1``/``true`` or ``0``/``false``.
+``PROLIFIC_CA_BUNDLE``
+    A CA bundle (PEM) to trust for the API and the download host, e.g. the emulator's.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import platformdirs
+
+from .errors import MissingTokenError
+
+__all__ = ["DEFAULT_BASE_URL", "Secret", "Settings", "default_cache_dir"]
+
+DEFAULT_BASE_URL = "https://api.prolific.com"
+
+
+class Secret:
+    """A string that never shows itself in ``repr``, ``str`` or f-strings.
+
+    Use :meth:`get_secret_value` to read it (only the API client does).
+    """
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def get_secret_value(self) -> str:
+        """Return the secret itself."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('**********')"
+
+    __str__ = __repr__
+
+    def __format__(self, spec: str) -> str:
+        return repr(self)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __reduce__(self) -> Any:
+        # Pickling would write the token to disk (e.g. multiprocessing, caches): refuse.
+        msg = "Secret values cannot be pickled"
+        raise TypeError(msg)
+
+
+def default_cache_dir() -> str:
+    """Return ``$PROLIFIC_INGEST_CACHE`` or the per-user cache directory."""
+    return os.environ.get("PROLIFIC_INGEST_CACHE") or platformdirs.user_cache_dir(
+        "prolific-ingest", appauthor=False
+    )
+
+
+def _env_bool(name: str) -> bool | None:
+    raw = os.environ.get(name, "").strip().lower()
+    if raw in {"1", "true", "yes", "on"}:
+        return True
+    if raw in {"0", "false", "no", "off"}:
+        return False
+    return None
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Connection and behaviour settings.
+
+    Parameters
+    ----------
+    base_url : str
+        API root, without ``/api/v1``.
+    token : Secret or None
+        The API token; ``None`` means "not configured" (API calls then raise
+        :class:`~prolific_ingest.MissingTokenError`).
+    connect_timeout, read_timeout : float
+        Per-request socket timeouts in seconds.
+    poll_interval, poll_max_interval : float
+        First and largest interval between status polls (seconds); the interval grows
+        by half each poll up to the ceiling.
+    wait_timeout : float
+        How long to wait for an export to complete before ``ExportTimeoutError``.
+    cache_dir : str
+        Local path or fsspec URL of the export cache.
+    ca_bundle : str or None
+        CA bundle used to verify TLS (API and download host).
+    """
+
+    base_url: str = DEFAULT_BASE_URL
+    token: Secret | None = field(default=None, repr=False)
+    connect_timeout: float = 10.0
+    read_timeout: float = 60.0
+    poll_interval: float = 3.0
+    poll_max_interval: float = 15.0
+    wait_timeout: float = 600.0
+    cache_dir: str = field(default_factory=default_cache_dir)
+    ca_bundle: str | None = None
+
+    @classmethod
+    def from_env(
+        cls, *, token: str | Secret | None = None, base_url: str | None = None, **overrides: Any
+    ) -> Settings:
+        """Build settings from explicit arguments, then ``PROLIFIC_*`` variables, then defaults."""
+        raw_token: str | Secret | None = token if token is not None else os.environ.get(
+            "PROLIFIC_TOKEN"
+        )
+        secret = raw_token if isinstance(raw_token, Secret) or raw_token is None else Secret(
+            raw_token.strip()
+        )
+        if secret is not None and not secret:
+            secret = None
+        url = base_url or os.environ.get("PROLIFIC_API_URL") or DEFAULT_BASE_URL
+        values: dict[str, Any] = {"base_url": url.rstrip("/"), "token": secret}
+        if os.environ.get("PROLIFIC_CA_BUNDLE"):
+            values["ca_bundle"] = os.environ["PROLIFIC_CA_BUNDLE"]
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    def require_token(self) -> Secret:
+        """Return the token or raise :class:`~prolific_ingest.MissingTokenError`."""
+        if self.token is None:
+            raise MissingTokenError
+        return self.token
+
+    def replace(self, **changes: Any) -> Settings:
+        """Return a copy with ``changes`` applied."""
+        return replace(self, **changes)
+
+    @staticmethod
+    def progress_from_env() -> bool | None:
+        """``PROLIFIC_INGEST_PROGRESS`` as a bool, or ``None`` for auto."""
+        return _env_bool("PROLIFIC_INGEST_PROGRESS")

@@ -1,0 +1,297 @@
+"""The whole exception tree of prolific_ingest, drawn once.
+
+Every error the library raises derives from :class:`ProlificIngestError`. Classes
+that have a natural builtin counterpart also derive from it, so generic handlers
+(``except PermissionError``, ``except TimeoutError``, ``except LookupError``) keep
+working. The original low-level exception is always kept as ``__cause__``.
+
+::
+
+    ProlificIngestError
+    ├── ConfigurationError                      (also ValueError)
+    │   └── MissingTokenError                   no token: says how to set PROLIFIC_TOKEN
+    ├── APIError(status, error_code, title, detail, method, url)
+    │   ├── BadRequestError          400, 422   (also ValueError)
+    │   ├── AuthenticationError      401        (also PermissionError)
+    │   ├── PermissionDeniedError    403        (also PermissionError)
+    │   ├── NotFoundError            404        (also LookupError)
+    │   ├── ConflictError            409
+    │   │   ├── ExportLimitError                the 10-job cap; lists the existing jobs
+    │   │   └── ExportStillGeneratingError      DELETE of a job still generating
+    │   ├── RateLimitedError         429        (retry_after)
+    │   └── ServerError              5xx
+    ├── TransportError                          connection / read timeout after retries (also ConnectionError)
+    ├── ExportError(export_id)
+    │   ├── ExportFailedError                   status "failed": request a new export
+    │   └── ExportTimeoutError                  (also TimeoutError; elapsed, last_status)
+    ├── DownloadError(export_id, url, status)   url is redacted (no query string)
+    │   ├── DownloadExpiredError                403 from the download host, no fresh URL to be had
+    │   └── IntegrityError                      Content-Length / ETag mismatch
+    ├── ArchiveError(source, member, line)
+    │   ├── CorruptArchiveError                 not a ZIP, bad CRC, truncated
+    │   ├── ArchiveSecurityError                traversal, absolute path, symlink, zip bomb …
+    │   ├── MissingMemberError                  (also FileNotFoundError)
+    │   └── BadRecordError                      unparseable JSONL line (also ValueError)
+    ├── CacheError
+    │   └── CacheMissError                      offline=True and nothing cached (also LookupError)
+    └── SinkError(url)                          Parquet output could not be written / committed
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+__all__ = [
+    "APIError",
+    "ArchiveError",
+    "ArchiveSecurityError",
+    "AuthenticationError",
+    "BadRecordError",
+    "BadRequestError",
+    "CacheError",
+    "CacheMissError",
+    "ConfigurationError",
+    "ConflictError",
+    "CorruptArchiveError",
+    "DownloadError",
+    "DownloadExpiredError",
+    "ExportError",
+    "ExportFailedError",
+    "ExportLimitError",
+    "ExportStillGeneratingError",
+    "ExportTimeoutError",
+    "IntegrityError",
+    "MissingMemberError",
+    "MissingTokenError",
+    "NotFoundError",
+    "PermissionDeniedError",
+    "ProlificIngestError",
+    "RateLimitedError",
+    "ServerError",
+    "SinkError",
+    "TransportError",
+    "redact_url",
+]
+
+
+def redact_url(url: str | None) -> str | None:
+    """Return ``url`` without its query string, fragment or user info.
+
+    Presigned URLs carry their signature in the query string; it must never reach
+    a log line, an exception message or a manifest.
+    """
+    if url is None:
+        return None
+    parts = urlsplit(url)
+    netloc = parts.hostname or ""
+    if parts.port:
+        netloc = f"{netloc}:{parts.port}"
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+class ProlificIngestError(Exception):
+    """Root of every error raised by prolific_ingest."""
+
+
+class ConfigurationError(ProlificIngestError, ValueError):
+    """A setting is missing or invalid (URL scheme, token, cache location …)."""
+
+
+class MissingTokenError(ConfigurationError):
+    """No API token was given and ``PROLIFIC_TOKEN`` is not set."""
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(
+            message
+            or "No Prolific API token: set the PROLIFIC_TOKEN environment variable "
+            "(export PROLIFIC_TOKEN=...) or pass token=... . Create a token in the Prolific "
+            "app under Settings > API tokens."
+        )
+
+
+class APIError(ProlificIngestError):
+    """The Prolific API answered with an error status.
+
+    Attributes
+    ----------
+    status : int
+        HTTP status code.
+    error_code, title, detail
+        Fields of Prolific's error envelope, when present.
+    method, url
+        The request, with the URL's query string removed.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int,
+        error_code: int | None = None,
+        title: str | None = None,
+        detail: Any = None,
+        method: str | None = None,
+        url: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.error_code = error_code
+        self.title = title
+        self.detail = detail
+        self.method = method
+        self.url = redact_url(url)
+
+
+class BadRequestError(APIError, ValueError):
+    """400 or 422: the request was malformed (e.g. a bad ``from``/``to`` filter)."""
+
+
+class AuthenticationError(APIError, PermissionError):
+    """401: the token is missing, wrong or revoked."""
+
+
+class PermissionDeniedError(APIError, PermissionError):
+    """403: the account has no access to this batch/collection or feature."""
+
+
+class NotFoundError(APIError, LookupError):
+    """404: unknown batch, collection or export job (or no access)."""
+
+
+class ConflictError(APIError):
+    """409: the request conflicts with the state of the resource."""
+
+
+class ExportLimitError(ConflictError):
+    """409 on POST: the batch already has the maximum number of export jobs.
+
+    ``existing_jobs`` lists the jobs (as returned by the list endpoint) when they
+    could be fetched; delete finished ones (``prune_exports``) to free a slot.
+    """
+
+    def __init__(self, message: str, *, existing_jobs: list[Any] | None = None, **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.existing_jobs = list(existing_jobs or [])
+
+
+class ExportStillGeneratingError(ConflictError):
+    """409 on DELETE: the job is still generating."""
+
+
+class RateLimitedError(APIError):
+    """429 after retries were exhausted. ``retry_after`` is in seconds, if the server said."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.retry_after = retry_after
+
+
+class ServerError(APIError):
+    """5xx after retries were exhausted."""
+
+
+class TransportError(ProlificIngestError, ConnectionError):
+    """The connection failed or timed out, and retries were exhausted."""
+
+
+class ExportError(ProlificIngestError):
+    """A problem with one export job. ``export_id`` names it."""
+
+    def __init__(self, message: str, *, export_id: str | None = None) -> None:
+        super().__init__(message)
+        self.export_id = export_id
+
+
+class ExportFailedError(ExportError):
+    """The export job reported ``failed``. Request a new export."""
+
+
+class ExportTimeoutError(ExportError, TimeoutError):
+    """The export did not complete in time. Call again with ``export_id=`` to resume it."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        export_id: str | None = None,
+        elapsed: float = 0.0,
+        last_status: str | None = None,
+    ) -> None:
+        super().__init__(message, export_id=export_id)
+        self.elapsed = elapsed
+        self.last_status = last_status
+
+
+class DownloadError(ProlificIngestError):
+    """The archive could not be downloaded from its presigned URL."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        export_id: str | None = None,
+        url: str | None = None,
+        status: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.export_id = export_id
+        self.url = redact_url(url)
+        self.status = status
+
+
+class DownloadExpiredError(DownloadError):
+    """The presigned URL was refused as expired and no fresh one could be obtained."""
+
+
+class IntegrityError(DownloadError):
+    """The downloaded bytes do not match ``Content-Length`` or ``ETag``."""
+
+
+class ArchiveError(ProlificIngestError):
+    """An export archive could not be read. Names the ``source``, ``member`` and ``line``."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        source: str | None = None,
+        member: str | None = None,
+        line: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.source = redact_url(source) if source and "://" in source else source
+        self.member = member
+        self.line = line
+
+
+class CorruptArchiveError(ArchiveError):
+    """The archive is not a valid ZIP, is truncated, or a member fails its CRC."""
+
+
+class ArchiveSecurityError(ArchiveError):
+    """A member name or size is unsafe (path traversal, absolute path, symlink, bomb …)."""
+
+
+class MissingMemberError(ArchiveError, FileNotFoundError):
+    """A member that was asked for is not in the archive."""
+
+
+class BadRecordError(ArchiveError, ValueError):
+    """A JSONL line could not be parsed as a JSON object."""
+
+
+class CacheError(ProlificIngestError):
+    """The local (or remote) export cache could not be read or written."""
+
+
+class CacheMissError(CacheError, LookupError):
+    """``offline=True`` was asked and the export is not in the cache."""
+
+
+class SinkError(ProlificIngestError):
+    """Parquet output could not be written or committed. ``url`` names the destination."""
+
+    def __init__(self, message: str, *, url: str | None = None) -> None:
+        super().__init__(message)
+        self.url = url

@@ -1,0 +1,1 @@
+"""Test helpers: the Prolific API emulator, archive generator and pytest plugin."""

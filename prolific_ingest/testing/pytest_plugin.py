@@ -1,0 +1,1 @@
+"""pytest plugin (entry point ``prolific_ingest``): the ``prolific_emulator`` fixture."""
