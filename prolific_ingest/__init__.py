@@ -1,10 +1,123 @@
-"""prolific_ingest: Prolific Task Builder exports as Arrow-backed DataFrames and Parquet."""
+"""prolific_ingest: Prolific Task Builder exports as Arrow-backed DataFrames and Parquet.
+
+The supported surface is exactly what this module (and :mod:`prolific_ingest.testing`)
+exports; ``tests/test_public_api.py`` pins it.
+
+>>> from prolific_ingest import load_batch_export
+>>> exp = load_batch_export("<batch_id>")          # doctest: +SKIP
+>>> exp.answers.head()                             # doctest: +SKIP
+"""
 
 import logging
 
+from ._retry import RetryPolicy
 from ._version import __version__
-from .errors import *  # noqa: F403  (re-exported explicitly below once api.py lands)
+from .api import (
+    DEFAULT_MAX_AGE,
+    BatchLoadReport,
+    download_export,
+    load_batch_export,
+    load_batch_exports,
+    load_collection_export,
+    read_export,
+)
+from .cache import CachedExport, ExportCache
+from .client import ProlificClient
+from .config import Settings
+from .download import DownloadResult, download_archive
+from .errors import (
+    APIError,
+    ArchiveError,
+    ArchiveSecurityError,
+    AuthenticationError,
+    BadRecordError,
+    BadRequestError,
+    CacheError,
+    CacheMissError,
+    ConfigurationError,
+    ConflictError,
+    CorruptArchiveError,
+    DownloadError,
+    DownloadExpiredError,
+    ExportError,
+    ExportFailedError,
+    ExportLimitError,
+    ExportStillGeneratingError,
+    ExportTimeoutError,
+    IntegrityError,
+    MissingMemberError,
+    MissingTokenError,
+    NotFoundError,
+    PermissionDeniedError,
+    ProlificIngestError,
+    RateLimitedError,
+    ServerError,
+    SinkError,
+    TransportError,
+)
+from .exports import ExportFilter, ExportJob, ExportRef, request_export, wait_for_export
+from .manage import delete_export, list_exports, prune_exports
+from .result import Export
+from .sinks import WriteResult, committed_exports, read_dataset
+from .tables import ExportTables
 
 logging.getLogger("prolific_ingest").addHandler(logging.NullHandler())
 
-__all__ = ["__version__"]
+__all__ = [
+    "DEFAULT_MAX_AGE",
+    "APIError",
+    "ArchiveError",
+    "ArchiveSecurityError",
+    "AuthenticationError",
+    "BadRecordError",
+    "BadRequestError",
+    "BatchLoadReport",
+    "CacheError",
+    "CacheMissError",
+    "CachedExport",
+    "ConfigurationError",
+    "ConflictError",
+    "CorruptArchiveError",
+    "DownloadError",
+    "DownloadExpiredError",
+    "DownloadResult",
+    "Export",
+    "ExportCache",
+    "ExportError",
+    "ExportFailedError",
+    "ExportFilter",
+    "ExportJob",
+    "ExportLimitError",
+    "ExportRef",
+    "ExportStillGeneratingError",
+    "ExportTables",
+    "ExportTimeoutError",
+    "IntegrityError",
+    "MissingMemberError",
+    "MissingTokenError",
+    "NotFoundError",
+    "PermissionDeniedError",
+    "ProlificClient",
+    "ProlificIngestError",
+    "RateLimitedError",
+    "RetryPolicy",
+    "ServerError",
+    "Settings",
+    "SinkError",
+    "TransportError",
+    "WriteResult",
+    "__version__",
+    "committed_exports",
+    "delete_export",
+    "download_archive",
+    "download_export",
+    "list_exports",
+    "load_batch_export",
+    "load_batch_exports",
+    "load_collection_export",
+    "prune_exports",
+    "read_dataset",
+    "read_export",
+    "request_export",
+    "wait_for_export",
+]

@@ -1,0 +1,441 @@
+"""The user-facing verbs: thin wrappers that compose the pipeline.
+
+``load_batch_export`` / ``load_collection_export`` do everything (request, poll, download,
+cache, parse, optionally write Parquet); ``read_export`` reads an archive already on disk or
+in a bucket; ``load_batch_exports`` loads many batches concurrently.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+from . import _pipeline
+from ._retry import RetryPolicy
+from .archive import open_archive
+from .cache import CachedExport, ExportCache
+from .client import ProlificClient
+from .config import Settings
+from .errors import ConfigurationError, ProlificIngestError
+from .exports import ExportFilter, ExportJob, ExportRef
+from .result import Export
+from .sinks import committed_exports
+from .tables import build_tables
+
+__all__ = [
+    "DEFAULT_MAX_AGE",
+    "INCREMENTAL_OVERLAP",
+    "BatchLoadReport",
+    "download_export",
+    "load_batch_export",
+    "load_batch_exports",
+    "load_collection_export",
+    "read_export",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Reuse a cached or server-side complete export with the same filter younger than this.
+DEFAULT_MAX_AGE = timedelta(minutes=15)
+#: Incremental loads re-request this much before the last watermark: the ``from`` bound's
+#: exact semantics are not documented, and responses may be committed late. Duplicates are
+#: removed by :func:`~prolific_ingest.read_dataset`.
+INCREMENTAL_OVERLAP = timedelta(hours=1)
+
+OnBadRecords = Literal["raise", "quarantine", "skip"]
+_UNSET: Any = object()
+
+
+def load_batch_export(
+    batch_id: str,
+    *,
+    study_id: str | None = None,
+    since: datetime | str | None = None,
+    until: datetime | str | None = None,
+    export_id: str | None = None,
+    max_age: timedelta | float | None = _UNSET,
+    offline: bool = False,
+    output: str | None = None,
+    incremental: bool = False,
+    overwrite: bool = False,
+    partition_by: Sequence[str] = (),
+    cache: str | None = None,
+    storage_options: dict[str, Any] | None = None,
+    token: str | None = None,
+    base_url: str | None = None,
+    timeout: float | None = None,
+    retry: RetryPolicy | None = None,
+    on_bad_records: OnBadRecords = "raise",
+    progress: bool | str | None = None,
+    client: ProlificClient | None = None,
+) -> Export:
+    """Load a Task Builder batch export as tidy DataFrames (and optionally Parquet).
+
+    Requests an export (or reuses a recent one), polls it until ``complete``, streams the
+    archive into the cache, parses it into Arrow-backed DataFrames, and with ``output=``
+    writes a committed Parquet dataset.
+
+    Parameters
+    ----------
+    batch_id : str
+        The Task Builder batch.
+    study_id : str, optional
+        Only responses of this study (the API's ``study_id`` filter).
+    since, until : datetime or ISO-8601 str, optional
+        Only responses created in ``[since, until)`` (the API's ``from``/``to`` filters);
+        naive datetimes are taken as UTC.
+    export_id : str, optional
+        Load this existing export: from the cache if present, else via its status URL.
+        Use it to resume after :class:`~prolific_ingest.ExportTimeoutError`.
+    max_age : timedelta or seconds, default 15 minutes
+        Reuse a cached or server-side complete export with the same filter younger than
+        this; ``0`` forces a new export. With ``offline=True`` and no explicit value, any
+        age is accepted.
+    offline : bool, default False
+        Use the cache only, with no network call at all; raises
+        :class:`~prolific_ingest.CacheMissError` when nothing suitable is cached.
+    output : str, optional
+        fsspec URL or path: also write Parquet there (hive layout, committed by manifest).
+    incremental : bool, default False
+        With ``output``: request only responses since the last committed export's
+        watermark (minus :data:`INCREMENTAL_OVERLAP`); read the union with
+        :func:`~prolific_ingest.read_dataset`.
+    overwrite : bool, default False
+        Replace this export in ``output`` if it is already committed there.
+    partition_by : sequence of str, default ()
+        Extra Parquet partitioning; ``("date",)`` splits tables with ``created_at`` by day.
+    cache : str, optional
+        Cache location (path or fsspec URL); default ``$PROLIFIC_INGEST_CACHE`` or the
+        per-user cache directory.
+    storage_options : dict, optional
+        Passed to fsspec for ``output`` and for a remote ``cache``.
+    token : str, optional
+        API token; default ``$PROLIFIC_TOKEN``. Never logged or written anywhere.
+    base_url : str, optional
+        API root; default ``$PROLIFIC_API_URL`` or ``https://api.prolific.com``.
+    timeout : float, optional
+        Seconds to wait for the export to complete (default 600).
+    retry : RetryPolicy, optional
+        HTTP retry policy (default: 5 attempts, exponential back-off with full jitter).
+    on_bad_records : {"raise", "quarantine", "skip"}, default "raise"
+        What to do with an unparseable JSONL line: raise :class:`~prolific_ingest.BadRecordError`,
+        keep it whole in the ``rejected`` table, or skip it with a logged count.
+    progress : bool or "auto", optional
+        Progress bars for polling and download (auto: notebook widget or TTY bar).
+    client : ProlificClient, optional
+        A configured client (overrides ``token``, ``base_url`` and ``retry``).
+
+    Returns
+    -------
+    Export
+        ``export_id``, ``batch_id``, ``filter``, ``fetched_at``, ``metadata``,
+        ``archive_url``, ``tables`` and each table as an attribute.
+
+    Raises
+    ------
+    AuthenticationError, PermissionDeniedError, NotFoundError
+        The API refused the request (401, 403, 404).
+    ExportFailedError, ExportTimeoutError
+        The export failed, or did not complete within ``timeout``.
+    ProlificIngestError
+        The root of every error this library raises.
+    """
+    return _load(
+        ExportRef("batch", batch_id),
+        **{k: v for k, v in locals().items() if k != "batch_id"},
+    )
+
+
+def load_collection_export(
+    collection_id: str,
+    *,
+    study_id: str | None = None,
+    since: datetime | str | None = None,
+    until: datetime | str | None = None,
+    export_id: str | None = None,
+    max_age: timedelta | float | None = _UNSET,
+    offline: bool = False,
+    output: str | None = None,
+    incremental: bool = False,
+    overwrite: bool = False,
+    partition_by: Sequence[str] = (),
+    cache: str | None = None,
+    storage_options: dict[str, Any] | None = None,
+    token: str | None = None,
+    base_url: str | None = None,
+    timeout: float | None = None,
+    retry: RetryPolicy | None = None,
+    on_bad_records: OnBadRecords = "raise",
+    progress: bool | str | None = None,
+    client: ProlificClient | None = None,
+) -> Export:
+    """Load a Task Builder collection export; parameters as :func:`load_batch_export`.
+
+    A collection export has the tables ``submissions``, ``responses``, ``answers``,
+    ``files``, ``instructions`` and ``rejected`` (no ``tasks``), keyed by ``collection_id``.
+    """
+    return _load(
+        ExportRef("collection", collection_id),
+        **{k: v for k, v in locals().items() if k != "collection_id"},
+    )
+
+
+def _as_timedelta(value: timedelta | float | None) -> timedelta:
+    if value is None:
+        return timedelta(0)
+    return value if isinstance(value, timedelta) else timedelta(seconds=float(value))
+
+
+def _load(
+    ref: ExportRef,
+    *,
+    study_id: str | None,
+    since: datetime | str | None,
+    until: datetime | str | None,
+    export_id: str | None,
+    max_age: timedelta | float | None,
+    offline: bool,
+    output: str | None,
+    incremental: bool,
+    overwrite: bool,
+    partition_by: Sequence[str],
+    cache: str | None,
+    storage_options: dict[str, Any] | None,
+    token: str | None,
+    base_url: str | None,
+    timeout: float | None,
+    retry: RetryPolicy | None,
+    on_bad_records: OnBadRecords,
+    progress: bool | str | None,
+    client: ProlificClient | None,
+) -> Export:
+    if on_bad_records not in ("raise", "quarantine", "skip"):
+        msg = f"on_bad_records must be 'raise', 'quarantine' or 'skip', not {on_bad_records!r}"
+        raise ConfigurationError(msg)
+    flt = ExportFilter.coerce(study_id=study_id, since=since, until=until)
+    if incremental:
+        if output is None:
+            msg = "incremental=True needs output=: the watermark is read from the dataset"
+            raise ConfigurationError(msg)
+        flt = _incremental_filter(ref, flt, output, storage_options)
+    explicit_age = max_age is not _UNSET
+    age = _as_timedelta(max_age if explicit_age else DEFAULT_MAX_AGE)
+    if offline and not explicit_age:
+        age = timedelta.max
+    settings = client.settings if client is not None else Settings.from_env(
+        token=token, base_url=base_url, **({"cache_dir": cache} if cache else {})
+    )
+    store = ExportCache(cache or settings.cache_dir, storage_options=_remote_only(cache, storage_options))
+    plan = _pipeline.LoadPlan(ref=ref, filter=flt, export_id=export_id, max_age=age, offline=offline)
+
+    def make_client() -> ProlificClient:
+        return client if client is not None else ProlificClient(settings, retry=retry)
+
+    entry = _pipeline.fetch(plan, cache=store, client=make_client, progress=progress, wait_timeout=timeout)
+    tables, metadata = _pipeline.parse(entry, cache=store, on_bad_records=on_bad_records)
+    export = Export(
+        export_id=entry.export_id,
+        kind=ref.kind,
+        owner_id=ref.id,
+        filter=entry.filter,
+        fetched_at=entry.fetched_at,
+        metadata=metadata,
+        archive_url=entry.archive_path,
+        arrow=tables,
+        storage_options=store.storage_options,
+    )
+    if output is not None:
+        export.written = _pipeline.write_export(
+            tables,
+            output,
+            kind=ref.kind,
+            owner_id=ref.id,
+            export_id=entry.export_id,
+            filter=entry.filter,
+            archive_sha256=entry.manifest.get("sha256"),
+            overwrite=overwrite,
+            partition_by=partition_by,
+            storage_options=storage_options,
+        )
+    return export
+
+
+def _remote_only(url: str | None, storage_options: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Storage options apply to remote URLs only (a local cache takes none)."""
+    if url is None or "://" not in url or url.startswith("file://"):
+        return None
+    return storage_options
+
+
+def _incremental_filter(
+    ref: ExportRef, flt: ExportFilter, output: str, storage_options: dict[str, Any] | None
+) -> ExportFilter:
+    manifests = committed_exports(
+        output, kind=ref.kind, owner_id=ref.id, storage_options=storage_options
+    )
+    marks = [m["watermark"] for m in manifests if m.get("watermark")]
+    if not marks:
+        logger.info("%s %s: no committed export in %s; loading everything", ref.kind, ref.id, output)
+        return flt
+    watermark = max(datetime.fromisoformat(str(m).replace("Z", "+00:00")) for m in marks)
+    since = (watermark - INCREMENTAL_OVERLAP).astimezone(UTC).replace(microsecond=0)
+    if flt.since is not None and flt.since > since:
+        since = flt.since
+    logger.info("%s %s: incremental load from %s", ref.kind, ref.id, since.isoformat())
+    return ExportFilter(study_id=flt.study_id, since=since, until=flt.until)
+
+
+def download_export(
+    job: ExportJob,
+    *,
+    client: ProlificClient,
+    cache: str | None = None,
+    storage_options: dict[str, Any] | None = None,
+    progress: bool | str | None = None,
+) -> CachedExport:
+    """Download a ``complete`` export job into the cache (verified, committed atomically).
+
+    The lower-level step between :func:`~prolific_ingest.wait_for_export` and
+    :func:`read_export`; an export already cached is not downloaded again.
+
+    Parameters
+    ----------
+    job : ExportJob
+        A job whose status is ``complete`` (as returned by ``wait_for_export``).
+    client : ProlificClient
+        Used only to refresh an expired presigned URL; the download itself never
+        carries the token.
+    cache : str, optional
+        Cache location; default the client's settings.
+    storage_options : dict, optional
+        fsspec options for a remote cache.
+    progress : bool or "auto", optional
+        Show a download progress bar.
+
+    Returns
+    -------
+    CachedExport
+        The committed entry; ``entry.archive_path`` can be passed to :func:`read_export`.
+    """
+    if job.status != "complete" or not job.url:
+        msg = f"export {job.export_id} is {job.status!r}, not 'complete': call wait_for_export first"
+        raise ConfigurationError(msg)
+    store = ExportCache(
+        cache or client.settings.cache_dir, storage_options=_remote_only(cache, storage_options)
+    )
+    hit = store.lookup(job.ref, job.export_id)
+    if hit is not None:
+        return hit
+    return _pipeline.download_into_cache(job, store, client, progress=progress)
+
+
+def read_export(
+    source: str,
+    *,
+    on_bad_records: OnBadRecords = "raise",
+    storage_options: dict[str, Any] | None = None,
+) -> Export:
+    """Read an export archive already on disk or in a bucket; no API call.
+
+    Parameters
+    ----------
+    source : str
+        Local path or fsspec URL of the ZIP (for example one saved by Prolific's own CLI).
+    on_bad_records : {"raise", "quarantine", "skip"}, default "raise"
+        As in :func:`load_batch_export`.
+    storage_options : dict, optional
+        Passed to fsspec.
+
+    Returns
+    -------
+    Export
+        ``export_id`` is the archive's file name without ``.zip``; the owner id comes from
+        the archive's metadata or records.
+    """
+    with open_archive(source, storage_options=storage_options) as archive:
+        tables = build_tables(archive, on_bad_records=on_bad_records)
+        metadata = archive.metadata
+        kind = archive.kind
+    owner_col = f"{kind}_id"
+    owner = metadata.get("id")
+    if owner is None and tables.tables["submissions"].num_rows:
+        owner = tables.tables["submissions"].column(owner_col)[0].as_py()
+    name = str(source).rstrip("/").rsplit("/", 1)[-1]
+    return Export(
+        export_id=name.removesuffix(".zip"),
+        kind=kind,
+        owner_id=str(owner) if owner is not None else "",
+        filter=ExportFilter(),
+        fetched_at=datetime.now(UTC),
+        metadata=metadata,
+        archive_url=str(source),
+        arrow=tables,
+        storage_options=storage_options,
+    )
+
+
+@dataclass
+class BatchLoadReport:
+    """The outcome of :func:`load_batch_exports`: one entry per batch id.
+
+    Attributes
+    ----------
+    results : dict[str, Export]
+        Batches that loaded (and, with ``output``, committed).
+    errors : dict[str, ProlificIngestError]
+        Batches that failed, with their typed error.
+    """
+
+    results: dict[str, Export] = field(default_factory=dict)
+    errors: dict[str, ProlificIngestError] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        """True when every batch loaded."""
+        return not self.errors
+
+    def raise_for_errors(self) -> None:
+        """Raise the first error (by batch id) if any batch failed."""
+        if self.errors:
+            first = sorted(self.errors)[0]
+            raise self.errors[first]
+
+    def __repr__(self) -> str:
+        return f"<BatchLoadReport ok={len(self.results)} failed={len(self.errors)}>"
+
+
+def load_batch_exports(
+    batch_ids: Iterable[str], *, max_workers: int = 4, **kwargs: Any
+) -> BatchLoadReport:
+    """Load many batches concurrently; one failure never loses the others.
+
+    Parameters
+    ----------
+    batch_ids : iterable of str
+        The batches to load (duplicates are loaded once).
+    max_workers : int, default 4
+        Concurrent loads.
+    **kwargs
+        Passed to :func:`load_batch_export` for every batch (``output=``, ``incremental=`` …).
+
+    Returns
+    -------
+    BatchLoadReport
+        Per-batch results and typed errors. Errors that are not
+        :class:`~prolific_ingest.ProlificIngestError` (bugs) propagate.
+    """
+    ids = list(dict.fromkeys(batch_ids))
+    report = BatchLoadReport()
+    with ThreadPoolExecutor(max_workers=max(1, max_workers)) as pool:
+        futures = {bid: pool.submit(load_batch_export, bid, **kwargs) for bid in ids}
+        for bid, future in futures.items():
+            try:
+                report.results[bid] = future.result()
+            except ProlificIngestError as exc:
+                logger.warning("batch %s failed: %s", bid, exc)
+                report.errors[bid] = exc
+    return report

@@ -1,0 +1,346 @@
+"""``prolific-ingest``: the command-line front end (stdlib argparse, no logic of its own).
+
+Exit codes
+----------
+0 success · 1 other library error · 2 usage or configuration (incl. missing token) ·
+3 authentication / permission · 4 not found / not cached · 5 export failed or timed out ·
+6 download or archive problem · 7 Parquet output failed · 8 some batches of several failed ·
+130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, is_dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from . import errors
+from ._version import __version__
+
+__all__ = ["main"]
+
+EXIT_CODES: tuple[tuple[type[BaseException], int, str], ...] = (
+    (errors.MissingTokenError, 2, ""),
+    (errors.ConfigurationError, 2, ""),
+    (errors.AuthenticationError, 3, "check PROLIFIC_TOKEN (Prolific app: Settings > API tokens)"),
+    (errors.PermissionDeniedError, 3, "the token's account has no access to this resource"),
+    (errors.NotFoundError, 4, "check the id (404 can also mean no access)"),
+    (errors.CacheMissError, 4, ""),
+    (errors.ExportTimeoutError, 5, ""),
+    (errors.ExportError, 5, "request a new export (run the command again with --max-age 0)"),
+    (errors.DownloadError, 6, ""),
+    (errors.ArchiveError, 6, ""),
+    (errors.SinkError, 7, ""),
+    (errors.ProlificIngestError, 1, ""),
+)
+
+
+def _fail(exc: BaseException) -> int:
+    for cls, code, hint in EXIT_CODES:
+        if isinstance(exc, cls):
+            text = f"error: {exc}"
+            if hint:
+                text += f"\nhint: {hint}"
+            print(text, file=sys.stderr)
+            return code
+    raise exc
+
+
+def _jsonable(value: Any) -> Any:
+    if is_dataclass(value) and not isinstance(value, type):
+        return _jsonable(asdict(value))
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, str | int | float | bool) or value is None:
+        return value
+    return str(value)
+
+
+def _emit(args: argparse.Namespace, payload: Any, text: str) -> None:
+    if args.json:
+        print(json.dumps(_jsonable(payload), indent=2, ensure_ascii=False))
+    else:
+        print(text)
+
+
+def _summary(export: Any) -> dict[str, Any]:
+    return {
+        "kind": export.kind,
+        "id": export.owner_id,
+        "export_id": export.export_id,
+        "filter": export.filter.to_json(),
+        "fetched_at": export.fetched_at,
+        "archive": export.archive_url,
+        "rows": export.arrow.row_counts,
+        "output": export.written.output if export.written else None,
+        "output_skipped": export.written.skipped if export.written else None,
+    }
+
+
+def _summary_text(export: Any) -> str:
+    lines = [repr(export)]
+    for name, frame in export.tables.items():
+        cols = ", ".join(map(str, frame.columns[:8])) + (" …" if len(frame.columns) > 8 else "")
+        lines.append(f"  {name:<13} {len(frame):>8} rows  [{cols}]")
+    if export.written is not None:
+        state = "already committed" if export.written.skipped else "written"
+        lines.append(f"Parquet {state}: {export.written.output}")
+    return "\n".join(lines)
+
+
+# -- commands -------------------------------------------------------------------------------
+
+
+def _load_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    kw: dict[str, Any] = {
+        "study_id": args.study_id,
+        "since": args.since,
+        "until": args.until,
+        "offline": args.offline,
+        "output": args.out,
+        "incremental": args.incremental,
+        "cache": args.cache,
+        "on_bad_records": args.on_bad_records,
+        "progress": False if args.json else None,
+    }
+    if args.max_age is not None:
+        kw["max_age"] = args.max_age
+    return kw
+
+
+def _ids(args: argparse.Namespace) -> list[str]:
+    ids = list(args.ids)
+    if args.from_file:
+        text = Path(args.from_file).read_text(encoding="utf-8")
+        ids += [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+    if not ids:
+        msg = "give at least one id (or --from-file)"
+        raise errors.ConfigurationError(msg)
+    return ids
+
+
+def cmd_load(args: argparse.Namespace) -> int:
+    from . import api
+
+    ids = _ids(args)
+    kw = _load_kwargs(args)
+    if args.export_id:
+        kw["export_id"] = args.export_id
+    if args.kind == "collection" or len(ids) == 1:
+        loader = api.load_collection_export if args.kind == "collection" else api.load_batch_export
+        results = [loader(i, **kw) for i in ids]
+        payload = [_summary(e) for e in results]
+        _emit(args, payload if len(payload) > 1 else payload[0], "\n".join(map(_summary_text, results)))
+        return 0
+    report = api.load_batch_exports(ids, max_workers=args.max_workers, **kw)
+    payload = {
+        "results": {k: _summary(v) for k, v in report.results.items()},
+        "errors": {k: f"{type(v).__name__}: {v}" for k, v in report.errors.items()},
+    }
+    text = "\n".join(
+        [f"ok     {k}  {v.export_id}  rows={v.arrow.row_counts}" for k, v in report.results.items()]
+        + [f"FAILED {k}  {type(v).__name__}: {v}" for k, v in report.errors.items()]
+    )
+    _emit(args, payload, text)
+    return 0 if report.ok else 8
+
+
+def cmd_read(args: argparse.Namespace) -> int:
+    from . import api
+
+    export = api.read_export(args.archive, on_bad_records=args.on_bad_records)
+    if args.out:
+        export.written = export.to_parquet(args.out)
+    _emit(args, _summary(export), _summary_text(export))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from . import api
+    from .testing import Emulator
+
+    out = args.out or str(Path("prolific-demo-output").resolve())
+    with Emulator(polls_until_complete=2) as emu, tempfile.TemporaryDirectory() as tmp:
+        batch_id = emu.add_batch(seed=args.seed, n_submissions=args.submissions)
+        print(f"emulator running at {emu.base_url}; batch {batch_id}", file=sys.stderr)
+        export = api.load_batch_export(
+            batch_id,
+            base_url=emu.base_url,
+            token=emu.token,
+            cache=args.cache or str(Path(tmp) / "cache"),
+            output=out,
+            progress=False if args.json else None,
+        )
+        _emit(args, _summary(export), _summary_text(export))
+    return 0
+
+
+def cmd_emulator(args: argparse.Namespace) -> int:
+    from .testing import serve
+
+    serve(port=args.port, seed=args.seed, n_batches=args.batches)
+    return 0
+
+
+def cmd_exports(args: argparse.Namespace) -> int:
+    from . import manage
+
+    kind = "collection" if args.collection else "batch"
+    if args.action == "list":
+        jobs = manage.list_exports(args.id, kind=kind)
+        text = "\n".join(
+            f"{j.export_id}  {j.status:<10}  {j.created_at or '':<25}  {j.filter.to_json()}"
+            for j in jobs
+        )
+        _emit(args, [manage.job_summary(j) for j in jobs], text or "(no exports)")
+    elif args.action == "delete":
+        for export_id in args.export_ids:
+            manage.delete_export(args.id, export_id, kind=kind)
+        _emit(args, {"deleted": args.export_ids}, f"deleted {len(args.export_ids)} export(s)")
+    else:
+        plan = manage.prune_exports(args.id, keep=args.keep, kind=kind, cache=args.cache, dry_run=args.dry_run)
+        verb = "would delete" if args.dry_run else "deleted"
+        _emit(args, [manage.job_summary(j) for j in plan], f"{verb} {len(plan)} export(s)")
+    return 0
+
+
+def cmd_cache(args: argparse.Namespace) -> int:
+    from .cache import ExportCache
+
+    cache = ExportCache(args.cache)
+    if args.action == "path":
+        _emit(args, {"path": cache.root}, str(cache.root))
+    elif args.action == "list":
+        entries = cache.list()
+        text = "\n".join(
+            f"{e.ref.kind:<10} {e.ref.id}  {e.export_id}  {e.size:>12,d} B  {e.fetched_at:%Y-%m-%d %H:%M}"
+            for e in entries
+        )
+        _emit(args, [_cached_summary(e) for e in entries], text or "(cache is empty)")
+    else:
+        plan = cache.plan_clear(max_age=args.older_than)
+        if not args.dry_run:
+            cache.execute(plan)
+        verb = "would remove" if args.dry_run else "removed"
+        _emit(args, [_cached_summary(e) for e in plan], f"{verb} {len(plan)} cached export(s)")
+    return 0
+
+
+def _cached_summary(entry: Any) -> dict[str, Any]:
+    return {
+        "kind": entry.ref.kind,
+        "id": entry.ref.id,
+        "export_id": entry.export_id,
+        "size": entry.size,
+        "fetched_at": entry.fetched_at,
+        "path": entry.path,
+    }
+
+
+# -- parser ---------------------------------------------------------------------------------
+
+
+def _seconds(text: str) -> float:
+    return float(text)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the argument parser (exposed for documentation and tests)."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    common.add_argument("-v", "--verbose", action="count", default=0, help="log INFO (-vv: DEBUG) to stderr")
+    common.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    common.add_argument("--cache", help="cache location (path or fsspec URL); default $PROLIFIC_INGEST_CACHE")
+
+    parser = argparse.ArgumentParser(
+        prog="prolific-ingest",
+        description="Load Prolific Task Builder exports into DataFrames and Parquet.",
+        epilog="Set PROLIFIC_TOKEN (and optionally PROLIFIC_API_URL) first. Exit codes: see docs/cli.md.",
+    )
+    parser.add_argument("--version", action="version", version=f"prolific-ingest {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, func: Callable[[argparse.Namespace], int], help_: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_, description=help_, parents=[common])
+        p.set_defaults(func=func)
+        return p
+
+    for kind in ("batch", "collection"):
+        p = add(kind, cmd_load, f"load one or more {kind} exports (and write Parquet with --out)")
+        p.set_defaults(kind=kind)
+        p.add_argument("ids", nargs="*", metavar="ID", help=f"{kind} id(s)")
+        p.add_argument("--from-file", help="read more ids from this file, one per line")
+        p.add_argument("--out", help="write Parquet to this path or fsspec URL (s3://, gs://, …)")
+        p.add_argument("--study-id", help="only responses of this study")
+        p.add_argument("--since", help="only responses created at or after this ISO-8601 time (UTC)")
+        p.add_argument("--until", help="only responses created before this ISO-8601 time (UTC)")
+        p.add_argument("--export-id", help="load this existing export (resume after a timeout)")
+        p.add_argument("--max-age", type=_seconds, help="reuse an export younger than this many seconds (0: new)")
+        p.add_argument("--offline", action="store_true", help="use the cache only; no network")
+        p.add_argument("--incremental", action="store_true", help="with --out: only responses since the last load")
+        p.add_argument("--on-bad-records", choices=("raise", "quarantine", "skip"), default="raise",
+                       help="what to do with unparseable JSONL lines (default: raise)")
+        p.add_argument("--max-workers", type=int, default=4, help="concurrent loads for several ids")
+
+    p = add("read", cmd_read, "read an export ZIP already on disk or in a bucket (no API call)")
+    p.add_argument("archive", help="path or fsspec URL of the ZIP")
+    p.add_argument("--out", help="also write Parquet here")
+    p.add_argument("--on-bad-records", choices=("raise", "quarantine", "skip"), default="raise")
+
+    p = add("demo", cmd_demo, "run the whole pipeline against the built-in emulator (no token needed)")
+    p.add_argument("--out", help="where to write Parquet (default ./prolific-demo-output)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the generated batch")
+    p.add_argument("--submissions", type=int, default=50, help="submissions in the generated batch")
+
+    p = add("emulator", cmd_emulator, "serve the Prolific API emulator on loopback until Ctrl-C")
+    p.add_argument("--port", type=int, default=0, help="API port (default: a free port)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batches", type=int, default=1, help="generated batches to serve")
+
+    p = add("exports", cmd_exports, "list, delete or prune export jobs on the server")
+    p.add_argument("action", choices=("list", "delete", "prune"))
+    p.add_argument("id", help="batch id (collection id with --collection)")
+    p.add_argument("export_ids", nargs="*", metavar="EXPORT_ID", help="with delete: the exports to delete")
+    p.add_argument("--collection", action="store_true", help="the id is a collection id")
+    p.add_argument("--keep", type=int, default=3, help="with prune: newest finished exports to keep")
+    p.add_argument("--dry-run", action="store_true", help="with prune: only show what would be deleted")
+
+    p = add("cache", cmd_cache, "show the cache path, list cached exports, or clear them")
+    p.add_argument("action", choices=("list", "clear", "path"))
+    p.add_argument("--older-than", type=_seconds, help="with clear: only entries older than N seconds")
+    p.add_argument("--dry-run", action="store_true", help="with clear: only show what would be removed")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``prolific-ingest`` console script."""
+    args = build_parser().parse_args(argv)
+    if args.verbose:
+        logging.basicConfig(
+            level=logging.DEBUG if args.verbose > 1 else logging.INFO,
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        )
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except errors.ProlificIngestError as exc:
+        if args.debug:
+            raise
+        return _fail(exc)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

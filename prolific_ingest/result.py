@@ -1,0 +1,220 @@
+"""`Export`: one loaded export — its identity, metadata, tables and archive."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import IO, TYPE_CHECKING, Any
+
+import pandas as pd
+
+from . import views
+from .archive import open_archive
+from .exports import ExportFilter
+
+if TYPE_CHECKING:
+    from .sinks import WriteResult
+    from .tables import ExportTables
+
+__all__ = ["Export"]
+
+
+@dataclass(eq=False)
+class Export:
+    """A loaded Prolific export.
+
+    Attributes
+    ----------
+    export_id : str
+        The export job's id (the cache key).
+    kind : {"batch", "collection"}
+        What was exported.
+    owner_id : str
+        The batch or collection id (also available as ``batch_id`` / ``collection_id``).
+    filter : ExportFilter
+        The ``study_id`` / ``since`` / ``until`` filter the export was made with.
+    fetched_at : datetime
+        When the archive was downloaded (UTC).
+    metadata : dict
+        The parsed ``batch.json`` / ``collection.json`` (``{}`` when absent).
+    archive_url : str
+        Path or fsspec URL of the cached ZIP.
+    arrow : ExportTables
+        The tables as pyarrow Tables with their fixed schemas.
+    written : WriteResult or None
+        Where Parquet was written, when the export was loaded with ``output=``.
+
+    Notes
+    -----
+    Each table is also an attribute: ``exp.submissions``, ``exp.tasks`` (batches only),
+    ``exp.responses``, ``exp.answers``, ``exp.files``, ``exp.instructions`` and
+    ``exp.rejected`` (lines set aside by ``on_bad_records="quarantine"``).
+    """
+
+    export_id: str
+    kind: str
+    owner_id: str
+    filter: ExportFilter
+    fetched_at: datetime
+    metadata: dict[str, Any]
+    archive_url: str
+    arrow: ExportTables = field(repr=False)
+    storage_options: dict[str, Any] | None = field(default=None, repr=False)
+    written: WriteResult | None = field(default=None, repr=False)
+    _frames: dict[str, pd.DataFrame] | None = field(default=None, init=False, repr=False)
+
+    # -- identity ---------------------------------------------------------------------------
+    @property
+    def batch_id(self) -> str | None:
+        """The batch id, or ``None`` for a collection export."""
+        return self.owner_id if self.kind == "batch" else None
+
+    @property
+    def collection_id(self) -> str | None:
+        """The collection id, or ``None`` for a batch export."""
+        return self.owner_id if self.kind == "collection" else None
+
+    # -- tables -----------------------------------------------------------------------------
+    @property
+    def tables(self) -> dict[str, pd.DataFrame]:
+        """Every table as an Arrow-backed pandas DataFrame, by name (built once, then reused)."""
+        if self._frames is None:
+            self._frames = self.arrow.to_pandas()
+        return self._frames
+
+    def __getattr__(self, name: str) -> pd.DataFrame:
+        # Only called for names not found normally: expose tables as attributes.
+        if name.startswith("_"):
+            raise AttributeError(name)
+        tables = self.tables
+        if name in tables:
+            return tables[name]
+        msg = f"{type(self).__name__!s} has no attribute or table {name!r}"
+        raise AttributeError(msg)
+
+    def __dir__(self) -> list[str]:
+        return sorted(set(super().__dir__()) | set(self.arrow.tables))
+
+    def wide(self, *, labels: bool = True) -> pd.DataFrame:
+        """One row per submission x task, one column per instruction.
+
+        Parameters
+        ----------
+        labels : bool, default True
+            Replace option values by their labels where ``batch.json`` defines options.
+
+        Returns
+        -------
+        pandas.DataFrame
+            Columns ``submission_id``, ``participant_id``, ``task_id`` (batches) and one
+            column per instruction, named from its description (made unique); answers with
+            several items are joined with ``"; "``.
+        """
+        return views.wide(self.tables, kind=self.kind, labels=labels)
+
+    # -- archive ----------------------------------------------------------------------------
+    def open_file(self, path: str) -> IO[bytes]:
+        """Open an uploaded file from the cached archive, read through fsspec.
+
+        Parameters
+        ----------
+        path : str
+            The file's path inside the archive, as in ``files.path`` or ``answers.file_path``.
+
+        Returns
+        -------
+        file object
+            A binary, readable file object. Close it (or use ``with``) when done.
+        """
+        archive = open_archive(self.archive_url, storage_options=self.storage_options)
+        try:
+            inner = archive.open_file(path)
+        except BaseException:
+            archive.close()
+            raise
+        return io.BufferedReader(_ClosingReader(inner, archive))
+
+    def extract_files(self, dest: str, *, storage_options: dict[str, Any] | None = None) -> list[str]:
+        """Write every uploaded file under ``dest`` (local path or fsspec URL), safely.
+
+        Returns the written paths. Unsafe member names never escape ``dest``.
+        """
+        with open_archive(self.archive_url, storage_options=self.storage_options) as archive:
+            return archive.extract_files(dest, storage_options=storage_options)
+
+    # -- output -----------------------------------------------------------------------------
+    def to_parquet(
+        self,
+        output: str,
+        *,
+        overwrite: bool = False,
+        partition_by: Sequence[str] = (),
+        storage_options: dict[str, Any] | None = None,
+    ) -> WriteResult:
+        """Write every table as Parquet under ``output`` with the commit protocol.
+
+        Layout: ``<output>/<table>/<kind>_id=<id>/export_id=<export_id>/part-0.parquet`` and a
+        manifest ``<output>/_manifests/<kind>_id=<id>/<export_id>.json`` written last.
+        Writing an export that is already committed there is a no-op unless ``overwrite``.
+        """
+        from ._pipeline import write_export
+
+        return write_export(
+            self.arrow,
+            output,
+            kind=self.kind,
+            owner_id=self.owner_id,
+            export_id=self.export_id,
+            filter=self.filter,
+            overwrite=overwrite,
+            partition_by=partition_by,
+            storage_options=storage_options,
+        )
+
+    def __repr__(self) -> str:
+        counts = ", ".join(f"{k}={v}" for k, v in self.arrow.row_counts.items() if k != "rejected")
+        rejected = self.arrow.row_counts.get("rejected", 0)
+        extra = f", rejected={rejected}" if rejected else ""
+        flt = describe_filter(self.filter)
+        return (
+            f"<Export {self.kind} {self.owner_id} export_id={self.export_id}"
+            f"{' ' + flt if flt else ''} fetched_at={self.fetched_at:%Y-%m-%dT%H:%M:%SZ} "
+            f"{counts}{extra}>"
+        )
+
+
+def describe_filter(flt: ExportFilter) -> str:
+    """``study_id=… since=… until=…`` for the parts of the filter that are set."""
+    parts = [
+        f"{name}={value.strftime('%Y-%m-%dT%H:%M:%SZ') if isinstance(value, datetime) else value}"
+        for name, value in (("study_id", flt.study_id), ("since", flt.since), ("until", flt.until))
+        if value is not None
+    ]
+    return " ".join(parts)
+
+
+class _ClosingReader(io.RawIOBase):
+    """A readable stream over an archive member that also closes the archive."""
+
+    def __init__(self, inner: IO[bytes], archive: Any) -> None:
+        super().__init__()
+        self._inner = inner
+        self._archive = archive
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        data = self._inner.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        if not self.closed:
+            try:
+                self._inner.close()
+            finally:
+                self._archive.close()
+        super().close()

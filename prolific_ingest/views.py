@@ -1,0 +1,106 @@
+"""Derived, notebook-friendly views of the tables (pure pandas, no I/O).
+
+- :func:`option_labels`: ``(instruction_id, value) -> label`` from ``batch.json`` options.
+- :func:`with_labels`: the ``answers`` table plus a ``value_label`` column.
+- :func:`wide`: one row per submission x task, one column per instruction.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+
+__all__ = ["option_labels", "wide", "with_labels"]
+
+_STRING = pd.ArrowDtype(pa.string())
+
+
+def _value_text(value: Any) -> str:
+    # Same text semantics as answers.value: strings verbatim, other scalars as JSON text.
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def option_labels(instructions: pd.DataFrame) -> dict[tuple[str, str], str]:
+    """Map ``(instruction_id, value text)`` to the option's label, for instructions with options."""
+    labels: dict[tuple[str, str], str] = {}
+    for instruction_id, options in zip(
+        instructions["instruction_id"], instructions["options"], strict=True
+    ):
+        if options is None or options is pd.NA or instruction_id is None:
+            continue
+        try:
+            parsed = json.loads(options)
+        except (TypeError, ValueError):
+            continue
+        for option in parsed if isinstance(parsed, list) else ():
+            if isinstance(option, dict) and "value" in option and option.get("label") is not None:
+                labels[(str(instruction_id), _value_text(option["value"]))] = str(option["label"])
+    return labels
+
+
+def with_labels(answers: pd.DataFrame, instructions: pd.DataFrame) -> pd.DataFrame:
+    """Return ``answers`` with a ``value_label`` column (the option label, else null)."""
+    labels = option_labels(instructions)
+    out = answers.copy()
+    keys = zip(out["instruction_id"], out["value"], strict=True)
+    out["value_label"] = pd.array(
+        [
+            labels.get((str(i), str(v))) if i is not pd.NA and v is not pd.NA else None
+            for i, v in keys
+        ],
+        dtype=_STRING,
+    )
+    return out
+
+
+def _column_names(instructions: pd.DataFrame, used: list[str]) -> dict[str, str]:
+    names: dict[str, str] = {}
+    taken: set[str] = set()
+    described = dict(zip(instructions["instruction_id"], instructions["description"], strict=True))
+    for instruction_id in used:
+        base = described.get(instruction_id)
+        name = str(base).strip() if isinstance(base, str) and base.strip() else str(instruction_id)
+        candidate, n = name, 2
+        while candidate in taken:
+            candidate, n = f"{name} ({n})", n + 1
+        taken.add(candidate)
+        names[instruction_id] = candidate
+    return names
+
+
+def wide(tables: dict[str, pd.DataFrame], *, kind: str, labels: bool = True) -> pd.DataFrame:
+    """One row per submission x task (x submission for collections), one column per instruction.
+
+    Multi-item answers (several selected options, several files) are joined with ``"; "``
+    in ``answer_index`` order. Instructions are ordered as in ``batch.json``.
+    """
+    answers = tables["answers"]
+    instructions = tables["instructions"]
+    keys = ["submission_id", "participant_id"] + (["task_id"] if kind == "batch" else [])
+    if labels:
+        answers = with_labels(answers, instructions)
+        shown = answers["value_label"].fillna(answers["value"])
+    else:
+        shown = answers["value"]
+    frame = answers[[*keys, "instruction_id", "answer_index"]].copy()
+    frame["shown"] = shown.astype(object).where(shown.notna(), None)
+    frame = frame.sort_values([*keys, "instruction_id", "answer_index"], kind="stable")
+    joined = (
+        frame.dropna(subset=["instruction_id"])
+        .groupby([*keys, "instruction_id"], dropna=False, sort=False)["shown"]
+        .agg(lambda s: "; ".join(str(v) for v in s if v is not None) or None)
+    )
+    table = joined.unstack("instruction_id") if len(joined) else pd.DataFrame(
+        index=pd.MultiIndex.from_tuples([], names=keys)
+    )
+    order = [i for i in instructions["instruction_id"] if i in table.columns]
+    order += [i for i in table.columns if i not in order]
+    table = table[order]
+    table.columns = [_column_names(instructions, order)[i] for i in order]
+    out = table.reset_index()
+    for column in out.columns[len(keys) :]:
+        out[column] = out[column].astype(_STRING)
+    return out
