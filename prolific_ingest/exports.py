@@ -1,0 +1,366 @@
+"""The export lifecycle: request, poll, refresh, list, delete, reuse.
+
+Every function takes a :class:`~prolific_ingest.client.ProlificClient` and an
+:class:`ExportRef`; none of them touches the token or the download host.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import urlsplit
+
+from ._export_models import (
+    ExportFilter,
+    ExportJob,
+    ExportKind,
+    ExportRef,
+    ExportStatus,
+    format_timestamp,
+    job_from_body,
+    parse_timestamp,
+)
+from ._progress import make_progress
+from .client import ProlificClient, response_json
+from .errors import (
+    APIError,
+    ExportFailedError,
+    ExportLimitError,
+    ExportTimeoutError,
+    ProlificIngestError,
+)
+
+__all__ = [
+    "ExportFilter",
+    "ExportJob",
+    "ExportKind",
+    "ExportRef",
+    "ExportStatus",
+    "delete_export",
+    "find_reusable_job",
+    "format_timestamp",
+    "get_export",
+    "list_exports",
+    "parse_timestamp",
+    "refresh_url",
+    "request_export",
+    "wait_for_export",
+]
+
+logger = logging.getLogger(__name__)
+
+#: A complete job whose URL expires sooner than this is polled again before use.
+URL_EXPIRY_MARGIN = timedelta(seconds=30)
+
+
+def _failed(job: ExportJob) -> ExportFailedError:
+    msg = (
+        f"export {job.export_id} of {job.ref.kind} {job.ref.id} failed (or its archive was "
+        "deleted from storage); request a new export"
+    )
+    return ExportFailedError(msg, export_id=job.export_id)
+
+
+def _legacy_id(url: str) -> str:
+    digest = hashlib.sha256(urlsplit(url).path.encode("utf-8")).hexdigest()
+    return "legacy-" + digest[:16]
+
+
+def _find_legacy_export_id(
+    client: ProlificClient, ref: ExportRef, flt: ExportFilter, url: str
+) -> str:
+    """Find the id of a legacy ``200 complete`` answer via the job list, or synthesise one."""
+    try:
+        jobs = list_exports(client, ref)
+    except ProlificIngestError as exc:
+        logger.debug("export list unavailable for %s %s: %s", ref.kind, ref.id, type(exc).__name__)
+        jobs = []
+    path = urlsplit(url).path
+    for job in jobs:  # same archive object first
+        if job.url and urlsplit(job.url).path == path:
+            return job.export_id
+    reusable = find_reusable_job(jobs, flt, None)
+    if reusable is not None:
+        return reusable.export_id
+    export_id = _legacy_id(url)
+    logger.info(
+        "export of %s %s: the API returned a complete export without an id; using %s",
+        ref.kind,
+        ref.id,
+        export_id,
+    )
+    return export_id
+
+
+def request_export(
+    client: ProlificClient, ref: ExportRef, filter: ExportFilter | None = None
+) -> ExportJob:
+    """Start an export job (``POST .../export``) and return it.
+
+    Parameters
+    ----------
+    client : ProlificClient
+    ref : ExportRef
+    filter : ExportFilter, optional
+        Study id and ``[since, until)`` window.
+
+    Returns
+    -------
+    ExportJob
+        Usually ``generating``; ``complete`` (with ``url``) when the API answers the
+        legacy ``200``. A legacy answer carries no ``export_id``: it is looked up in
+        the job list (same URL, else the newest complete job with the same filter),
+        else a stable ``"legacy-<sha256 of the URL path>"`` id is made up.
+
+    Raises
+    ------
+    ExportLimitError
+        The job cap is reached; ``existing_jobs`` lists the jobs when they could be read.
+    ExportFailedError
+        The API answered ``failed`` straight away.
+
+    Notes
+    -----
+    A POST whose response was lost is retried by the client. That cannot leak jobs:
+    while a job with the same filter is generating the API returns it again.
+    """
+    flt = ExportFilter.coerce(filter)
+    path = f"{ref.path}/export"
+    try:
+        resp = client.request("POST", path, params=flt.to_params(), expect=(200, 201, 202))
+    except ExportLimitError as exc:
+        try:
+            jobs = list_exports(client, ref)
+        except ProlificIngestError:
+            raise exc from None
+        listing = ", ".join(f"{j.export_id} ({j.status})" for j in jobs) or "none listed"
+        msg = f"{exc}; existing jobs: {listing}"
+        raise ExportLimitError(
+            msg,
+            existing_jobs=jobs,
+            status=exc.status,
+            error_code=exc.error_code,
+            title=exc.title,
+            detail=exc.detail,
+            method=exc.method,
+            url=exc.url,
+        ) from exc
+    body = response_json(resp)
+    if not isinstance(body, dict):
+        msg = f"POST {path} -> {resp.status_code}: expected a JSON object"
+        raise APIError(msg, status=resp.status_code, method="POST", url=resp.url)
+    status = body.get("status")
+    url = body.get("url")
+    if status == "complete" or (status is None and isinstance(url, str)):
+        if not isinstance(url, str) or not url:
+            msg = f"POST {path} -> {resp.status_code}: complete export without a url"
+            raise APIError(msg, status=resp.status_code, method="POST", url=resp.url)
+        export_id = body.get("export_id") or _find_legacy_export_id(client, ref, flt, url)
+        job = job_from_body(ref, {**body, "status": "complete"}, export_id=export_id, filter=flt)
+    else:
+        job = job_from_body(ref, body, export_id=None, filter=flt)
+    if job is None:
+        msg = f"POST {path} -> {resp.status_code}: the answer has no export_id"
+        raise APIError(msg, status=resp.status_code, method="POST", url=resp.url)
+    if job.status == "failed":
+        raise _failed(job)
+    logger.info("export %s requested for %s %s: %s", job.export_id, ref.kind, ref.id, job.status)
+    return job
+
+
+def get_export(
+    client: ProlificClient,
+    ref: ExportRef,
+    export_id: str,
+    filter: ExportFilter | None = None,
+) -> ExportJob:
+    """Return the current state of one job (``GET .../export/<export_id>``).
+
+    ``filter`` is carried into the returned job (the status body does not repeat it).
+    """
+    path = f"{ref.path}/export/{export_id}"
+    body = client.get_json(path)
+    if not isinstance(body, dict):
+        msg = f"GET {path}: expected a JSON object"
+        raise APIError(msg, status=200, method="GET", url=client.url_for(path))
+    job = job_from_body(
+        ref, {**body, "export_id": export_id}, export_id=export_id, filter=filter or ExportFilter()
+    )
+    if job is None:  # only an unreadable body can get here
+        msg = f"GET {path}: unreadable export status"
+        raise APIError(msg, status=200, method="GET", url=client.url_for(path))
+    if job.status == "complete" and not job.url:
+        logger.warning("export %s: 'complete' without a url; polling again", export_id)
+        return job.replace(status="generating")
+    return job
+
+
+def _fresh_enough(job: ExportJob) -> bool:
+    if not job.is_complete:
+        return False
+    return job.expires_at is None or job.expires_at > datetime.now(UTC) + URL_EXPIRY_MARGIN
+
+
+def wait_for_export(
+    client: ProlificClient,
+    job: ExportJob,
+    *,
+    timeout: float | None = None,
+    poll_interval: float | None = None,
+    poll_max_interval: float | None = None,
+    sleep: Callable[[float], object] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+    progress: bool | str | None = None,
+) -> ExportJob:
+    """Poll a job until it is complete and return it (with its download ``url``).
+
+    Parameters
+    ----------
+    client : ProlificClient
+    job : ExportJob
+        A job from :func:`request_export` / :func:`get_export` / :func:`list_exports`.
+    timeout : float, optional
+        Seconds to wait (default ``settings.wait_timeout``).
+    poll_interval, poll_max_interval : float, optional
+        First interval and ceiling; the interval grows by x1.5 per poll
+        (defaults from the settings).
+    sleep, clock : callable
+        Injectable ``time.sleep`` / ``time.monotonic``.
+    progress : bool, str or None
+        Show status and elapsed time (see ``make_progress``).
+
+    Raises
+    ------
+    ExportFailedError
+        The job reported ``failed``: request a new export.
+    ExportTimeoutError
+        Not complete within ``timeout``; pass ``export_id=`` to resume waiting.
+    """
+    settings = client.settings
+    limit = settings.wait_timeout if timeout is None else timeout
+    interval = settings.poll_interval if poll_interval is None else poll_interval
+    ceiling = settings.poll_max_interval if poll_max_interval is None else poll_max_interval
+    interval = max(0.0, min(interval, ceiling))
+    if job.status == "failed":
+        raise _failed(job)
+    if _fresh_enough(job):
+        return job
+    start = clock()
+    last_status: str = job.status
+    with make_progress(progress, desc=f"export {job.export_id}", unit="poll") as bar:
+        while True:
+            current = get_export(client, job.ref, job.export_id, job.filter)
+            elapsed = clock() - start
+            bar.set_postfix_str(f"{current.status}, {elapsed:.0f}s")
+            if current.status != last_status:
+                logger.info(
+                    "export %s: %s -> %s after %.1fs",
+                    job.export_id,
+                    last_status,
+                    current.status,
+                    elapsed,
+                )
+                last_status = current.status
+            if current.status == "complete" and current.url:
+                return current
+            if current.status == "failed":
+                raise _failed(current)
+            if elapsed >= limit:
+                msg = (
+                    f"export {job.export_id} of {job.ref.kind} {job.ref.id} is still "
+                    f"{current.status} after {elapsed:.0f}s; call again with "
+                    f"export_id={job.export_id!r} to resume waiting"
+                )
+                raise ExportTimeoutError(
+                    msg, export_id=job.export_id, elapsed=elapsed, last_status=current.status
+                )
+            sleep(min(interval, max(0.0, limit - elapsed)))
+            bar.update(1)
+            interval = min(interval * 1.5, ceiling)
+
+
+def refresh_url(client: ProlificClient, job: ExportJob) -> ExportJob:
+    """Return the job with a fresh download URL (after the old one expired).
+
+    Raises :class:`ExportFailedError` when the job has turned ``failed``.
+    Legacy jobs (``"legacy-…"`` ids, unknown to the status endpoint) are refreshed
+    by requesting the export again.
+    """
+    if job.export_id.startswith("legacy-"):
+        fresh = request_export(client, job.ref, job.filter)
+        if not fresh.is_complete:
+            fresh = wait_for_export(client, fresh)
+        return job.replace(status="complete", url=fresh.url, expires_at=fresh.expires_at)
+    fresh = get_export(client, job.ref, job.export_id, job.filter)
+    if fresh.status == "failed":
+        raise _failed(fresh)
+    if not fresh.is_complete:
+        fresh = wait_for_export(client, fresh)
+    logger.info("export %s: download URL refreshed", job.export_id)
+    return fresh.replace(created_at=fresh.created_at or job.created_at)
+
+
+def list_exports(client: ProlificClient, ref: ExportRef) -> list[ExportJob]:
+    """List the jobs of a batch/collection, newest first (``GET .../export``).
+
+    Accepts a bare array or ``{"results": [...]}``; items without an id or with
+    an unreadable filter are skipped, other missing keys are tolerated.
+    """
+    body = client.get_json(f"{ref.path}/export")
+    items: Iterable[Any]
+    if isinstance(body, list):
+        items = body
+    elif isinstance(body, dict) and isinstance(body.get("results"), list):
+        items = body["results"]
+    else:
+        items = []
+    jobs: list[ExportJob] = []
+    for item in items:
+        if not isinstance(item, dict):
+            continue
+        job = job_from_body(ref, item, export_id=None, filter=None)
+        if job is None:
+            logger.debug("skipping an unreadable export job entry of %s %s", ref.kind, ref.id)
+            continue
+        jobs.append(job)
+    return jobs
+
+
+def delete_export(client: ProlificClient, ref: ExportRef, export_id: str) -> None:
+    """Delete a finished job and its archive (``DELETE .../export/<export_id>``).
+
+    Raises :class:`ExportStillGeneratingError` while it is generating.
+    """
+    client.request("DELETE", f"{ref.path}/export/{export_id}", expect=(200, 202, 204))
+    logger.info("export %s of %s %s deleted", export_id, ref.kind, ref.id)
+
+
+def find_reusable_job(
+    jobs: Iterable[ExportJob],
+    filter: ExportFilter | None,
+    max_age: timedelta | None,
+    now: datetime | None = None,
+) -> ExportJob | None:
+    """Pick the newest complete job with the same filter, younger than ``max_age``.
+
+    Pure function. ``max_age=None`` accepts any age; with a ``max_age``, jobs with
+    no ``created_at`` are not reused (their age is unknown). Ties keep list order
+    (the API lists newest first).
+    """
+    flt = ExportFilter.coerce(filter)
+    current = now or datetime.now(UTC)
+    if current.tzinfo is None:
+        current = current.replace(tzinfo=UTC)
+    candidates = [j for j in jobs if j.status == "complete" and j.filter == flt]
+    if max_age is not None:
+        candidates = [
+            j for j in candidates if j.created_at is not None and current - j.created_at <= max_age
+        ]
+    if not candidates:
+        return None
+    floor = datetime.min.replace(tzinfo=UTC)
+    return max(candidates, key=lambda j: j.created_at or floor)  # first of equals wins
