@@ -1,0 +1,491 @@
+"""ExportCache: downloaded archives, keyed by export id, on any fsspec location.
+
+Layout (pinned by ``tests/test_cache_layout.py``)::
+
+    <root>/<kind>/<owner_id>/<export_id>/archive.zip
+    <root>/<kind>/<owner_id>/<export_id>/manifest.json     written last: the commit marker
+    <root>/<kind>/<owner_id>/<export_id>/tables/           parsed Parquet (written by the loader)
+    <root>/.locks/                                         lock files (local roots only)
+
+An entry exists only once its manifest is written; an archive without a manifest,
+or one whose size (or, with ``verify="full"``, SHA-256) differs from the manifest,
+is reported with a WARNING, removed, and treated as absent.
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import threading
+import uuid
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+import filelock
+import fsspec
+import platformdirs
+from fsspec.implementations.local import LocalFileSystem
+
+from ._version import __version__
+from .config import default_cache_dir
+from .errors import CacheError
+from .exports import ExportFilter, ExportRef, parse_timestamp
+
+__all__ = ["ARCHIVE_NAME", "FORMAT_VERSION", "MANIFEST_NAME", "CachedExport", "ExportCache"]
+
+logger = logging.getLogger(__name__)
+
+ARCHIVE_NAME = "archive.zip"
+MANIFEST_NAME = "manifest.json"
+TABLES_DIR = "tables"
+LOCKS_DIR = ".locks"
+FORMAT_VERSION = 1
+_KINDS: tuple[Literal["batch", "collection"], ...] = ("batch", "collection")
+
+_LOCKS: dict[str, tuple[threading.RLock, filelock.FileLock]] = {}
+_LOCKS_GUARD = threading.Lock()
+
+
+def _locks_for(path: str) -> tuple[threading.RLock, filelock.FileLock]:
+    """One (thread lock, file lock) pair per lock file for the whole process."""
+    with _LOCKS_GUARD:
+        pair = _LOCKS.get(path)
+        if pair is None:
+            pair = (threading.RLock(), filelock.FileLock(path, thread_local=False))
+            _LOCKS[path] = pair
+        return pair
+
+
+def _check_id(value: str, what: str) -> str:
+    if not value or any(c in value for c in "/\\") or value in {".", ".."}:
+        msg = f"invalid {what} for the cache: {value!r}"
+        raise CacheError(msg)
+    return value
+
+
+def _as_timedelta(max_age: timedelta | float | None) -> timedelta | None:
+    if max_age is None or isinstance(max_age, timedelta):
+        return max_age
+    return timedelta(seconds=float(max_age))
+
+
+@dataclass(frozen=True)
+class CachedExport:
+    """A committed cache entry.
+
+    Attributes
+    ----------
+    ref : ExportRef
+    export_id : str
+    path : str
+        The entry directory (local path, or fsspec URL for remote caches).
+    archive_path : str
+        ``<path>/archive.zip``.
+    manifest : dict
+        The parsed ``manifest.json``.
+    fetched_at : datetime
+        When the archive was committed (aware UTC).
+    size : int
+        Archive size in bytes.
+    filter : ExportFilter
+        The filter the export was requested with.
+    """
+
+    ref: ExportRef
+    export_id: str
+    path: str
+    archive_path: str
+    manifest: dict[str, Any] = field(compare=False, hash=False, repr=False)
+    fetched_at: datetime
+    size: int
+    filter: ExportFilter
+
+
+class _DamagedError(Exception):
+    """Internal: an entry is present but not valid."""
+
+
+class ExportCache:
+    """Downloaded export archives under ``root`` (a local path or fsspec URL).
+
+    Parameters
+    ----------
+    root : str, optional
+        Local directory or URL such as ``s3://bucket/prefix`` or ``memory://x``
+        (default: :func:`~prolific_ingest.config.default_cache_dir`).
+    storage_options : mapping, optional
+        fsspec options for a remote root.
+    """
+
+    def __init__(
+        self, root: str | None = None, *, storage_options: Mapping[str, Any] | None = None
+    ) -> None:
+        raw = root or default_cache_dir()
+        self.root: str = os.path.expanduser(raw) if "://" not in raw else raw
+        self.storage_options: dict[str, Any] = dict(storage_options or {})
+        self._fs, path = fsspec.core.url_to_fs(self.root, **self.storage_options)
+        self._local = isinstance(self._fs, LocalFileSystem)
+        self._base = path.rstrip("/") or "/"
+        if self._local:
+            self._lock_dir = os.path.join(self._base, LOCKS_DIR)
+        else:
+            digest = hashlib.sha256(self._fs.unstrip_protocol(self._base).encode()).hexdigest()
+            user = platformdirs.user_cache_dir("prolific-ingest", appauthor=False)
+            self._lock_dir = os.path.join(user, "locks", digest[:24])
+
+    def __repr__(self) -> str:
+        return f"ExportCache(root={self.root!r})"
+
+    # -- paths ---------------------------------------------------------------------------------
+
+    def _join(self, *parts: str) -> str:
+        return "/".join([self._base.rstrip("/"), *parts])
+
+    def _entry(self, ref: ExportRef, export_id: str) -> str:
+        return self._join(
+            ref.kind, _check_id(ref.id, "owner id"), _check_id(export_id, "export id")
+        )
+
+    def _external(self, fs_path: str) -> str:
+        return fs_path if self._local else str(self._fs.unstrip_protocol(fs_path))
+
+    def _internal(self, path: str) -> str:
+        return path if self._local else str(self._fs._strip_protocol(path))
+
+    def entry_path(self, ref: ExportRef, export_id: str) -> str:
+        """Return the entry directory of an export (local path or URL)."""
+        return self._external(self._entry(ref, export_id))
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def _read_manifest(self, entry: str) -> dict[str, Any] | None:
+        try:
+            raw = self._fs.cat_file(f"{entry}/{MANIFEST_NAME}")
+        except FileNotFoundError:
+            return None
+        try:
+            data = json.loads(raw)
+        except (UnicodeDecodeError, ValueError) as exc:
+            msg = "manifest.json is not valid JSON"
+            raise _DamagedError(msg) from exc
+        if not isinstance(data, dict):
+            msg = "manifest.json is not a JSON object"
+            raise _DamagedError(msg)
+        return data
+
+    def _build(
+        self, ref: ExportRef, export_id: str, entry: str, data: dict[str, Any]
+    ) -> CachedExport:
+        try:
+            if data.get("export_id") != export_id or data.get("kind") != ref.kind:
+                msg = "manifest.json names another export"
+                raise _DamagedError(msg)
+            if data.get("owner_id") != ref.id:
+                msg = "manifest.json names another owner"
+                raise _DamagedError(msg)
+            size = data["size"]
+            if not isinstance(size, int) or size < 0 or not isinstance(data.get("sha256"), str):
+                msg = "manifest.json has no valid size/sha256"
+                raise _DamagedError(msg)
+            fetched = parse_timestamp(data.get("fetched_at"))
+            flt = ExportFilter.from_json(data.get("filter"))
+        except (KeyError, TypeError, ValueError) as exc:
+            msg = f"manifest.json is incomplete ({type(exc).__name__})"
+            raise _DamagedError(msg) from exc
+        return CachedExport(
+            ref=ref,
+            export_id=export_id,
+            path=self._external(entry),
+            archive_path=self._external(f"{entry}/{ARCHIVE_NAME}"),
+            manifest=data,
+            fetched_at=fetched or datetime.fromtimestamp(0, UTC),
+            size=size,
+            filter=flt,
+        )
+
+    def _sha256(self, path: str) -> str:
+        digest = hashlib.sha256()
+        with self._fs.open(path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+        return digest.hexdigest()
+
+    def _check(
+        self, ref: ExportRef, export_id: str, verify: bool | Literal["full"]
+    ) -> CachedExport | None:
+        """Return the entry, ``None`` when absent; raise :class:`_DamagedError` when invalid."""
+        entry = self._entry(ref, export_id)
+        archive = f"{entry}/{ARCHIVE_NAME}"
+        data = self._read_manifest(entry)
+        if data is None:
+            if self._fs.exists(archive):
+                msg = "archive.zip without manifest.json (interrupted commit)"
+                raise _DamagedError(msg)
+            return None
+        found = self._build(ref, export_id, entry, data)
+        try:
+            actual = self._fs.size(archive)
+        except FileNotFoundError as exc:
+            msg = "manifest.json without archive.zip"
+            raise _DamagedError(msg) from exc
+        if verify and actual != found.size:
+            msg = f"archive.zip is {actual} bytes, the manifest says {found.size}"
+            raise _DamagedError(msg)
+        if verify == "full" and self._sha256(archive) != found.manifest["sha256"]:
+            msg = "archive.zip does not match the manifest's sha256"
+            raise _DamagedError(msg)
+        return found
+
+    def lookup(
+        self, ref: ExportRef, export_id: str, *, verify: bool | Literal["full"] = True
+    ) -> CachedExport | None:
+        """Return the committed entry of an export, or ``None`` (no network).
+
+        Parameters
+        ----------
+        ref : ExportRef
+        export_id : str
+        verify : bool or "full"
+            ``False``: manifest and archive exist; ``True`` (default): also the
+            archive size; ``"full"``: also its SHA-256 (reads the whole file).
+
+        A damaged entry is logged at WARNING, removed and reported as ``None``.
+        """
+        try:
+            return self._check(ref, export_id, verify)
+        except _DamagedError:
+            pass
+        with self.lock(ref, export_id):  # re-check: a commit may just have been finishing
+            try:
+                return self._check(ref, export_id, verify)
+            except _DamagedError as exc:
+                logger.warning(
+                    "cache entry %s of %s %s is damaged (%s); removing it",
+                    export_id,
+                    ref.kind,
+                    ref.id,
+                    exc,
+                )
+                self._remove_committed(self._entry(ref, export_id))
+                return None
+
+    def _owner_dirs(self, ref: ExportRef | None) -> Iterator[tuple[ExportRef, str]]:
+        if ref is not None:
+            yield ref, self._join(ref.kind, _check_id(ref.id, "owner id"))
+            return
+        for kind in _KINDS:
+            for owner_dir in self._ls(self._join(kind)):
+                name = owner_dir.rstrip("/").rsplit("/", 1)[-1]
+                with contextlib.suppress(Exception):
+                    yield ExportRef(kind, name), owner_dir.rstrip("/")
+
+    def _ls(self, path: str) -> builtins.list[str]:
+        try:
+            items = self._fs.ls(path, detail=True)
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        return sorted(i["name"] for i in items if i.get("type") == "directory")
+
+    def list(self, ref: ExportRef | None = None) -> builtins.list[CachedExport]:
+        """Return committed entries (all, or one batch/collection's), newest first.
+
+        Reads manifests only; entries with an unreadable manifest are skipped here
+        (``lookup`` removes them).
+        """
+        found: builtins.list[CachedExport] = []
+        for owner, owner_dir in self._owner_dirs(ref):
+            for entry in self._ls(owner_dir):
+                export_id = entry.rstrip("/").rsplit("/", 1)[-1]
+                try:
+                    data = self._read_manifest(entry.rstrip("/"))
+                    if data is not None:
+                        found.append(self._build(owner, export_id, entry.rstrip("/"), data))
+                except (_DamagedError, CacheError):
+                    continue
+        return sorted(found, key=lambda e: e.fetched_at, reverse=True)
+
+    def find(
+        self,
+        ref: ExportRef,
+        filter: ExportFilter | None = None,
+        *,
+        max_age: timedelta | float | None,
+    ) -> CachedExport | None:
+        """Return the newest valid entry with the same filter, younger than ``max_age``.
+
+        ``max_age=None`` accepts any age. No network.
+        """
+        flt = ExportFilter.coerce(filter)
+        limit = _as_timedelta(max_age)
+        now = datetime.now(UTC)
+        for entry in self.list(ref):
+            if entry.filter != flt or (limit is not None and now - entry.fetched_at > limit):
+                continue
+            valid = self.lookup(ref, entry.export_id)
+            if valid is not None:
+                return valid
+        return None
+
+    # -- writing -------------------------------------------------------------------------------
+
+    def staging(self, ref: ExportRef, export_id: str) -> str:
+        """Return a process-unique temporary archive path inside the entry directory."""
+        entry = self._entry(ref, export_id)
+        try:
+            self._fs.makedirs(entry, exist_ok=True)
+        except OSError as exc:
+            msg = f"cannot create cache directory {self._external(entry)}: {exc}"
+            raise CacheError(msg) from exc
+        name = f"{ARCHIVE_NAME}.tmp-{os.getpid()}-{uuid.uuid4().hex}"
+        return self._external(f"{entry}/{name}")
+
+    def discard(self, staging_path: str) -> None:
+        """Remove a staging file if it exists (never raises)."""
+        with contextlib.suppress(OSError):
+            path = self._internal(staging_path)
+            if self._fs.exists(path):
+                self._fs.rm(path)
+
+    def _move(self, src: str, dst: str) -> None:
+        if self._local:
+            os.replace(src, dst)
+        else:
+            self._fs.mv(src, dst)
+
+    def _write_json(self, path: str, data: Mapping[str, Any]) -> None:
+        tmp = f"{path}.tmp-{os.getpid()}-{uuid.uuid4().hex}"
+        try:
+            with self._fs.open(tmp, "wb") as fh:
+                fh.write(json.dumps(data, indent=2, sort_keys=True).encode("utf-8"))
+            self._move(tmp, path)
+        finally:
+            self.discard(tmp)
+
+    def commit(
+        self,
+        ref: ExportRef,
+        export_id: str,
+        staging_path: str,
+        *,
+        filter: ExportFilter | None,
+        size: int,
+        sha256: str,
+        etag: str | None,
+        source_url: str | None,
+    ) -> CachedExport:
+        """Move a downloaded archive into place, then write its manifest (the commit).
+
+        The staging file is removed in any case. Call it while holding :meth:`lock`.
+
+        Raises
+        ------
+        CacheError
+            The archive could not be moved or the manifest written.
+        """
+        entry = self._entry(ref, export_id)
+        staged = self._internal(staging_path)
+        archive = f"{entry}/{ARCHIVE_NAME}"
+        manifest_path = f"{entry}/{MANIFEST_NAME}"
+        manifest: dict[str, Any] = {
+            "export_id": export_id,
+            "kind": ref.kind,
+            "owner_id": ref.id,
+            "filter": ExportFilter.coerce(filter).to_json(),
+            "fetched_at": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+            "size": size,
+            "sha256": sha256,
+            "etag": etag,
+            "source_host": urlsplit(source_url).hostname if source_url else None,
+            "library_version": __version__,
+            "format_version": FORMAT_VERSION,
+        }
+        try:
+            actual = self._fs.size(staged)
+            if actual != size:
+                msg = f"staged archive is {actual} bytes, expected {size}"
+                raise CacheError(msg)
+            if self._fs.exists(manifest_path):  # un-commit the old entry before replacing it
+                self._fs.rm(manifest_path)
+            self._move(staged, archive)
+            self._write_json(manifest_path, manifest)
+        except OSError as exc:
+            msg = f"could not commit export {export_id} into {self._external(entry)}: {exc}"
+            raise CacheError(msg) from exc
+        finally:
+            self.discard(staged)
+        logger.info("export %s committed to cache %s", export_id, self._external(entry))
+        return self._build(ref, export_id, entry, manifest)
+
+    @contextlib.contextmanager
+    def lock(self, ref: ExportRef, export_id: str) -> Iterator[None]:
+        """Hold the entry's lock (across threads and processes) for the ``with`` block."""
+        os.makedirs(self._lock_dir, exist_ok=True)
+        name = f"{ref.kind}-{_check_id(ref.id, 'owner id')}-{_check_id(export_id, 'export id')}"
+        if len(name) > 200:
+            name = hashlib.sha256(name.encode()).hexdigest()
+        thread_lock, file_lock = _locks_for(os.path.join(self._lock_dir, name + ".lock"))
+        with thread_lock, file_lock:
+            yield
+
+    # -- removal -------------------------------------------------------------------------------
+
+    def _remove_committed(self, entry: str) -> None:
+        """Remove the manifest first (un-commit), then archive and tables; keep staging files."""
+        for name in (MANIFEST_NAME, ARCHIVE_NAME):
+            with contextlib.suppress(FileNotFoundError):
+                self._fs.rm(f"{entry}/{name}")
+        with contextlib.suppress(FileNotFoundError):
+            if self._fs.exists(f"{entry}/{TABLES_DIR}"):
+                self._fs.rm(f"{entry}/{TABLES_DIR}", recursive=True)
+        with contextlib.suppress(OSError):
+            if not self._fs.ls(entry):
+                self._fs.rmdir(entry)
+
+    def delete(self, ref: ExportRef, export_id: str) -> bool:
+        """Remove one entry; return whether it was committed."""
+        with self.lock(ref, export_id):
+            entry = self._entry(ref, export_id)
+            existed = bool(self._fs.exists(f"{entry}/{MANIFEST_NAME}"))
+            self._remove_committed(entry)
+        return existed
+
+    def plan_clear(
+        self, ref: ExportRef | None = None, *, max_age: timedelta | float | None = None
+    ) -> builtins.list[CachedExport]:
+        """Return the entries :meth:`clear` would remove (all, or older than ``max_age``)."""
+        limit = _as_timedelta(max_age)
+        now = datetime.now(UTC)
+        return [e for e in self.list(ref) if limit is None or now - e.fetched_at > limit]
+
+    def plan_prune(
+        self, max_age: timedelta | float, ref: ExportRef | None = None
+    ) -> builtins.list[CachedExport]:
+        """Return the entries :meth:`prune` would remove (fetched more than ``max_age`` ago)."""
+        return self.plan_clear(ref, max_age=max_age)
+
+    def execute(self, plan: Iterable[CachedExport]) -> builtins.list[CachedExport]:
+        """Remove the entries of a plan; return those that were removed."""
+        removed: builtins.list[CachedExport] = []
+        for entry in plan:
+            if self.delete(entry.ref, entry.export_id):
+                removed.append(entry)
+        return removed
+
+    def clear(
+        self, ref: ExportRef | None = None, *, max_age: timedelta | float | None = None
+    ) -> builtins.list[CachedExport]:
+        """Remove all entries (or one batch/collection's); return what was removed."""
+        return self.execute(self.plan_clear(ref, max_age=max_age))
+
+    def prune(
+        self, max_age: timedelta | float, ref: ExportRef | None = None
+    ) -> builtins.list[CachedExport]:
+        """Remove entries fetched more than ``max_age`` ago; return what was removed."""
+        return self.execute(self.plan_prune(max_age, ref))

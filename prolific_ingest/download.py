@@ -1,0 +1,390 @@
+"""Download an export archive from its presigned URL (no token, ever).
+
+The download host is not the API host: requests go through a separate session that
+never carries an ``Authorization`` header (S3-style stores reject it, and it would
+hand the API token to a storage host). Bytes are streamed in chunks to ``dest``
+(any fsspec URL), hashed on the fly, resumed with ``Range`` after a dropped
+connection, and checked against ``Content-Length`` and an md5-style ``ETag``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import re
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import fsspec
+import requests
+from fsspec.implementations.local import LocalFileSystem
+
+from ._progress import ProgressLike, make_progress
+from ._retry import RetryPolicy, RetryState, is_loopback_host, is_retriable, parse_retry_after
+from ._version import __version__
+from .errors import DownloadError, DownloadExpiredError, IntegrityError, redact_url
+
+__all__ = ["MAX_REFRESHES", "DownloadResult", "download_archive"]
+
+logger = logging.getLogger(__name__)
+
+#: How many times an expired URL is exchanged for a fresh one before giving up.
+MAX_REFRESHES = 3
+CONNECT_TIMEOUT = 10.0
+READ_TIMEOUT = 60.0
+_USER_AGENT = f"prolific-ingest/{__version__}"
+_MD5_ETAG = re.compile(r"[0-9a-f]{32}")
+_CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
+
+
+@dataclass(frozen=True)
+class DownloadResult:
+    """What was downloaded.
+
+    Attributes
+    ----------
+    path : str
+        The destination (as given).
+    size : int
+        Bytes written.
+    etag : str or None
+        The object's ETag (without quotes), if the host sent one.
+    sha256 : str
+        Hex SHA-256 of the bytes written.
+    """
+
+    path: str
+    size: int
+    etag: str | None
+    sha256: str
+
+
+def _strip_auth(request: requests.PreparedRequest) -> requests.PreparedRequest:
+    """Request-level auth hook: make sure no credentials leave for the download host."""
+    request.headers.pop("Authorization", None)
+    return request
+
+
+def _check_url(url: str, export_id: str | None) -> None:
+    parts = urlsplit(url)
+    if parts.scheme == "https" and parts.hostname:
+        return
+    if parts.scheme == "http" and is_loopback_host(parts.hostname):
+        return
+    msg = (
+        f"refusing to download {redact_url(url)}: the archive URL must use https "
+        "(plain http is only allowed for loopback hosts)"
+    )
+    raise DownloadError(msg, export_id=export_id, url=url)
+
+
+def _clean_etag(raw: str | None) -> str | None:
+    if not raw:
+        return None
+    tag = raw.strip()
+    tag = tag.removeprefix("W/")
+    return tag.strip('"') or None
+
+
+class _Sink:
+    """The destination file, with running hashes; appends locally, restarts elsewhere."""
+
+    def __init__(self, dest: str, storage_options: Mapping[str, Any] | None) -> None:
+        self.dest = dest
+        self.fs, self.path = fsspec.core.url_to_fs(dest, **dict(storage_options or {}))
+        self.can_append = isinstance(self.fs, LocalFileSystem)
+        self.handle: Any = None
+        self.written = 0
+        self.sha256 = hashlib.sha256()
+        self.md5 = hashlib.md5(usedforsecurity=False)
+
+    def open(self, *, resume: bool) -> None:
+        self.close()
+        if not resume:
+            self.written = 0
+            self.sha256 = hashlib.sha256()
+            self.md5 = hashlib.md5(usedforsecurity=False)
+        self.handle = self.fs.open(self.path, "ab" if resume else "wb")
+
+    def write(self, chunk: bytes) -> None:
+        self.handle.write(chunk)
+        self.sha256.update(chunk)
+        self.md5.update(chunk)
+        self.written += len(chunk)
+
+    def close(self) -> None:
+        if self.handle is not None:
+            handle, self.handle = self.handle, None
+            handle.close()
+
+    def remove(self) -> None:
+        with contextlib.suppress(Exception):
+            self.close()
+        with contextlib.suppress(OSError):
+            if self.fs.exists(self.path):
+                self.fs.rm(self.path)
+
+
+class _Download:
+    """State of one download (kept out of the public function to keep it short)."""
+
+    def __init__(
+        self,
+        url: str,
+        sink: _Sink,
+        *,
+        session: requests.Session,
+        export_id: str | None,
+        refresh: Callable[[], str] | None,
+        state: RetryState,
+        bar: ProgressLike,
+        chunk_size: int,
+        verify: bool | str,
+    ) -> None:
+        self.url = url
+        self.sink = sink
+        self.session = session
+        self.export_id = export_id
+        self.refresh = refresh
+        self.state = state
+        self.bar = bar
+        self.chunk_size = chunk_size
+        self.verify = verify
+        self.refreshes = 0
+        self.etag: str | None = None
+        self.raw_etag: str | None = None
+        self.total: int | None = None
+
+    def _error(
+        self, cls: type[DownloadError], msg: str, status: int | None = None
+    ) -> DownloadError:
+        return cls(msg, export_id=self.export_id, url=self.url, status=status)
+
+    def _retry_or_raise(self, what: str, retry_after: float | None, status: int | None) -> None:
+        delay = self.state.next_delay(retry_after)
+        if delay is None:
+            msg = (
+                f"download of {redact_url(self.url)} failed after {self.state.attempts} "
+                f"attempt(s): {what}"
+            )
+            raise self._error(DownloadError, msg, status)
+        logger.info("download %s: %s; retrying in %.2fs", redact_url(self.url), what, delay)
+        self.state.wait(delay)
+
+    def _refresh_url(self, resp: requests.Response) -> None:
+        if self.refresh is None or self.refreshes >= MAX_REFRESHES:
+            msg = (
+                f"the download URL {redact_url(self.url)} was refused ({resp.status_code}, "
+                "expired?) and no fresh URL could be obtained; request the export again"
+            )
+            raise self._error(DownloadExpiredError, msg, resp.status_code)
+        self.refreshes += 1
+        logger.info("download %s: URL refused (expired?); refreshing", redact_url(self.url))
+        new_url = self.refresh()
+        _check_url(new_url, self.export_id)
+        self.url = new_url
+
+    def run(self) -> None:
+        while True:
+            resume = self.sink.written > 0 and self.sink.can_append
+            headers = {"User-Agent": _USER_AGENT}
+            if resume:
+                headers["Range"] = f"bytes={self.sink.written}-"
+                if self.raw_etag:
+                    headers["If-Range"] = self.raw_etag
+            try:
+                resp = self.session.get(
+                    self.url,
+                    headers=headers,
+                    stream=True,
+                    timeout=(CONNECT_TIMEOUT, READ_TIMEOUT),
+                    verify=self.verify,
+                    auth=_strip_auth,
+                )
+            except requests.RequestException as exc:
+                if not is_retriable(exc, self.state.policy):
+                    msg = f"download of {redact_url(self.url)} failed: {type(exc).__name__}"
+                    raise self._error(DownloadError, msg) from exc
+                self._retry_or_raise(type(exc).__name__, None, None)
+                continue
+            with resp:
+                if self._handle_response(resp, resume=resume):
+                    return
+
+    def _handle_response(self, resp: requests.Response, *, resume: bool) -> bool:
+        """Stream one response; return ``True`` when the download is complete."""
+        status = resp.status_code
+        logger.info("download %s -> %d", redact_url(self.url), status)
+        if status == 403:
+            self._refresh_url(resp)
+            return False
+        if status in self.state.policy.retry_statuses:
+            retry_after = parse_retry_after(resp.headers.get("Retry-After"))
+            self._retry_or_raise(f"HTTP {status}", retry_after, status)
+            return False
+        if status == 416 and resume:  # our byte count does not fit the object: start over
+            self.sink.open(resume=False)
+            return False
+        if status not in (200, 206):
+            msg = f"download of {redact_url(self.url)} answered HTTP {status}"
+            raise self._error(DownloadError, msg, status)
+        etag_raw = resp.headers.get("ETag")
+        if status == 206:
+            if not self._range_ok(resp, etag_raw):
+                self.sink.open(resume=False)
+                self.sink.close()
+                self.raw_etag = None
+                self.etag = None
+                self._retry_or_raise("the object changed during the download", None, None)
+                return False
+            logger.info("download %s: resumed at byte %d", redact_url(self.url), self.sink.written)
+            self.sink.open(resume=True)
+        else:
+            if self.sink.written:
+                logger.info("download %s: restarting from byte 0", redact_url(self.url))
+            self.sink.open(resume=False)
+            self.raw_etag = etag_raw
+            self.etag = _clean_etag(etag_raw)
+            length = resp.headers.get("Content-Length")
+            self.total = int(length) if length and length.isdigit() else None
+            self.bar.reset(total=self.total)
+        before = self.sink.written
+        try:
+            for chunk in resp.iter_content(chunk_size=self.chunk_size):
+                if chunk:
+                    self.sink.write(chunk)
+                    self.bar.update(len(chunk))
+        except (requests.RequestException, ConnectionError) as exc:
+            self.sink.close()
+            if self.sink.written > before:
+                self.state.reset()  # progress was made: a fresh retry budget
+            what = f"connection lost at byte {self.sink.written} ({type(exc).__name__})"
+            if not self.sink.can_append:
+                self.sink.written = 0
+            self._retry_or_raise(what, None, None)
+            return False
+        self.sink.close()
+        return True
+
+    def _range_ok(self, resp: requests.Response, etag_raw: str | None) -> bool:
+        match = _CONTENT_RANGE.fullmatch(resp.headers.get("Content-Range", "").strip())
+        if match is None or int(match.group(1)) != self.sink.written:
+            return False
+        if match.group(3) != "*" and self.total is not None and int(match.group(3)) != self.total:
+            return False
+        return not (self.etag and _clean_etag(etag_raw) != self.etag)
+
+    def verify_result(self) -> None:
+        size = self.sink.written
+        if self.total is not None and size != self.total:
+            msg = (
+                f"download of {redact_url(self.url)} is {size} bytes but the host announced "
+                f"{self.total}"
+            )
+            raise self._error(IntegrityError, msg)
+        if self.etag and _MD5_ETAG.fullmatch(self.etag.lower()):
+            digest = self.sink.md5.hexdigest()
+            if digest != self.etag.lower():
+                msg = (
+                    f"download of {redact_url(self.url)} is corrupt: md5 {digest} does not "
+                    f"match the ETag {self.etag}"
+                )
+                raise self._error(IntegrityError, msg)
+
+
+def download_archive(
+    url: str,
+    dest: str,
+    *,
+    session: requests.Session | None = None,
+    export_id: str | None = None,
+    refresh: Callable[[], str] | None = None,
+    retry: RetryPolicy | None = None,
+    progress: bool | str | None = None,
+    chunk_size: int = 1 << 20,
+    storage_options: Mapping[str, Any] | None = None,
+    verify: bool | str = True,
+    sleep: Callable[[float], object] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> DownloadResult:
+    """Stream a presigned archive URL into ``dest`` and verify it.
+
+    Parameters
+    ----------
+    url : str
+        The presigned URL (``https``; ``http`` only for loopback hosts).
+    dest : str
+        Local path or fsspec URL to write (usually ``ExportCache.staging(...)``).
+    session : requests.Session, optional
+        Session to reuse; any ``Authorization`` it would add is stripped.
+    export_id : str, optional
+        Named in errors.
+    refresh : callable, optional
+        Returns a fresh URL when the host refuses the current one (403, expired);
+        called at most :data:`MAX_REFRESHES` times.
+    retry : RetryPolicy, optional
+        For 5xx, 429 and connection errors (default :class:`RetryPolicy`).
+    progress : bool, str or None
+        Byte progress bar (see ``make_progress``).
+    chunk_size : int
+        Bytes per read; the archive is never held in memory.
+    storage_options : mapping, optional
+        fsspec options for ``dest``.
+    verify : bool or str
+        TLS verification (``True`` or a CA bundle path).
+    sleep, clock : callable
+        Injectable ``time.sleep`` / ``time.monotonic``.
+
+    Returns
+    -------
+    DownloadResult
+
+    Raises
+    ------
+    DownloadExpiredError
+        Refused as expired and no fresh URL.
+    IntegrityError
+        Size or md5-ETag mismatch.
+    DownloadError
+        Any other failure (``dest`` is removed).
+
+    Notes
+    -----
+    After a dropped connection a local ``dest`` is resumed with
+    ``Range: bytes=<n>-`` and ``If-Range: <etag>``; a changed object (other ETag,
+    or a ``200``) restarts from byte 0. Remote destinations restart from 0.
+    """
+    _check_url(url, export_id)
+    own = session is None
+    http = requests.Session() if session is None else session
+    sink = _Sink(dest, storage_options)
+    state = RetryState(retry or RetryPolicy(), sleep=sleep, clock=clock)
+    try:
+        with make_progress(progress, desc=f"download {export_id or ''}".strip()) as bar:
+            job = _Download(
+                url,
+                sink,
+                session=http,
+                export_id=export_id,
+                refresh=refresh,
+                state=state,
+                bar=bar,
+                chunk_size=chunk_size,
+                verify=verify,
+            )
+            job.run()
+            job.verify_result()
+    except BaseException:
+        sink.remove()
+        raise
+    finally:
+        if own:
+            http.close()
+    logger.info("download %s: %d bytes", redact_url(job.url), sink.written)
+    return DownloadResult(
+        path=dest, size=sink.written, etag=job.etag, sha256=sink.sha256.hexdigest()
+    )
