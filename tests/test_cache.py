@@ -364,7 +364,7 @@ def test_one_download_across_threads(tmp_path: Path) -> None:
     def run() -> None:
         try:
             fetch_once(root, counter, barrier)
-        except BaseException as exc:  # pragma: no cover - reported below
+        except Exception as exc:  # noqa: BLE001  # pragma: no cover - reported below
             errors.append(exc)
 
     threads = [threading.Thread(target=run) for _ in range(4)]

@@ -127,7 +127,8 @@ def test_full_jitter_stays_under_ceiling_and_varies() -> None:
     delays = [compute_delay(4, policy, rng) for _ in range(200)]
     assert all(0.0 <= d <= 8.0 for d in delays)
     assert len(set(delays)) > 100  # really random
-    assert min(delays) < 2.0 < 6.0 < max(delays)
+    assert min(delays) < 2.0
+    assert max(delays) > 6.0
 
 
 def test_equal_jitter_keeps_half_the_ceiling() -> None:
