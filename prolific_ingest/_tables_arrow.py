@@ -1,0 +1,148 @@
+"""Shared column finishing: JSON text, timestamps, typed columns, uploaded-file paths.
+
+Both record builders (the orjson one and the Arrow fast path) go through these
+functions, so the two produce exactly the same table content.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+__all__ = [
+    "TIMESTAMP",
+    "dumps",
+    "file_paths",
+    "json_column",
+    "parse_timestamp",
+    "timestamps",
+    "typed_column",
+]
+
+TIMESTAMP = pa.timestamp("us", tz="UTC")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# Strings of this exact shape convert identically in Arrow and in datetime.fromisoformat.
+_STRICT_ISO = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:\d{2})$"
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=True)
+
+
+def dumps(obj: Any) -> str:
+    """Return compact JSON text (``json.dumps(ensure_ascii=False, separators=(",", ":"))``)."""
+    return _ENCODER.encode(obj)
+
+
+def json_column(values: Sequence[Any]) -> pa.Array:
+    """Return a string column holding ``dumps(v)`` for every non-``None`` value."""
+    return pa.array([None if v is None else dumps(v) for v in values], type=pa.string())
+
+
+def parse_timestamp(value: Any) -> int | None:
+    """Return microseconds since the epoch (UTC) for an ISO-8601 string, else ``None``.
+
+    Uses :meth:`datetime.fromisoformat`; a string without an offset is taken as UTC.
+    """
+    if type(value) is not str:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        delta = moment - _EPOCH
+    except (ValueError, OverflowError):
+        return None
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def timestamps(values: Sequence[Any] | pa.Array) -> tuple[pa.Array, dict[int, Any]]:
+    """Convert ``created_at`` values to ``timestamp[us, UTC]``.
+
+    Returns the column and ``{row: raw value}`` for every non-null value that could not
+    be parsed (those rows are null in the column; the caller keeps the raw value in
+    ``extra``).
+    """
+    if isinstance(values, pa.Array):
+        strings = values
+    else:
+        try:
+            strings = pa.array(values, type=pa.string())
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            strings = None
+    if strings is not None:
+        strict = pc.match_substring_regex(strings, _STRICT_ISO)
+        if pc.all(pc.or_kleene(strict, pc.is_null(strings))).as_py() is not False:
+            try:
+                return pc.cast(strings, TIMESTAMP), {}
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                pass
+        values = strings.to_pylist()
+    micros: list[int | None] = []
+    bad: dict[int, Any] = {}
+    for i, value in enumerate(values):
+        parsed = parse_timestamp(value)
+        micros.append(parsed)
+        if parsed is None and value is not None:
+            bad[i] = value
+    return pa.array(micros, type=pa.int64()).cast(TIMESTAMP), bad
+
+
+def typed_column(
+    values: list[Any], typ: pa.DataType, key: str, extras: list[dict[str, Any] | None]
+) -> pa.Array:
+    """Return ``values`` as an Arrow column of ``typ``.
+
+    A value of the wrong JSON type (say a number where a string is expected, or a
+    boolean for a float) is not coerced: it is moved to that row's ``extras`` under
+    ``key`` and the cell becomes null, so no value is lost.
+    """
+    try:
+        if typ == pa.float64() and any(type(v) is bool for v in values):
+            raise pa.ArrowTypeError("bool in float column")  # noqa: EM101
+        return pa.array(values, type=typ)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+        pass
+    cleaned: list[Any] = []
+    for i, value in enumerate(values):
+        if _fits(value, typ):
+            cleaned.append(value)
+        else:
+            cleaned.append(None)
+            extras[i] = {**(extras[i] or {}), key: value}
+    return pa.array(cleaned, type=typ)
+
+
+def _fits(value: Any, typ: pa.DataType) -> bool:
+    if value is None:
+        return True
+    if pa.types.is_string(typ):
+        return type(value) is str
+    if typ == pa.int64():
+        return type(value) is int and -(2**63) <= value < 2**63
+    if type(value) is int:
+        return -(2**53) <= value <= 2**53
+    return type(value) is float
+
+
+def file_paths(
+    submission_ids: pa.Array,
+    file_keys: pa.Array,
+    file_names: pa.Array,
+    *,
+    prefix: str,
+    existing: pa.Array,
+) -> pa.Array:
+    """Return ``<prefix><submission_id>/<file_key>/<file_name>`` where that member exists."""
+    if len(existing) == 0 or len(file_keys) == 0:
+        return pa.nulls(len(file_keys), type=pa.string())
+    joined = pc.binary_join_element_wise(
+        pa.scalar(prefix.rstrip("/"), pa.string()),
+        submission_ids,
+        file_keys,
+        file_names,
+        "/",
+    )
+    return pc.if_else(pc.is_in(joined, value_set=existing), joined, pa.scalar(None, pa.string()))

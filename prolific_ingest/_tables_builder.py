@@ -1,0 +1,360 @@
+"""The record builder: JSONL lines (parsed with orjson) -> columnar rows -> Arrow batches.
+
+One :class:`RecordBuilder` consumes every line of the primary member in one pass. Each
+line is detected as one of the record shapes of docs/internals.md (grouped by
+submission, grouped by task, flat ``TaskBuilderTaskResponse``). Rows are kept as tuples
+and turned into Arrow columns once per flush (see :mod:`._tables_arrow`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+import pyarrow as pa
+
+from ._tables_arrow import dumps, file_paths, json_column, timestamps, typed_column
+from ._tables_schema import schema_for
+
+__all__ = ["BadLine", "RecordBuilder", "parse_line"]
+
+_ABSENT: Any = object()
+_ANSWER_KNOWN = frozenset(
+    ("value", "unit", "explanation", "file_key", "file_name", "file_size_mb", "content_type")
+)
+_RESPONSE_KNOWN = frozenset(
+    (
+        "id",
+        "created_at",
+        "instruction_id",
+        "type",
+        "answer",
+        "participant_id",
+        "submission_id",
+        "study_id",
+    )
+)
+_TASK_KNOWN = frozenset(("task_id", "task_group_id", "datapoint", "metadata", "responses"))
+_FLAT_INNER_KNOWN = frozenset(("instruction_id", "type", "answer"))
+_VALUE_TYPES: dict[type, str] = {bool: "boolean", int: "number", float: "number"}
+
+
+class BadLine(ValueError):
+    """A line that is not a JSON object of a known shape (message says why)."""
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"invalid JSON constant {name}")  # noqa: EM102
+
+
+def parse_line(line: bytes) -> dict[str, Any]:
+    """Parse one JSONL line into a dict; raise :class:`BadLine` when it is not an object."""
+    try:
+        record = orjson.loads(line)
+    except orjson.JSONDecodeError as exc:
+        if "64-bit" not in str(exc):
+            raise BadLine(f"invalid JSON: {exc}") from exc  # noqa: EM102
+        try:  # integers beyond 64 bits are valid JSON: the stdlib parser reads them
+            record = json.loads(line.decode("utf-8"), parse_constant=_reject_constant)
+        except ValueError as exc2:
+            raise BadLine(f"invalid JSON: {exc2}") from exc2  # noqa: EM102
+    if type(record) is not dict:
+        raise BadLine(f"line is valid JSON but a {type(record).__name__}, not an object")  # noqa: EM102
+    return record
+
+
+def _value(item: dict[str, Any]) -> tuple[str | None, str | None]:
+    value = item.get("value", _ABSENT)
+    kind = type(value)
+    if kind is str:
+        return value, "string"
+    if value is _ABSENT:
+        return None, None
+    if value is None:
+        return None, "null"
+    if kind is bool:
+        return ("true" if value else "false"), "boolean"
+    if kind is int:
+        return int.__repr__(value), "number"
+    if kind is float:
+        return float.__repr__(value), "number"
+    return dumps(value), ("object" if kind is dict else "array")
+
+
+def _extra(obj: dict[str, Any], known: frozenset[str]) -> dict[str, Any] | None:
+    if known.issuperset(obj):
+        return None
+    return {k: v for k, v in obj.items() if k not in known}
+
+
+def _as_list(value: Any, what: str) -> list[Any]:
+    if value is None:
+        return []
+    if type(value) is not list:
+        raise BadLine(f"{what} is a {type(value).__name__}, not a list")  # noqa: EM102
+    return value
+
+
+def _as_dict(value: Any, what: str) -> dict[str, Any]:
+    if type(value) is not dict:
+        raise BadLine(f"{what} is a {type(value).__name__}, not an object")  # noqa: EM102
+    return value
+
+
+class RecordBuilder:
+    """Accumulate rows of every table from parsed records; flush them as record batches.
+
+    Parameters
+    ----------
+    kind : {"batch", "collection"}
+    files_prefix : str
+        ``"<root>files/"``: prefix of uploaded-file members.
+    existing_files : list of str
+        Every uploaded-file member path (for ``answers.file_path``).
+    batch_rows : int
+        Flush responses/answers when either reaches this many rows.
+    """
+
+    def __init__(
+        self, kind: str, *, files_prefix: str, existing_files: list[str], batch_rows: int
+    ) -> None:
+        self.kind = kind
+        self.owner = f"{kind}_id"
+        self.batch_rows = batch_rows
+        self.files_prefix = files_prefix
+        self.existing = pa.array(existing_files, type=pa.string())
+        self.schemas = {
+            name: schema_for(name, kind)
+            for name in ("submissions", "tasks", "responses", "answers")
+        }
+        self.sub_known = frozenset(
+            ("submission_id", "participant_id", "study_id", self.owner, "responses")
+            + (("tasks",) if kind == "batch" else ())
+        )
+        self.by_task_known = _TASK_KNOWN | {self.owner}
+        flat = {"id", "created_at", self.owner, "participant_id", "submission_id", "study_id"}
+        flat |= {"task_id", "response"}
+        if kind == "batch":
+            flat |= {"task_group_id", "metadata"}
+        self.flat_known = frozenset(flat)
+        self.submissions: list[tuple[Any, ...]] = []
+        self.aggregated: dict[tuple[Any, ...], list[Any]] = {}
+        self.tasks: list[tuple[Any, ...]] = []
+        self.seen_tasks: set[Any] = set()
+        self.responses: list[tuple[Any, ...]] = []
+        self.answers: list[tuple[Any, ...]] = []
+
+    # -- records -------------------------------------------------------------------------
+    def add(self, record: dict[str, Any]) -> None:
+        """Add the rows of one parsed record; on :class:`BadLine` nothing is kept."""
+        marks = (len(self.submissions), len(self.tasks), len(self.responses), len(self.answers))
+        new_tasks: list[Any] = []
+        pending: list[tuple[Any, ...]] = []
+        try:
+            if "response" in record:
+                self._flat(record, new_tasks, pending)
+            elif "tasks" in record or "submission_id" in record or "task_id" not in record:
+                self._grouped_submission(record, new_tasks)
+            else:
+                self._grouped_task(record, new_tasks, pending)
+        except BadLine:
+            del self.submissions[marks[0] :], self.tasks[marks[1] :]
+            del self.responses[marks[2] :], self.answers[marks[3] :]
+            self.seen_tasks.difference_update(new_tasks)
+            raise
+        for key, sub, part, study, owner in pending:
+            row = self.aggregated.get(key)
+            if row is None:
+                self.aggregated[key] = [sub, part, study, owner, 1]
+            else:
+                row[4] += 1
+
+    def _task(self, task_id: Any, row: tuple[Any, ...], new_tasks: list[Any]) -> None:
+        if task_id is None or task_id in self.seen_tasks:
+            return
+        self.seen_tasks.add(task_id)
+        new_tasks.append(task_id)
+        self.tasks.append(row)
+
+    def _grouped_submission(self, rec: dict[str, Any], new_tasks: list[Any]) -> None:
+        sub = rec.get("submission_id")
+        part = rec.get("participant_id")
+        study = rec.get("study_id")
+        owner = rec.get(self.owner)
+        n = 0
+        if self.kind == "batch":
+            for task in _as_list(rec.get("tasks"), "tasks"):
+                task = _as_dict(task, "a task")
+                task_id = task.get("task_id")
+                known = _TASK_KNOWN if self.owner not in task else self.by_task_known
+                self._task(
+                    task_id,
+                    (
+                        task_id,
+                        task.get(self.owner, owner),
+                        task.get("task_group_id"),
+                        task.get("datapoint"),
+                        task.get("metadata"),
+                        _extra(task, known),
+                    ),
+                    new_tasks,
+                )
+                n += self._responses(task.get("responses"), sub, part, study, task_id)
+        n += self._responses(rec.get("responses"), sub, part, study, None)
+        self.submissions.append((sub, part, study, owner, n, _extra(rec, self.sub_known)))
+
+    def _grouped_task(
+        self, rec: dict[str, Any], new_tasks: list[Any], pending: list[tuple[Any, ...]]
+    ) -> None:
+        task_id = rec.get("task_id")
+        owner = rec.get(self.owner)
+        if self.kind == "batch":
+            extra = _extra(rec, self.by_task_known)
+            row = (task_id, owner, rec.get("task_group_id"), rec.get("datapoint"))
+            self._task(task_id, (*row, rec.get("metadata"), extra), new_tasks)
+        start = len(self.responses)
+        self._responses(rec.get("responses"), None, None, None, task_id)
+        for r in self.responses[start:]:
+            key = (r[2],) if r[2] is not None else (None, r[3])
+            pending.append((key, r[2], r[3], r[4], owner))
+
+    def _flat(
+        self, rec: dict[str, Any], new_tasks: list[Any], pending: list[tuple[Any, ...]]
+    ) -> None:
+        inner = _as_dict(rec["response"], "response")
+        sub = rec.get("submission_id")
+        part = rec.get("participant_id")
+        study = rec.get("study_id")
+        task_id = rec.get("task_id")
+        owner = rec.get(self.owner)
+        extra = _extra(rec, self.flat_known)
+        inner_extra = _extra(inner, _FLAT_INNER_KNOWN)
+        if inner_extra:
+            extra = {**(extra or {}), "response": inner_extra}
+        if self.kind == "batch":
+            row = (task_id, owner, rec.get("task_group_id"), None, rec.get("metadata"), None)
+            self._task(task_id, row, new_tasks)
+        merged = {
+            "id": rec.get("id"),
+            "created_at": rec.get("created_at", _ABSENT),
+            "instruction_id": inner.get("instruction_id"),
+            "type": inner.get("type"),
+            "answer": inner.get("answer"),
+        }
+        self._response(merged, sub, part, study, task_id, extra)
+        key = (sub,) if sub is not None else (None, part)
+        pending.append((key, sub, part, study, owner))
+
+    def _responses(self, items: Any, sub: Any, part: Any, study: Any, task_id: Any) -> int:
+        items = _as_list(items, "responses")
+        for r in items:
+            r = _as_dict(r, "a response")
+            self._response(
+                r,
+                r.get("submission_id", sub),
+                r.get("participant_id", part),
+                r.get("study_id", study),
+                task_id,
+                _extra(r, _RESPONSE_KNOWN),
+            )
+        return len(items)
+
+    def _response(
+        self,
+        r: dict[str, Any],
+        sub: Any,
+        part: Any,
+        study: Any,
+        task_id: Any,
+        extra: dict[str, Any] | None,
+    ) -> None:
+        rid = r.get("id")
+        iid = r.get("instruction_id")
+        rtype = r.get("type")
+        answer = _as_list(r.get("answer"), "answer")
+        created = r.get("created_at")
+        if created is _ABSENT:
+            created = None
+        self.responses.append(
+            (rid, created, sub, part, study, task_id, iid, rtype, len(answer), extra)
+        )
+        append = self.answers.append
+        for index, item in enumerate(answer):
+            if type(item) is not dict:
+                raise BadLine(f"an answer item is a {type(item).__name__}, not an object")  # noqa: EM102
+            text, vtype = _value(item)
+            get = item.get
+            append(
+                (
+                    rid,
+                    index,
+                    sub,
+                    part,
+                    task_id,
+                    iid,
+                    rtype,
+                    text,
+                    vtype,
+                    get("unit"),
+                    get("explanation"),
+                    get("file_key"),
+                    get("file_name"),
+                    get("file_size_mb"),
+                    get("content_type"),
+                    None if _ANSWER_KNOWN.issuperset(item) else _extra(item, _ANSWER_KNOWN),
+                )
+            )
+
+    # -- output --------------------------------------------------------------------------
+    @property
+    def full(self) -> bool:
+        """Whether responses or answers reached ``batch_rows``."""
+        return len(self.answers) >= self.batch_rows or len(self.responses) >= self.batch_rows
+
+    def _batch(
+        self, name: str, rows: list[tuple[Any, ...]], keys: dict[int, str]
+    ) -> pa.RecordBatch:
+        schema = self.schemas[name]
+        columns = list(zip(*rows, strict=True))
+        extras: list[dict[str, Any] | None] = list(columns[-1])
+        arrays: dict[int, pa.Array] = {}
+        for i, field in enumerate(schema):
+            if field.name in ("extra", "created_at", "file_path"):
+                continue
+            if field.name in ("datapoint", "metadata"):
+                arrays[i] = json_column(columns[i])
+            else:
+                arrays[i] = typed_column(
+                    list(columns[i]), field.type, keys.get(i, field.name), extras
+                )
+        if name == "responses":
+            arrays[1], bad = timestamps(columns[1])
+            for i, raw in bad.items():
+                extras[i] = {**(extras[i] or {}), "created_at": raw}
+        if name == "answers":
+            arrays[15] = file_paths(
+                arrays[2], arrays[11], arrays[12], prefix=self.files_prefix, existing=self.existing
+            )
+        arrays[len(schema) - 1] = json_column(extras)
+        return pa.RecordBatch.from_arrays([arrays[i] for i in range(len(schema))], schema=schema)
+
+    def flush(self, *, final: bool = False) -> Iterator[tuple[str, pa.RecordBatch]]:
+        """Yield the accumulated rows as ``(table, batch)``; ``final`` adds aggregated rows."""
+        if final:
+            self.submissions.extend((*row, None) for row in self.aggregated.values())
+            self.aggregated = {}
+        for name, rows, keys in (
+            ("tasks", self.tasks, {}),
+            ("responses", self.responses, {0: "id"}),
+            ("answers", self.answers, {0: "id"}),
+            ("submissions", self.submissions, {}),
+        ):
+            if name == "tasks" and self.kind != "batch":
+                continue
+            if name == "submissions" and not (final or len(rows) >= self.batch_rows):
+                continue
+            if rows:
+                yield name, self._batch(name, rows, keys)
+                rows.clear()

@@ -1,0 +1,389 @@
+"""Open an export ZIP from any path or fsspec URL: members, metadata, JSONL lines, files.
+
+The reader is tolerant of the layout variations of spec section 2 (a top-level folder,
+CRLF, blank lines, a UTF-8 BOM, lines of many megabytes) and strict about hostile
+archives: see :mod:`prolific_ingest._archive_names` for the per-case policy. Member data
+is always streamed in large chunks; a member is never held whole in memory.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import zipfile
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from types import TracebackType
+from typing import IO, Any, BinaryIO, Self, cast
+
+import fsspec
+
+from ._archive_names import KNOWN_MEMBERS, ArchiveLimits, SafeMember, classify_members
+from .errors import (
+    ArchiveSecurityError,
+    BadRecordError,
+    CorruptArchiveError,
+    MissingMemberError,
+    redact_url,
+)
+
+__all__ = [
+    "BATCH",
+    "COLLECTION",
+    "ArchiveLimits",
+    "ExportArchive",
+    "FileEntry",
+    "open_archive",
+]
+
+logger = logging.getLogger(__name__)
+
+BATCH, COLLECTION = "batch", "collection"
+
+#: Bytes read from a member per ``read`` call.
+CHUNK_BYTES = 8 * 2**20
+#: Largest metadata (``batch.json`` / ``collection.json``) member that is parsed.
+MAX_METADATA_BYTES = 256 * 2**20
+
+_BOM = b"\xef\xbb\xbf"
+_BATCH_MEMBERS = ("responses-by-submission.jsonl", "responses-by-task.jsonl", "batch.json")
+_COLLECTION_MEMBERS = ("responses.jsonl", "collection.json")
+_READ_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError)
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    """One uploaded file under ``files/``.
+
+    ``path`` is the full member path (with the root folder, if any); the other fields come
+    from ``files/<submission_id>/<file_key>/<file_name>`` (``None`` when the path is shorter).
+    """
+
+    path: str
+    size_bytes: int
+    submission_id: str | None
+    file_key: str | None
+    file_name: str
+
+
+def _display(source: str) -> str:
+    return redact_url(source) or source if "://" in source else source
+
+
+def _find_root(names: list[str]) -> str:
+    for name in names:
+        if name in KNOWN_MEMBERS or name.startswith("files/"):
+            return ""
+    for name in names:
+        head, sep, rest = name.partition("/")
+        if sep and (rest in KNOWN_MEMBERS or rest.startswith("files/")):
+            return head + "/"
+    tops = {n.partition("/")[0] for n in names if "/" in n}
+    if len(tops) == 1 and all("/" in n for n in names) and tops != {"files"}:
+        return tops.pop() + "/"
+    return ""
+
+
+class ExportArchive:
+    """An opened export archive (a context manager).
+
+    Use :func:`open_archive` to create one. Attributes: ``source`` (as given), ``kind``
+    (``"batch"`` or ``"collection"``), ``root`` (``""`` or ``"<folder>/"``), ``metadata``
+    (parsed ``batch.json``/``collection.json``, ``{}`` if absent) and ``members`` (logical
+    name -> actual member name).
+    """
+
+    def __init__(
+        self,
+        fileobj: IO[bytes],
+        *,
+        source: str,
+        kind: str | None = None,
+        limits: ArchiveLimits | None = None,
+    ) -> None:
+        self.source = source
+        self._fileobj = fileobj
+        self._display = _display(source)
+        try:
+            self._zip = zipfile.ZipFile(fileobj)
+        except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError) as exc:
+            fileobj.close()
+            msg = f"{self._display} is not a readable ZIP archive: {exc}"
+            raise CorruptArchiveError(msg, source=source) from exc
+        try:
+            safe = classify_members(
+                self._zip.infolist(), source=self._display, limits=limits or ArchiveLimits()
+            )
+            self._safe: dict[str, SafeMember] = {m.name: m for m in safe}
+            self.root = _find_root(list(self._safe))
+            self.members: dict[str, str] = {
+                logical: self.root + logical
+                for logical in KNOWN_MEMBERS
+                if self.root + logical in self._safe
+            }
+            self.kind = kind or self._detect_kind()
+            self.metadata: dict[str, Any] = self._read_metadata()
+        except BaseException:
+            self.close()
+            raise
+
+    # -- discovery -----------------------------------------------------------------------
+    def _detect_kind(self) -> str:
+        is_batch = any(m in self.members for m in _BATCH_MEMBERS)
+        is_collection = any(m in self.members for m in _COLLECTION_MEMBERS)
+        if is_collection and not is_batch:
+            return COLLECTION
+        if not is_batch:
+            logger.warning(
+                "%s has no batch or collection members; reading it as a batch export",
+                self._display,
+            )
+        return BATCH
+
+    def _read_metadata(self) -> dict[str, Any]:
+        logical = "batch.json" if self.kind == BATCH else "collection.json"
+        if logical not in self.members:
+            return {}
+        info = self._safe[self.members[logical]].info
+        if info.file_size > MAX_METADATA_BYTES:
+            msg = f"{logical} declares {info.file_size} bytes (limit {MAX_METADATA_BYTES})"
+            raise ArchiveSecurityError(msg, source=self._display, member=info.filename)
+        with self._open_member(info) as fh:
+            raw = self._read_all(fh, info.filename)
+        try:
+            data = json.loads(raw.decode("utf-8-sig"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            msg = f"{info.filename} in {self._display} is not valid JSON: {exc}"
+            raise BadRecordError(msg, source=self._display, member=info.filename) from exc
+        if not isinstance(data, dict):
+            msg = f"{info.filename} in {self._display} is not a JSON object"
+            raise BadRecordError(msg, source=self._display, member=info.filename)
+        return data
+
+    def has(self, logical: str) -> bool:
+        """Return whether the logical member (e.g. ``"responses.jsonl"``) is present."""
+        return logical in self.members
+
+    # -- reading -------------------------------------------------------------------------
+    def _open_member(self, info: zipfile.ZipInfo) -> IO[bytes]:
+        try:
+            return self._zip.open(info)
+        except _READ_ERRORS as exc:
+            msg = f"cannot open member {info.filename} of {self._display}: {exc}"
+            raise CorruptArchiveError(msg, source=self._display, member=info.filename) from exc
+
+    def _read_all(self, fh: IO[bytes], member: str) -> bytes:
+        try:
+            return fh.read()
+        except _READ_ERRORS as exc:
+            msg = f"member {member} of {self._display} is corrupt: {exc}"
+            raise CorruptArchiveError(msg, source=self._display, member=member) from exc
+
+    def _member_info(self, logical: str) -> zipfile.ZipInfo:
+        if logical not in self.members:
+            msg = f"{self._display} has no member {logical!r}"
+            raise MissingMemberError(msg, source=self._display, member=logical)
+        return self._safe[self.members[logical]].info
+
+    def iter_chunks(self, logical: str, chunk_bytes: int = CHUNK_BYTES) -> Iterator[bytes]:
+        """Yield a member's decompressed bytes in chunks of about ``chunk_bytes``.
+
+        Raises :class:`CorruptArchiveError` (naming the member) on a bad CRC or truncation.
+        """
+        info = self._member_info(logical)
+        with self._open_member(info) as fh:
+            while True:
+                try:
+                    chunk = fh.read(chunk_bytes)
+                except _READ_ERRORS as exc:
+                    msg = f"member {info.filename} of {self._display} is corrupt: {exc}"
+                    raise CorruptArchiveError(
+                        msg, source=self._display, member=info.filename
+                    ) from exc
+                if not chunk:
+                    return
+                yield chunk
+
+    def iter_blocks(
+        self, logical: str, chunk_bytes: int = CHUNK_BYTES
+    ) -> Iterator[tuple[int, bytes]]:
+        """Yield ``(first_line_number, block)``: runs of whole lines, BOM removed.
+
+        Every block ends with ``b"\\n"`` except possibly the last; a line longer than
+        ``chunk_bytes`` makes one larger block. ``first_line_number`` is 1-based.
+        """
+        line_no = 1
+        pending = b""
+        first = True
+        for chunk in self.iter_chunks(logical, chunk_bytes):
+            if first:
+                first = False
+                chunk = chunk.removeprefix(_BOM)
+            cut = chunk.rfind(b"\n")
+            if cut < 0:
+                pending += chunk
+                continue
+            block = pending + chunk[: cut + 1] if pending else chunk[: cut + 1]
+            pending = chunk[cut + 1 :]
+            yield line_no, block
+            line_no += block.count(b"\n")
+        if pending:
+            yield line_no, pending
+
+    def iter_lines(self, logical: str) -> Iterator[tuple[int, bytes]]:
+        """Yield ``(line_number, raw_line)`` for every non-blank line of a JSONL member.
+
+        Line numbers are 1-based and count blank lines; the raw line has no ``\\n``,
+        ``\\r\\n`` or BOM.
+        """
+        for start, block in self.iter_blocks(logical):
+            for offset, line in enumerate(block.split(b"\n")):
+                if line.endswith(b"\r"):
+                    line = line[:-1]
+                if line.strip():
+                    yield start + offset, line
+
+    # -- uploaded files ------------------------------------------------------------------
+    def file_entries(self) -> list[FileEntry]:
+        """Return one :class:`FileEntry` per regular file under ``files/``."""
+        prefix = self.root + "files/"
+        entries = []
+        for name, member in self._safe.items():
+            if not name.startswith(prefix):
+                continue
+            parts = name[len(prefix) :].split("/")
+            if len(parts) >= 3:
+                sub, key, fname = parts[0], parts[1], "/".join(parts[2:])
+            else:
+                sub, key, fname = None, None, parts[-1]
+            entries.append(FileEntry(name, member.info.file_size, sub, key, fname))
+        return entries
+
+    def open_file(self, path: str) -> BinaryIO:
+        """Open an uploaded file by member path (with or without the root folder)."""
+        name = path.replace("\\", "/")
+        if not name.startswith(self.root + "files/"):
+            name = self.root + name
+        member = self._safe.get(name)
+        if member is None or not name.startswith(self.root + "files/"):
+            msg = f"{self._display} has no uploaded file {path!r}"
+            raise MissingMemberError(msg, source=self._display, member=path)
+        return cast(BinaryIO, self._open_member(member.info))
+
+    def extract_files(
+        self, dest: str, *, storage_options: dict[str, Any] | None = None
+    ) -> list[str]:
+        """Write every ``files/`` entry under ``dest`` and return the written paths.
+
+        ``dest`` is a local path or any fsspec URL. Paths keep the ``files/...`` layout
+        (without the root folder). Only entries that passed the safety checks are written,
+        and each target is checked to stay inside ``dest``.
+        """
+        fs, base = fsspec.core.url_to_fs(str(dest), **(storage_options or {}))
+        base = base.rstrip("/")
+        local = "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))
+        real_base = os.path.realpath(base) if local else base
+        written: list[str] = []
+        for entry in self.file_entries():
+            rel = entry.path[len(self.root) :]
+            target = f"{base}/{rel}"
+            if local:
+                parent = os.path.realpath(os.path.dirname(target))
+                if os.path.commonpath([parent, real_base]) != real_base:
+                    msg = f"refusing to write {rel!r} outside {dest!r}"
+                    raise ArchiveSecurityError(msg, source=self._display, member=entry.path)
+            fs.makedirs(target.rsplit("/", 1)[0], exist_ok=True)
+            with self.open_file(entry.path) as src, fs.open(target, "wb") as out:
+                try:
+                    shutil.copyfileobj(src, out, CHUNK_BYTES)
+                except _READ_ERRORS as exc:
+                    msg = f"member {entry.path} of {self._display} is corrupt: {exc}"
+                    raise CorruptArchiveError(msg, source=self._display, member=entry.path) from exc
+            written.append(fs.unstrip_protocol(target) if not local else target)
+        logger.info("extracted %d uploaded files to %s", len(written), redact_url(str(dest)))
+        return written
+
+    def verify(self) -> None:
+        """Read every member fully; raise :class:`CorruptArchiveError` on a bad CRC/truncation."""
+        for info in self._zip.infolist():
+            if info.is_dir():
+                continue
+            try:
+                with self._zip.open(info) as fh:
+                    while fh.read(CHUNK_BYTES):
+                        pass
+            except _READ_ERRORS as exc:
+                msg = f"member {info.filename} of {self._display} is corrupt: {exc}"
+                raise CorruptArchiveError(msg, source=self._display, member=info.filename) from exc
+
+    # -- lifecycle -----------------------------------------------------------------------
+    def close(self) -> None:
+        """Close the ZIP and the underlying file."""
+        zf = getattr(self, "_zip", None)
+        if zf is not None:
+            zf.close()
+        self._fileobj.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<ExportArchive {self.kind} {self._display!r} root={self.root!r}>"
+
+
+def open_archive(
+    source: str | os.PathLike[str],
+    *,
+    storage_options: dict[str, Any] | None = None,
+    kind: str | None = None,
+    limits: ArchiveLimits | None = None,
+) -> ExportArchive:
+    """Open an export archive from a local path, ``file://`` or any fsspec URL.
+
+    Parameters
+    ----------
+    source : str or os.PathLike
+        Local path or fsspec URL (``s3://``, ``memory://`` ...). It must be seekable.
+    storage_options : dict, optional
+        Passed to :func:`fsspec.open`.
+    kind : {"batch", "collection"}, optional
+        Force the export kind instead of detecting it from member names.
+    limits : ArchiveLimits, optional
+        Zip-bomb limits; the defaults allow any realistic export.
+
+    Raises
+    ------
+    CorruptArchiveError
+        ``source`` is not a ZIP archive.
+    ArchiveSecurityError
+        An entry is unsafe (see :mod:`prolific_ingest._archive_names`).
+    """
+    src = os.fspath(source)
+    if kind not in (None, BATCH, COLLECTION):
+        msg = f"kind must be 'batch' or 'collection', not {kind!r}"
+        raise ValueError(msg)
+    fileobj: IO[bytes]
+    if "://" not in src:
+        fileobj = open(src, "rb")  # noqa: SIM115  (owned by the ExportArchive)
+    else:
+        fileobj = fsspec.open(src, "rb", **(storage_options or {})).open()
+    archive = ExportArchive(fileobj, source=src, kind=kind, limits=limits)
+    logger.info(
+        "opened %s export %s (root %r, members %s)",
+        archive.kind,
+        _display(src),
+        archive.root,
+        sorted(archive.members),
+    )
+    return archive

@@ -1,0 +1,235 @@
+"""Export records -> Arrow tables with fixed schemas; the :class:`ExportTables` container.
+
+One pass over the primary JSONL member (``responses-by-submission.jsonl``, else
+``responses-by-task.jsonl``; ``responses.jsonl`` for collections) builds every table.
+Record batches are emitted as they fill, so a sink can write row groups while parsing.
+The schemas and JSON-text conventions are those of docs/internals.md ("Tables").
+
+Choices the contract leaves open:
+
+* ``answers.answer_index`` is 0-based. ``value_type`` is null when an answer item has no
+  ``value`` key and ``"null"`` when it has ``"value": null``. ``n_answers`` is 0 when
+  ``answer`` is absent or null.
+* In the flat and grouped-by-task shapes, ``submissions`` rows are aggregated per
+  ``submission_id`` (first-seen ``participant_id``/``study_id``) and emitted last; records
+  without a ``submission_id`` are counted under one row per ``participant_id`` with a null
+  ``submission_id``.
+* A known key holding a value of the wrong JSON type (e.g. a numeric ``submission_id``)
+  is not coerced: the cell is null and the value is kept in that row's ``extra``. An
+  unparseable ``created_at`` is kept as ``{"created_at": raw}`` in ``extra``.
+* In the flat shape, unknown keys inside ``response`` go to ``extra["response"]``;
+  ``metadata`` (and ``task_group_id``) feed the ``tasks`` table.
+* A line whose structure is wrong (``tasks``/``responses``/``answer`` not a list, items not
+  objects) is a bad record, like an unparseable one.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import pandas as pd
+import pyarrow as pa
+
+from ._tables_arrow import dumps
+from ._tables_builder import BadLine, RecordBuilder, parse_line
+from ._tables_pandas import to_pandas as _to_pandas
+from ._tables_schema import TABLE_NAMES, schema_for, table_names
+from .archive import BATCH, ExportArchive
+from .errors import BadRecordError, redact_url
+
+__all__ = [
+    "TABLE_NAMES",
+    "ExportTables",
+    "build_tables",
+    "iter_record_batches",
+    "schema_for",
+    "table_names",
+]
+
+logger = logging.getLogger(__name__)
+
+OnBadRecords = Literal["raise", "quarantine", "skip"]
+_INSTRUCTION_KNOWN = frozenset(("id", "type", "description", "options"))
+
+
+@dataclass(frozen=True)
+class ExportTables:
+    """Every table of one export, each with its fixed schema (see :func:`schema_for`).
+
+    Attributes
+    ----------
+    kind : str
+        ``"batch"`` or ``"collection"``.
+    tables : dict of str to pyarrow.Table
+        One entry per name of :func:`table_names` ``(kind)``, always present.
+    """
+
+    kind: str
+    tables: dict[str, pa.Table]
+
+    def __getitem__(self, name: str) -> pa.Table:
+        return self.tables[name]
+
+    def to_pandas(self) -> dict[str, pd.DataFrame]:
+        """Return every table as a DataFrame with ``pd.ArrowDtype`` columns.
+
+        ``submissions.extra`` and ``tasks.datapoint``/``metadata``/``extra`` are also
+        expanded to one column per key (nested keys joined with dots).
+        """
+        return {name: _to_pandas(name, table) for name, table in self.tables.items()}
+
+    @property
+    def row_counts(self) -> dict[str, int]:
+        """Number of rows per table."""
+        return {name: table.num_rows for name, table in self.tables.items()}
+
+
+def primary_member(archive: ExportArchive) -> str | None:
+    """Return the logical JSONL member the responses are read from (``None`` if absent)."""
+    order = (
+        ("responses-by-submission.jsonl", "responses-by-task.jsonl")
+        if archive.kind == BATCH
+        else ("responses.jsonl",)
+    )
+    return next((m for m in order if archive.has(m)), None)
+
+
+def _files_batch(archive: ExportArchive) -> pa.RecordBatch:
+    entries = archive.file_entries()
+    return pa.RecordBatch.from_pylist(
+        [
+            {
+                "path": e.path,
+                "size_bytes": e.size_bytes,
+                "submission_id": e.submission_id,
+                "file_key": e.file_key,
+                "file_name": e.file_name,
+            }
+            for e in entries
+        ],
+        schema=schema_for("files", archive.kind),
+    )
+
+
+def _text(value: Any) -> str | None:
+    return value if value is None or isinstance(value, str) else dumps(value)
+
+
+def _instructions_batch(archive: ExportArchive) -> pa.RecordBatch:
+    rows: list[dict[str, str | None]] = []
+    items = archive.metadata.get("instructions")
+    for item in items if isinstance(items, list) else []:
+        if not isinstance(item, dict):
+            rows.append({"extra": dumps({"instruction": item})})
+            continue
+        extra = {k: v for k, v in item.items() if k not in _INSTRUCTION_KNOWN}
+        options = item.get("options")
+        rows.append(
+            {
+                "instruction_id": _text(item.get("id")),
+                "type": _text(item.get("type")),
+                "description": _text(item.get("description")),
+                "options": None if options is None else dumps(options),
+                "extra": dumps(extra) if extra else None,
+            }
+        )
+    return pa.RecordBatch.from_pylist(rows, schema=schema_for("instructions", archive.kind))
+
+
+def iter_record_batches(
+    archive: ExportArchive,
+    *,
+    on_bad_records: OnBadRecords = "raise",
+    batch_rows: int = 65536,
+) -> Iterator[tuple[str, pa.RecordBatch]]:
+    """Stream ``(table, record batch)`` pairs for every table of the export.
+
+    Each batch has exactly :func:`schema_for` ``(table, archive.kind)``. ``responses``,
+    ``answers`` and ``tasks`` come while the member is parsed; ``submissions``, ``files``,
+    ``instructions`` and ``rejected`` may come at the end. A table without rows yields no
+    batch.
+
+    Parameters
+    ----------
+    archive : ExportArchive
+    on_bad_records : {"raise", "quarantine", "skip"}
+        What to do with a line that is not a JSON object of a known shape: raise
+        :class:`~prolific_ingest.BadRecordError` (naming member and line), keep it whole in
+        the ``rejected`` table, or skip it with one WARNING giving the count.
+    batch_rows : int
+        Rows per emitted batch (responses/answers).
+    """
+    if on_bad_records not in ("raise", "quarantine", "skip"):
+        msg = f"on_bad_records must be 'raise', 'quarantine' or 'skip', not {on_bad_records!r}"
+        raise ValueError(msg)
+    kind = archive.kind
+    files = _files_batch(archive)
+    builder = RecordBuilder(
+        kind,
+        files_prefix=archive.root + "files/",
+        existing_files=files.column(0).to_pylist(),
+        batch_rows=batch_rows,
+    )
+    rejected: list[dict[str, Any]] = []
+    skipped = 0
+    shown = redact_url(archive.source) if "://" in archive.source else archive.source
+    logical = primary_member(archive)
+    member = archive.members.get(logical or "", "")
+    if logical is not None:
+        for start, block in archive.iter_blocks(logical):
+            for offset, line in enumerate(block.split(b"\n")):
+                if line.endswith(b"\r"):
+                    line = line[:-1]
+                if not line or line.isspace():
+                    continue
+                try:
+                    builder.add(parse_line(line))
+                except BadLine as exc:
+                    number = start + offset
+                    if on_bad_records == "raise":
+                        msg = f"bad record in {member} line {number} of {shown}: {exc}"
+                        raise BadRecordError(
+                            msg, source=archive.source, member=member, line=number
+                        ) from exc
+                    if on_bad_records == "skip":
+                        skipped += 1
+                        continue
+                    rejected.append(
+                        {
+                            "member": member,
+                            "line_number": number,
+                            "raw": line.decode("utf-8", errors="replace"),
+                            "error": str(exc),
+                        }
+                    )
+                if builder.full:
+                    yield from builder.flush()
+    yield from builder.flush(final=True)
+    if files.num_rows:
+        yield "files", files
+    instructions = _instructions_batch(archive)
+    if instructions.num_rows:
+        yield "instructions", instructions
+    if skipped:
+        logger.warning("skipped %d bad records in %s of %s", skipped, member, shown)
+    if rejected:
+        logger.info("quarantined %d bad records in %s", len(rejected), member)
+        yield "rejected", pa.RecordBatch.from_pylist(rejected, schema=schema_for("rejected", kind))
+
+
+def build_tables(archive: ExportArchive, *, on_bad_records: OnBadRecords = "raise") -> ExportTables:
+    """Read every table of ``archive`` into memory.
+
+    See :func:`iter_record_batches` for ``on_bad_records``.
+    """
+    batches: dict[str, list[pa.RecordBatch]] = {name: [] for name in table_names(archive.kind)}
+    for name, batch in iter_record_batches(archive, on_bad_records=on_bad_records):
+        batches[name].append(batch)
+    tables = {
+        name: pa.Table.from_batches(parts, schema=schema_for(name, archive.kind))
+        for name, parts in batches.items()
+    }
+    return ExportTables(archive.kind, tables)
