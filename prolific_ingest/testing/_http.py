@@ -1,0 +1,266 @@
+"""HTTP plumbing of the emulator: threaded servers and the two request handlers."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import re
+import socket
+import ssl
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import parse_qsl, urlsplit
+
+from .faults import API_ERROR_KINDS
+
+if TYPE_CHECKING:
+    from .emulator import Emulator
+
+__all__ = ["EmulatorServer", "Reply", "s3_error"]
+
+logger = logging.getLogger(__name__)
+
+_CHUNK = 64 * 1024
+_RANGE_RE = re.compile(r"bytes=(\d*)-(\d*)")
+
+
+class Reply:
+    """A response to send: status, body (JSON-able, bytes or None) and headers."""
+
+    def __init__(
+        self,
+        status: int,
+        body: Any = None,
+        headers: dict[str, str] | None = None,
+        content_type: str = "application/json",
+    ) -> None:
+        self.status = status
+        self.body = body
+        self.headers = headers or {}
+        self.content_type = content_type
+
+    def payload(self) -> bytes:
+        """The encoded body."""
+        if self.body is None:
+            return b""
+        if isinstance(self.body, bytes):
+            return self.body
+        return json.dumps(self.body, ensure_ascii=False).encode("utf-8")
+
+
+def s3_error(status: int, code: str, message: str) -> Reply:
+    """An S3-style XML error."""
+    xml = (
+        '<?xml version="1.0" encoding="UTF-8"?>\n'
+        f"<Error><Code>{code}</Code><Message>{message}</Message>"
+        "<RequestId>EMULATOR</RequestId></Error>"
+    )
+    return Reply(status, xml.encode(), content_type="application/xml")
+
+
+class EmulatorServer(ThreadingHTTPServer):
+    """A threaded HTTP(S) server bound to one emulator host (``api`` or ``download``)."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(
+        self,
+        address: tuple[str, int],
+        emulator: Emulator,
+        host_name: str,
+        ssl_context: ssl.SSLContext | None,
+    ) -> None:
+        self.emulator = emulator
+        self.host_name = host_name
+        self.ssl_context = ssl_context
+        self._conns: set[socket.socket] = set()
+        self._conns_lock = threading.Lock()
+        handler = _ApiHandler if host_name == "api" else _DownloadHandler
+        super().__init__(address, handler)
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        """Handle one connection (TLS handshake in the worker thread)."""
+        conn = request
+        try:
+            if self.ssl_context is not None:
+                conn = self.ssl_context.wrap_socket(request, server_side=True)
+            with self._conns_lock:
+                self._conns.add(conn)
+            super().finish_request(conn, client_address)
+        except (OSError, ssl.SSLError) as exc:
+            logger.debug("emulator %s: connection ended: %s", self.host_name, exc)
+        finally:
+            with self._conns_lock:
+                self._conns.discard(conn)
+            if conn is not request:
+                conn.close()
+
+    def close_connections(self) -> None:
+        """Shut down every open client connection (used on stop)."""
+        with self._conns_lock:
+            conns = list(self._conns)
+        for conn in conns:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+
+
+class _BaseHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "ProlificEmulator/1.0"
+    timeout = 30
+    server: EmulatorServer
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Route http.server's access log to logging (never to stderr)."""
+        logger.debug("emulator %s: %s", self.server.host_name, format % args)
+
+    def _begin(self) -> tuple[str, dict[str, str], float]:
+        length = int(self.headers.get("Content-Length") or 0)
+        if length:
+            self.rfile.read(length)
+        parts = urlsplit(self.path)
+        query = dict(parse_qsl(parts.query, keep_blank_values=True))
+        return parts.path, query, time.time()
+
+    def _record(self, path: str, query: dict[str, str], status: int, started: float) -> None:
+        self.server.emulator._log_request(
+            self.server.host_name,
+            self.command,
+            path,
+            query,
+            dict(self.headers.items()),
+            status,
+            started,
+        )
+
+    def _send(self, reply: Reply, *, body: bool = True) -> None:
+        data = reply.payload()
+        self.send_response(reply.status)
+        if reply.body is not None:
+            self.send_header("Content-Type", reply.content_type)
+        for name, value in reply.headers.items():
+            self.send_header(name, value)
+        if "Content-Length" not in reply.headers:
+            self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        if body and data:
+            self.wfile.write(data)
+
+    def _drop(self) -> None:
+        self.close_connection = True
+        try:
+            self.wfile.flush()
+            self.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def _latency(self, method: str, path: str) -> None:
+        rule = self.server.emulator.faults.take(
+            "latency", host=self.server.host_name, method=method, path=path
+        )
+        if rule is not None:
+            time.sleep(float(rule.params["seconds"]))
+
+
+class _ApiHandler(_BaseHandler):
+    def _handle(self) -> None:
+        path, query, started = self._begin()
+        emu, method, status = self.server.emulator, self.command, 0
+        try:
+            self._latency(method, path)
+            fault = emu.faults.take(API_ERROR_KINDS, host="api", method=method, path=path)
+            if fault is not None:
+                reply = emu._fault_reply(fault)
+            else:
+                reply = emu._api(method, path, query, self.headers.get("Authorization"))
+                if emu.faults.take("drop_api_response", host="api", method=method, path=path):
+                    self._drop()
+                    return
+            status = reply.status
+            self._send(reply)
+        finally:
+            self._record(path, query, status, started)
+
+    do_GET = do_POST = do_DELETE = do_PUT = do_PATCH = _handle
+
+
+class _DownloadHandler(_BaseHandler):
+    def _handle(self) -> None:
+        path, query, started = self._begin()
+        emu, status = self.server.emulator, 0
+        try:
+            self._latency(self.command, path)
+            reply, served = emu._download(self.command, path, query, dict(self.headers.items()))
+            if served is None:
+                status = reply.status
+                self._send(reply, body=self.command != "HEAD")
+                return
+            archive, start, length = served
+            status = reply.status
+            self._send(Reply(reply.status, None, reply.headers))
+            if self.command == "GET":
+                self._stream(archive, start, length)
+        finally:
+            self._record(path, query, status, started)
+
+    def _stream(self, archive: Any, start: int, length: int) -> None:
+        faults = self.server.emulator.faults
+        drop = faults.take("drop_download", host="download")
+        corrupt = faults.take("corrupt_download", host="download")
+        cap = faults.take("bandwidth", host="download")
+        drop_after = int(drop.params["after_bytes"]) if drop else None
+        corrupt_at = int(corrupt.params["offset"]) if corrupt else None
+        bps = int(cap.params["bytes_per_second"]) if cap else None
+        sent, began = 0, time.monotonic()
+        with open(archive, "rb") as fh:
+            fh.seek(start)
+            while sent < length:
+                n = min(_CHUNK, length - sent)
+                if bps:
+                    n = min(n, max(1, bps // 20))
+                if drop_after is not None:
+                    n = min(n, drop_after - sent)
+                    if n <= 0:
+                        break
+                chunk = fh.read(n)
+                if not chunk:
+                    break
+                if corrupt_at is not None and sent <= corrupt_at < sent + len(chunk):
+                    buf = bytearray(chunk)
+                    buf[corrupt_at - sent] ^= 0xFF
+                    chunk = bytes(buf)
+                self.wfile.write(chunk)
+                sent += len(chunk)
+                if bps:
+                    delay = began + sent / bps - time.monotonic()
+                    if delay > 0:
+                        time.sleep(delay)
+        if drop_after is not None and sent < length:
+            self._drop()
+
+    do_GET = do_HEAD = do_POST = do_PUT = do_DELETE = _handle
+
+
+def parse_range(header: str | None, size: int) -> tuple[int, int] | Literal[False] | None:
+    """``(start, end)`` inclusive; ``None`` to serve everything; ``False`` if unsatisfiable."""
+    if not header:
+        return None
+    m = _RANGE_RE.fullmatch(header.strip())
+    if not m or not (m[1] or m[2]):
+        return None
+    if m[1]:
+        start = int(m[1])
+        end = int(m[2]) if m[2] else size - 1
+        if start >= size:
+            return False
+        if end < start:
+            return None
+        return start, min(end, size - 1)
+    suffix = int(m[2])
+    if suffix == 0 or size == 0:
+        return False
+    return max(0, size - suffix), size - 1

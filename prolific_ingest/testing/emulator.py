@@ -1,0 +1,471 @@
+"""The Prolific export API emulator: an API host and a presigned-download host on loopback."""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from email.utils import formatdate
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+from . import _content as c
+from . import _routes
+from ._http import EmulatorServer, Reply, parse_range, s3_error
+from .faults import FaultRule, Faults
+from .generator import GroundTruth
+from .state import Job, Owner, Signer, parse_filter
+
+__all__ = ["Emulator", "RequestRecord", "serve"]
+
+logger = logging.getLogger(__name__)
+
+_OBJECT_RE = re.compile(r"^/prolific-exports/(batches|collections)/([^/]+)/([^/]+)\.zip$")
+_REDACTED = "<redacted>"
+
+
+@dataclass(frozen=True)
+class RequestRecord:
+    """One request received by the emulator (secrets redacted).
+
+    ``status`` is the status sent, or ``0`` when the connection was dropped without
+    an answer. ``host`` is ``"api"`` or ``"download"``.
+    """
+
+    host: str
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]
+    status: int
+    time: float
+
+
+class Emulator:
+    """Prolific's export API and its S3-style download host, served on 127.0.0.1.
+
+    Parameters
+    ----------
+    polls_until_complete : int
+        A job answers ``generating`` to this many status polls, then ``complete``.
+    tls : bool
+        Serve the download host over HTTPS (``https://localhost:<port>``) with a
+        throw-away CA; :attr:`ca_bundle` is its PEM path.
+    legacy_post : bool
+        POST answers ``200`` with the complete body (the older behaviour).
+    url_ttl : float
+        Lifetime of presigned URLs in seconds (Prolific: one hour).
+    token : str or None
+        The API token to accept (random ``emu-…`` by default).
+    collections_enabled : bool
+        ``False``: every collection endpoint answers ``403`` (feature not enabled).
+    workdir : str, Path or None
+        Where archives are stored (a temporary directory by default).
+    port, download_port : int
+        Ports of the two hosts (``0``: free ports).
+    host : str
+        Interface to bind (loopback).
+    """
+
+    def __init__(
+        self,
+        *,
+        polls_until_complete: int = 2,
+        tls: bool = False,
+        legacy_post: bool = False,
+        url_ttl: float = 3600.0,
+        token: str | None = None,
+        collections_enabled: bool = True,
+        workdir: str | Path | None = None,
+        port: int = 0,
+        download_port: int = 0,
+        host: str = "127.0.0.1",
+    ) -> None:
+        self._defaults = {
+            "polls_until_complete": polls_until_complete,
+            "legacy_post": legacy_post,
+            "url_ttl": url_ttl,
+            "collections_enabled": collections_enabled,
+        }
+        self.polls_until_complete = polls_until_complete
+        self.legacy_post = legacy_post
+        self.url_ttl = url_ttl
+        self.collections_enabled = collections_enabled
+        self.tls = tls
+        self.token = token or f"emu-{secrets.token_urlsafe(24)}"
+        self.faults = Faults()
+        self._host, self._ports = host, (port, download_port)
+        self._own_workdir = workdir is None
+        self._workdir = Path(workdir) if workdir is not None else Path()
+        self._lock = threading.RLock()
+        self._owners: dict[tuple[str, str], Owner] = {}
+        self._requests: list[RequestRecord] = []
+        self._requests_lock = threading.Lock()
+        self._offset = 0.0
+        self._seq = 0
+        self._signer = Signer()
+        self._servers: list[EmulatorServer] = []
+        self._threads: list[threading.Thread] = []
+        self.ca_bundle: str | None = None
+        self.base_url = ""
+        self.download_url = ""
+
+    # ---- lifecycle -------------------------------------------------------------------
+
+    def start(self) -> Self:
+        """Start both servers (idempotent) and return the emulator."""
+        if self._servers:
+            return self
+        if self._own_workdir:
+            self._workdir = Path(tempfile.mkdtemp(prefix="prolific-emulator-"))
+        self._workdir.mkdir(parents=True, exist_ok=True)
+        context = None
+        if self.tls:
+            from ._tls import make_tls
+
+            context, self.ca_bundle = make_tls(self._workdir)
+        api = EmulatorServer((self._host, self._ports[0]), self, "api", None)
+        dl = EmulatorServer((self._host, self._ports[1]), self, "download", context)
+        self._servers = [api, dl]
+        self.base_url = f"http://{self._host}:{api.server_address[1]}"
+        dl_host = "localhost" if self.tls else self._host
+        self.download_url = f"{'https' if self.tls else 'http'}://{dl_host}:{dl.server_address[1]}"
+        for server in self._servers:
+            thread = threading.Thread(
+                target=server.serve_forever,
+                kwargs={"poll_interval": 0.05},
+                name=f"prolific-emulator-{server.host_name}",
+                daemon=True,
+            )
+            thread.start()
+            self._threads.append(thread)
+        logger.info("emulator: API at %s, downloads at %s", self.base_url, self.download_url)
+        return self
+
+    def stop(self) -> None:
+        """Stop both servers and remove the temporary work directory."""
+        for server in self._servers:
+            server.shutdown()
+            server.close_connections()
+            server.server_close()
+        for thread in self._threads:
+            thread.join(timeout=5)
+        self._servers, self._threads = [], []
+        if self._own_workdir and self._workdir != Path():
+            shutil.rmtree(self._workdir, ignore_errors=True)
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def reset(self) -> None:
+        """Forget every batch, collection, job, fault and request; undo ``advance_time``."""
+        with self._lock:
+            for owner in self._owners.values():
+                for job in owner.jobs:
+                    if job.archive is not None:
+                        job.archive.unlink(missing_ok=True)
+            self._owners.clear()
+            self._offset = 0.0
+            for name, value in self._defaults.items():
+                setattr(self, name, value)
+        self.faults.clear()
+        self.clear_requests()
+
+    # ---- clock -----------------------------------------------------------------------
+
+    def now(self) -> float:
+        """The emulator's (virtual) time as a POSIX timestamp."""
+        return time.time() + self._offset
+
+    def advance_time(self, seconds: float) -> None:
+        """Move the virtual clock forward (URL expiry, ``expires_at``, ``created_at``)."""
+        with self._lock:
+            self._offset += seconds
+
+    # ---- data ------------------------------------------------------------------------
+
+    def _add(self, kind: str, seed: int, owner_id: str | None, access: bool, options: Any) -> str:
+        with self._lock:
+            if owner_id is None:
+                n = len(self._owners)
+                owner_id = c.uuid_from(c.rng_for(seed, kind, "emulator-id", n))
+            if (kind, owner_id) in self._owners:
+                msg = f"{kind} {owner_id} already exists"
+                raise ValueError(msg)
+        owner = Owner.create(kind, owner_id, seed=seed, access=access, options=dict(options))
+        with self._lock:
+            self._owners[(kind, owner_id)] = owner
+        return owner_id
+
+    def add_batch(
+        self, *, seed: int = 0, batch_id: str | None = None, access: bool = True, **options: Any
+    ) -> str:
+        """Add a batch; ``options`` are :func:`make_batch_export` options. Returns its id.
+
+        ``access=False`` makes every call about it answer ``403``.
+        """
+        return self._add("batch", seed, batch_id, access, options)
+
+    def add_collection(
+        self,
+        *,
+        seed: int = 0,
+        collection_id: str | None = None,
+        access: bool = True,
+        **options: Any,
+    ) -> str:
+        """Add a collection (options of :func:`make_collection_export`). Returns its id."""
+        return self._add("collection", seed, collection_id, access, options)
+
+    def _owner(self, kind: str | None, owner_id: str) -> Owner | None:
+        with self._lock:
+            if kind is not None:
+                return self._owners.get((kind, owner_id))
+            return self._owners.get(("batch", owner_id)) or self._owners.get(
+                ("collection", owner_id)
+            )
+
+    def _require(self, owner_id: str) -> Owner:
+        owner = self._owner(None, owner_id)
+        if owner is None:
+            msg = f"unknown batch or collection: {owner_id}"
+            raise KeyError(msg)
+        return owner
+
+    def add_submissions(
+        self, owner_id: str, n: int, *, created_after: datetime | None = None
+    ) -> None:
+        """Append ``n`` new submissions, all newer than every existing response."""
+        owner = self._require(owner_id)
+        with self._lock:
+            owner.add_submissions(n, created_after)
+
+    def ground_truth(
+        self,
+        owner_id: str,
+        *,
+        study_id: str | None = None,
+        since: datetime | str | None = None,
+        until: datetime | str | None = None,
+    ) -> GroundTruth:
+        """The truth of an export with that filter, filtered exactly as the server does."""
+        owner = self._require(owner_id)
+        query = {"study_id": study_id, "from": since, "to": until}
+        _, flt = parse_filter(
+            {
+                k: (v.isoformat() if isinstance(v, datetime) else v)
+                for k, v in query.items()
+                if v is not None
+            }
+        )
+        with self._lock:
+            specs = list(owner.specs)
+        truth: GroundTruth = owner.build(None, flt, specs, keep_rows=True)
+        return truth
+
+    # ---- jobs ------------------------------------------------------------------------
+
+    def jobs(self, owner_id: str) -> list[dict[str, Any]]:
+        """The owner's jobs, newest first, as the list endpoint shows them (deleted excluded)."""
+        owner = self._require(owner_id)
+        with self._lock:
+            return [j.info() for j in owner.jobs if not j.deleted]
+
+    def delete_archive(self, owner_id: str, export_id: str) -> None:
+        """Storage loses the archive: the job reports ``failed`` from now on."""
+        owner = self._require(owner_id)
+        with self._lock:
+            for job in owner.jobs:
+                if job.export_id == export_id:
+                    job.fail = True
+                    if job.status != "generating":
+                        job.lose_archive()
+                    return
+        msg = f"unknown export job: {export_id}"
+        raise KeyError(msg)
+
+    # ---- request log -----------------------------------------------------------------
+
+    @property
+    def requests(self) -> list[RequestRecord]:
+        """Every request received by either host, oldest first (a copy)."""
+        with self._requests_lock:
+            return list(self._requests)
+
+    def clear_requests(self) -> None:
+        """Empty the request log."""
+        with self._requests_lock:
+            self._requests.clear()
+
+    def _clean(self, key: str, value: str) -> str:
+        if key.lower() in ("authorization", "x-amz-signature") or self.token in value:
+            return _REDACTED
+        return value
+
+    def _log_request(
+        self,
+        host: str,
+        method: str,
+        path: str,
+        query: Mapping[str, str],
+        headers: Mapping[str, str],
+        status: int,
+        started: float,
+    ) -> None:
+        record = RequestRecord(
+            host,
+            method,
+            _REDACTED if self.token in path else path,
+            {k: self._clean(k, v) for k, v in query.items()},
+            {k: self._clean(k, v) for k, v in headers.items()},
+            status,
+            started,
+        )
+        with self._requests_lock:
+            self._requests.append(record)
+
+    # ---- handlers' entry points ------------------------------------------------------
+
+    def _fault_reply(self, rule: FaultRule) -> Reply:
+        return _routes.fault_reply(rule)
+
+    def _api(self, method: str, path: str, query: dict[str, str], auth: str | None) -> Reply:
+        return _routes.api(self, method, path, query, auth)
+
+    def _download(
+        self, method: str, path: str, query: dict[str, str], headers: Mapping[str, str]
+    ) -> tuple[Reply, tuple[Path, int, int] | None]:
+        if method not in ("GET", "HEAD"):
+            return s3_error(405, "MethodNotAllowed", "The specified method is not allowed."), None
+        rule = self.faults.take("download_error", host="download", method=method, path=path)
+        if rule is not None:
+            status = int(rule.params["status"])
+            code = "SlowDown" if status == 503 else "InternalError"
+            return s3_error(status, code, "Injected download error."), None
+        if headers.get("Authorization") is not None:
+            msg = "Only one auth mechanism allowed; only the X-Amz-Algorithm query parameter, "
+            msg += (
+                "Signature query string parameter or the Authorization header should be specified"
+            )
+            return s3_error(400, "InvalidArgument", msg), None
+        problem = self._signer.check(path, query, self.now())
+        if problem == "Expired":
+            return s3_error(403, "AccessDenied", "Request has expired"), None
+        if problem == "SignatureDoesNotMatch":
+            msg = "The request signature we calculated does not match the signature you provided."
+            return s3_error(403, problem, msg), None
+        if problem is not None:
+            return s3_error(403, "AccessDenied", "Query-string authentication required."), None
+        job = self._job_for_path(path)
+        if job is None or job.archive is None or not job.archive.exists():
+            return s3_error(404, "NoSuchKey", "The specified key does not exist."), None
+        return self._serve_archive(job, headers.get("Range"))
+
+    def _job_for_path(self, path: str) -> Job | None:
+        m = _OBJECT_RE.match(path)
+        if m is None:
+            return None
+        owner = self._owner("batch" if m[1] == "batches" else "collection", m[2])
+        if owner is None:
+            return None
+        with self._lock:
+            return next((j for j in owner.jobs if j.export_id == m[3] and not j.deleted), None)
+
+    def _serve_archive(
+        self, job: Job, range_header: str | None
+    ) -> tuple[Reply, tuple[Path, int, int] | None]:
+        assert job.archive is not None
+        size = job.size
+        headers = {
+            "Content-Type": "application/zip",
+            "ETag": job.etag,
+            "Accept-Ranges": "bytes",
+            "Last-Modified": formatdate(job.created_at, usegmt=True),
+        }
+        span = parse_range(range_header, size)
+        if span is False:
+            reply = s3_error(416, "InvalidRange", "The requested range is not satisfiable")
+            reply.headers["Content-Range"] = f"bytes */{size}"
+            return reply, None
+        if span is None:
+            headers["Content-Length"] = str(size)
+            return Reply(200, None, headers), (job.archive, 0, size)
+        start, end = span
+        headers["Content-Length"] = str(end - start + 1)
+        headers["Content-Range"] = f"bytes {start}-{end}/{size}"
+        return Reply(206, None, headers), (job.archive, start, end - start + 1)
+
+    # ---- presentation ----------------------------------------------------------------
+
+    def describe(self) -> str:
+        """Multi-line text: URLs, token, owners and the environment to point a client here."""
+        with self._lock:
+            owners = sorted(self._owners)
+        lines = [
+            "Prolific API emulator",
+            f"  API base URL : {self.base_url}",
+            f"  Download host: {self.download_url}",
+            f"  Token        : {self.token}",
+        ]
+        if self.ca_bundle:
+            lines.append(f"  CA bundle    : {self.ca_bundle}")
+        lines += [f"  {kind:<12} : {owner_id}" for kind, owner_id in owners]
+        lines += [
+            "Point a client at it with:",
+            f"  export PROLIFIC_API_URL={self.base_url}",
+            f"  export PROLIFIC_TOKEN={self.token}",
+        ]
+        if self.ca_bundle:
+            lines.append(f"  export PROLIFIC_CA_BUNDLE={self.ca_bundle}")
+        return "\n".join(lines)
+
+
+def serve(
+    port: int = 0,
+    *,
+    host: str = "127.0.0.1",
+    seed: int = 0,
+    n_batches: int = 1,
+    n_collections: int = 0,
+    announce: Callable[[str], object] | None = None,
+    stop_event: threading.Event | None = None,
+    **kw: Any,
+) -> None:
+    """Run an emulator until Ctrl-C (or until ``stop_event`` is set).
+
+    Adds ``n_batches`` batches and ``n_collections`` collections (seeds ``seed``,
+    ``seed + 1`` …), then passes :meth:`Emulator.describe` to ``announce`` (the CLI
+    passes ``print``; by default it is logged at INFO). ``kw`` goes to :class:`Emulator`.
+    """
+    with Emulator(port=port, host=host, **kw) as emu:
+        for i in range(n_batches):
+            emu.add_batch(seed=seed + i)
+        for i in range(n_collections):
+            emu.add_collection(seed=seed + i)
+        text = emu.describe()
+        if announce is not None:
+            announce(text)
+        else:
+            logger.info("%s", text)
+        stop = stop_event or threading.Event()
+        try:
+            while not stop.wait(0.2):
+                pass
+        except KeyboardInterrupt:
+            logger.info("emulator: stopped")
