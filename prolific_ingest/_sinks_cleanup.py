@@ -83,10 +83,13 @@ def staging_state(loc: Location, older_than: timedelta) -> tuple[list[str], set[
     return stale, fresh
 
 
-def sweep(loc: Location, prefixes: list[str], older_than: timedelta) -> list[str]:
+def sweep(
+    loc: Location, prefixes: list[str], older_than: timedelta
+) -> tuple[list[str], dict[str, ExportKey]]:
     """Remove stale staging prefixes and uncommitted partitions under ``prefixes``.
 
-    Returns the removed locations as URLs (the caller's form of the output).
+    Returns the removed locations as URLs (the caller's form of the output), and
+    the partitions that remain (relative prefix -> export key).
     """
     partitions = list_partitions(loc, prefixes)
     stale, fresh = staging_state(loc, older_than)
@@ -99,13 +102,14 @@ def sweep(loc: Location, prefixes: list[str], older_than: timedelta) -> list[str
         if remove(loc, rel):
             log.info("removed stale staging %s", loc.safe(rel))
             removed.append(loc.url(rel))
+    remaining: dict[str, ExportKey] = {}
     for rel, key in sorted(partitions.items()):
         if key in committed or key in fresh:
-            continue
-        if remove(loc, rel):
+            remaining[rel] = key
+        elif remove(loc, rel):
             log.info("removed uncommitted partition %s", loc.safe(rel))
             removed.append(loc.url(rel))
-    return removed
+    return removed, remaining
 
 
 def top_level_tables(loc: Location) -> list[str]:

@@ -81,6 +81,27 @@ class Location:
         """URL of ``rel`` without credentials (for messages and logs)."""
         return f"{self.display}/{rel}"
 
+    @property
+    def is_local(self) -> bool:
+        """Whether this is the local filesystem (directories exist; rename is atomic)."""
+        protocol = self.fs.protocol
+        protocols = (protocol,) if isinstance(protocol, str) else tuple(protocol)
+        return "file" in protocols or "local" in protocols
+
+    def ensure_parent(self, path: str) -> None:
+        """Create the parent directory of ``path`` where directories are real."""
+        if self.is_local:
+            self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+
+    def move_file(self, src: str, dst: str) -> None:
+        """Move one file: a rename locally, copy + delete elsewhere (one request each)."""
+        self.ensure_parent(dst)
+        if self.is_local:
+            self.fs.mv(src, dst)
+        else:
+            self.fs.cp_file(src, dst)
+            self.fs.rm_file(src)
+
     def scrub(self, text: str) -> str:
         """Remove the URL's password (if any) from ``text``."""
         password = urlsplit(self.given).password if "://" in self.given else None

@@ -74,7 +74,7 @@ class _Leaf:
     """One Parquet file being written into staging."""
 
     def __init__(self, loc: Location, path: str, schema: Any, row_group_rows: int) -> None:
-        loc.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+        loc.ensure_parent(path)
         self._fh = loc.fs.open(path, "wb")
         try:
             self._writer = pq.ParquetWriter(self._fh, schema, compression=COMPRESSION)

@@ -225,7 +225,9 @@ def write_parquet(
         if existing is not None and not overwrite:
             log.info("export %s already committed in %s: skipped", export_id, loc.display)
             return _result(loc, existing, m_rel, skipped=True)
-        _cleanup.sweep(loc, [f"{t}/{col}={owner_id}" for t in schemas], DEFAULT_STALE_AFTER)
+        _, remaining = _cleanup.sweep(
+            loc, [f"{t}/{col}={owner_id}" for t in schemas], DEFAULT_STALE_AFTER
+        )
     except (OSError, ValueError) as exc:
         raise _sink_error(loc, export_id, exc) from exc
 
@@ -242,7 +244,7 @@ def write_parquet(
     writer: StagedExport | None = None
     moved: list[str] = []
     try:
-        loc.fs.makedirs(loc.path(staging), exist_ok=True)
+        loc.ensure_parent(loc.path(f"{staging}/{MARKER_NAME}"))
         loc.fs.pipe_file(loc.path(f"{staging}/{MARKER_NAME}"), json.dumps(marker).encode())
         writer = StagedExport(
             loc,
@@ -274,17 +276,20 @@ def write_parquet(
         # Commit: uncommit the old version, clear its files, move, manifest last.
         if existing is not None:
             loc.fs.rm(loc.path(m_rel))
-        for table in set(schemas) | set(existing["files"] if existing else ()):
-            _cleanup.remove(loc, export_prefix(table, col, owner_id, export_id))
+        key = (col, owner_id, export_id)
+        old = {rel for rel, k in remaining.items() if k == key}
+        old.update(
+            export_prefix(t, col, owner_id, export_id) for t in (existing or {}).get("files", ())
+        )
+        for rel in sorted(old):
+            _cleanup.remove(loc, rel)
         for rels in files.values():
             for rel in rels:
-                loc.fs.makedirs(loc.path(rel).rsplit("/", 1)[0], exist_ok=True)
-                loc.fs.mv(loc.path(f"{staging}/{rel}"), loc.path(rel))
+                loc.move_file(loc.path(f"{staging}/{rel}"), loc.path(rel))
                 moved.append(rel)
         staged_manifest = f"{staging}/_manifest.json"
         loc.fs.pipe_file(loc.path(staged_manifest), _manifest.dumps(manifest).encode())
-        loc.fs.makedirs(loc.path(m_rel).rsplit("/", 1)[0], exist_ok=True)
-        loc.fs.mv(loc.path(staged_manifest), loc.path(m_rel))
+        loc.move_file(loc.path(staged_manifest), loc.path(m_rel))
     except Exception as exc:
         if writer is not None:
             writer.abort()
@@ -443,4 +448,4 @@ def cleanup(
     """
     loc = resolve(output, storage_options)
     age = older_than if isinstance(older_than, timedelta) else timedelta(seconds=older_than)
-    return _cleanup.sweep(loc, _cleanup.top_level_tables(loc), age)
+    return _cleanup.sweep(loc, _cleanup.top_level_tables(loc), age)[0]
