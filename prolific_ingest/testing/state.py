@@ -256,7 +256,8 @@ class Signer:
     def path_for(self, job: Job) -> str:
         """The object path of a job's archive."""
         owner = job.owner
-        return f"/{self.BUCKET}/{owner.kind}es/{owner.owner_id}/{job.export_id}.zip"
+        folder = "batches" if owner.kind == "batch" else "collections"
+        return f"/{self.BUCKET}/{folder}/{owner.owner_id}/{job.export_id}.zip"
 
     def sign(self, base: str, job: Job, issued: float, ttl: float) -> tuple[str, float]:
         """Return ``(url, expires_at)`` for a URL issued at ``issued`` valid ``ttl`` seconds."""
