@@ -3,18 +3,42 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import logging
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
-from prolific_ingest.errors import ConfigurationError
+from prolific_ingest._retry import RetryPolicy
+from prolific_ingest.client import ProlificClient
+from prolific_ingest.config import Secret, Settings
+from prolific_ingest.errors import (
+    AuthenticationError,
+    BadRequestError,
+    ConfigurationError,
+    ExportFailedError,
+    ExportLimitError,
+    ExportStillGeneratingError,
+    ExportTimeoutError,
+    NotFoundError,
+    PermissionDeniedError,
+)
 from prolific_ingest.exports import (
     ExportFilter,
     ExportJob,
     ExportRef,
+    delete_export,
     find_reusable_job,
+    get_export,
+    list_exports,
+    refresh_url,
+    request_export,
+    wait_for_export,
 )
+from prolific_ingest.testing import Emulator
 
 REF = ExportRef("batch", "B1")
 T0 = datetime(2026, 11, 1, 12, 0, 0, tzinfo=UTC)
@@ -150,3 +174,266 @@ def test_reuse_ties_keep_list_order_and_accept_naive_now() -> None:
     hit = find_reusable_job(jobs, None, timedelta(hours=1), datetime(2026, 11, 1, 12, 30))
     assert hit is not None
     assert hit.export_id == "first"
+
+
+# -- the lifecycle against the emulator (real sockets) ---------------------------------------
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+@pytest.fixture(scope="module")
+def _server() -> Iterator[Emulator]:
+    with Emulator() as emu:
+        yield emu
+
+
+@pytest.fixture
+def emu(_server: Emulator) -> Emulator:
+    _server.reset()
+    return _server
+
+
+def connect(emu: Emulator, **kw: Any) -> tuple[ProlificClient, FakeClock]:
+    clock = FakeClock()
+    settings = Settings(base_url=emu.base_url, token=Secret(emu.token))
+    kw.setdefault("retry", RetryPolicy(jitter="none"))
+    return ProlificClient(settings, sleep=clock.sleep, clock=clock, **kw), clock
+
+
+def wait(client: ProlificClient, job: ExportJob, clock: FakeClock, **kw: Any) -> ExportJob:
+    return wait_for_export(client, job, sleep=clock.sleep, clock=clock, **kw)
+
+
+def test_request_then_wait_until_complete(emu: Emulator, caplog: pytest.LogCaptureFixture) -> None:
+    ref = ExportRef("batch", emu.add_batch(seed=1, n_submissions=3))
+    client, clock = connect(emu)
+    job = request_export(client, ref)
+    assert job.status == "generating"
+    assert job.url is None
+    with caplog.at_level(logging.INFO, logger="prolific_ingest.exports"):
+        done = wait(client, job, clock, poll_interval=3.0, poll_max_interval=15.0)
+    assert done.is_complete
+    assert done.export_id == job.export_id
+    assert done.expires_at is not None
+    assert done.url is not None
+    assert done.url.startswith(emu.download_url)
+    assert clock.sleeps == [3.0, 4.5]  # two 'generating' polls, then complete
+    assert f"export {job.export_id}: generating -> complete after 7.5s" in caplog.text
+    assert "Signature" not in caplog.text
+    assert wait(client, done, clock) is done  # already complete: no further polling
+
+
+def test_filter_is_sent_with_api_names(emu: Emulator) -> None:
+    ref = ExportRef("batch", emu.add_batch(seed=2, n_submissions=2))
+    client, _ = connect(emu)
+    flt = ExportFilter.coerce(study_id="S1", since="2026-01-01T00:00:00+01:00")
+    job = request_export(client, ref, flt)
+    post = next(r for r in emu.requests if r.method == "POST")
+    assert post.query == {"study_id": "S1", "from": "2025-12-31T23:00:00Z"}
+    listed = list_exports(client, ref)
+    assert [(j.export_id, j.filter) for j in listed] == [(job.export_id, flt)]
+    assert listed[0].created_at is not None
+
+
+def test_polling_grows_to_the_ceiling_then_times_out(emu: Emulator) -> None:
+    emu.polls_until_complete = 1000
+    ref = ExportRef("batch", emu.add_batch(seed=3, n_submissions=1))
+    client, clock = connect(emu)
+    job = request_export(client, ref)
+    with pytest.raises(ExportTimeoutError) as info:
+        wait(client, job, clock, timeout=60.0, poll_interval=3.0, poll_max_interval=15.0)
+    assert clock.sleeps == [3.0, 4.5, 6.75, 10.125, 15.0, 15.0, 5.625]
+    err = info.value
+    assert isinstance(err, TimeoutError)
+    assert err.export_id == job.export_id
+    assert err.last_status == "generating"
+    assert err.elapsed == 60.0
+    assert f"export_id={job.export_id!r}" in str(err)
+
+
+def test_wait_uses_settings_defaults(emu: Emulator) -> None:
+    ref = ExportRef("batch", emu.add_batch(seed=4, n_submissions=1))
+    clock = FakeClock()
+    settings = Settings(
+        base_url=emu.base_url, token=Secret(emu.token), poll_interval=2.0, poll_max_interval=2.5
+    )
+    client = ProlificClient(settings, sleep=clock.sleep, clock=clock)
+    wait(client, request_export(client, ref), clock)
+    assert clock.sleeps == [2.0, 2.5]
+
+
+def test_failed_job(emu: Emulator) -> None:
+    emu.faults.fail_job()
+    ref = ExportRef("batch", emu.add_batch(seed=5, n_submissions=1))
+    client, clock = connect(emu)
+    job = request_export(client, ref)
+    with pytest.raises(ExportFailedError, match="request a new export") as info:
+        wait(client, job, clock)
+    assert info.value.export_id == job.export_id
+
+
+def test_complete_then_failed_on_refresh(emu: Emulator) -> None:
+    emu.faults.complete_then_fail()
+    ref = ExportRef("batch", emu.add_batch(seed=6, n_submissions=1))
+    client, clock = connect(emu)
+    done = wait(client, request_export(client, ref), clock)
+    assert done.is_complete
+    with pytest.raises(ExportFailedError):
+        refresh_url(client, done)
+
+
+def test_archive_deleted_from_storage(emu: Emulator) -> None:
+    bid = emu.add_batch(seed=7, n_submissions=1)
+    client, clock = connect(emu)
+    done = wait(client, request_export(client, ExportRef("batch", bid)), clock)
+    emu.delete_archive(bid, done.export_id)
+    assert get_export(client, done.ref, done.export_id).status == "failed"
+    with pytest.raises(ExportFailedError):
+        wait(client, done.replace(status="generating"), clock)
+
+
+def test_refresh_url_after_expiry(emu: Emulator) -> None:
+    ref = ExportRef("batch", emu.add_batch(seed=8, n_submissions=1))
+    client, clock = connect(emu)
+    done = wait(client, request_export(client, ref), clock)
+    emu.advance_time(3700)
+    fresh = refresh_url(client, done)
+    assert fresh.is_complete
+    assert fresh.url != done.url
+    assert fresh.expires_at is not None
+    assert done.expires_at is not None
+    assert fresh.expires_at > done.expires_at
+
+
+def test_lost_post_response_leaks_no_job(emu: Emulator) -> None:
+    bid = emu.add_batch(seed=9, n_submissions=1)
+    rule = emu.faults.drop_api_response(method="POST")
+    client, clock = connect(emu)
+    job = request_export(client, ExportRef("batch", bid))
+    assert rule.triggered == 1
+    posts = [r for r in emu.requests if r.method == "POST"]
+    assert [r.status for r in posts] == [0, 202]  # the first answer was lost
+    assert [j["export_id"] for j in emu.jobs(bid)] == [job.export_id]
+    assert len(clock.sleeps) == 1
+
+
+def test_rate_limited_post_honours_retry_after(emu: Emulator) -> None:
+    ref = ExportRef("batch", emu.add_batch(seed=10, n_submissions=1))
+    emu.faults.rate_limit(times=1, retry_after=2)
+    client, clock = connect(emu)
+    request_export(client, ref)
+    assert clock.sleeps == [2.0]
+    assert [r.status for r in emu.requests] == [429, 202]
+
+
+def test_legacy_200_complete_gets_its_id_from_the_list(emu: Emulator) -> None:
+    emu.legacy_post = True
+    bid = emu.add_batch(seed=11, n_submissions=1)
+    client, _ = connect(emu)
+    job = request_export(client, ExportRef("batch", bid))
+    assert job.is_complete
+    assert job.export_id == emu.jobs(bid)[0]["export_id"]
+    again = request_export(client, ExportRef("batch", bid))
+    assert again.export_id == job.export_id
+    assert len(emu.jobs(bid)) == 1
+
+
+def test_legacy_id_is_synthesised_when_the_list_fails(
+    emu: Emulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    emu.legacy_post = True
+    bid = emu.add_batch(seed=12, n_submissions=1)
+    emu.faults.server_error(times=1, status=500, method="GET")
+    client, _ = connect(emu, retry=RetryPolicy.none())
+    with caplog.at_level(logging.INFO, logger="prolific_ingest.exports"):
+        job = request_export(client, ExportRef("batch", bid))
+    assert job.export_id.startswith("legacy-")
+    assert len(job.export_id) == len("legacy-") + 16
+    assert job.export_id in caplog.text
+    assert job.url is not None
+    # stable: derived from the archive's URL path, not its signature
+    assert (
+        job.export_id
+        == "legacy-" + hashlib.sha256(urlsplit(job.url).path.encode()).hexdigest()[:16]
+    )
+    fresh = refresh_url(client, job)  # refreshed by requesting the export again
+    assert fresh.export_id == job.export_id
+    assert fresh.is_complete
+
+
+def test_list_and_delete(emu: Emulator) -> None:
+    bid = emu.add_batch(seed=13, n_submissions=1)
+    ref = ExportRef("batch", bid)
+    client, clock = connect(emu)
+    first = wait(client, request_export(client, ref), clock)
+    second = request_export(client, ref, ExportFilter(study_id="S"))
+    listed = list_exports(client, ref)
+    assert [j.export_id for j in listed] == [second.export_id, first.export_id]
+    assert [j.status for j in listed] == ["generating", "complete"]
+    with pytest.raises(ExportStillGeneratingError):
+        delete_export(client, ref, second.export_id)
+    delete_export(client, ref, first.export_id)
+    assert [j.export_id for j in list_exports(client, ref)] == [second.export_id]
+    with pytest.raises(NotFoundError):
+        delete_export(client, ref, first.export_id)
+    with pytest.raises(NotFoundError):
+        get_export(client, ref, first.export_id)
+
+
+def test_export_limit_lists_existing_jobs(emu: Emulator) -> None:
+    ref = ExportRef("batch", emu.add_batch(seed=14, n_submissions=1))
+    client, _ = connect(emu)
+    for i in range(10):
+        request_export(client, ref, ExportFilter(study_id=f"S{i}"))
+    with pytest.raises(ExportLimitError) as info:
+        request_export(client, ref, ExportFilter(study_id="S10"))
+    assert len(info.value.existing_jobs) == 10
+    assert info.value.status == 409
+    assert "existing jobs" in str(info.value)
+
+
+def test_collections(emu: Emulator) -> None:
+    ref = ExportRef("collection", emu.add_collection(seed=15, n_submissions=2))
+    client, clock = connect(emu)
+    done = wait(client, request_export(client, ref), clock)
+    assert done.is_complete
+    assert "/collections/" in emu.requests[0].path
+
+
+def test_error_statuses_from_the_api(emu: Emulator) -> None:
+    bid = emu.add_batch(seed=16, n_submissions=1)
+    client, _ = connect(emu)
+    with pytest.raises(NotFoundError):
+        request_export(client, ExportRef("batch", "no-such-batch"))
+    with pytest.raises(BadRequestError, match="from"):
+        client.request("POST", f"batches/{bid}/export", params={"from": "yesterday"})
+    denied = emu.add_batch(seed=17, n_submissions=1, access=False)
+    with pytest.raises(PermissionDeniedError):
+        list_exports(client, ExportRef("batch", denied))
+    bad = ProlificClient(Settings(base_url=emu.base_url, token=Secret("wrong-token")))
+    with pytest.raises(AuthenticationError):
+        list_exports(bad, ExportRef("batch", bid))
+
+
+def test_every_api_call_is_authenticated(emu: Emulator) -> None:
+    ref = ExportRef("batch", emu.add_batch(seed=18, n_submissions=1))
+    client, clock = connect(emu)
+    wait(client, request_export(client, ref), clock)
+    list_exports(client, ref)
+    api_calls = [r for r in emu.requests if r.host == "api"]
+    assert len(api_calls) >= 4
+    for record in api_calls:
+        headers = {k.lower(): v for k, v in record.headers.items()}
+        assert "authorization" in headers
+        assert headers["user-agent"].startswith("prolific-ingest/")
