@@ -7,10 +7,12 @@ functions, so the two produce exactly the same table content.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -28,12 +30,24 @@ TIMESTAMP = pa.timestamp("us", tz="UTC")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # Strings of this exact shape convert identically in Arrow and in datetime.fromisoformat.
 _STRICT_ISO = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:\d{2})$"
+_FLOAT_FORMS = re.compile(rb"[0-9][eE]|0\.0000")
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=True)
 
 
 def dumps(obj: Any) -> str:
-    """Return compact JSON text (``json.dumps(ensure_ascii=False, separators=(",", ":"))``)."""
-    return _ENCODER.encode(obj)
+    """Return compact JSON text (``json.dumps(ensure_ascii=False, separators=(",", ":"))``).
+
+    orjson writes the same text except for some floats (``1e-05`` vs ``0.00001``, exponent
+    forms) and integers beyond 64 bits; whenever its output could hold such a float, or it
+    refuses the object, the stdlib encoder is used instead.
+    """
+    try:
+        text = orjson.dumps(obj)
+    except TypeError:  # orjson.JSONEncodeError: integer beyond 64 bits, ...
+        return _ENCODER.encode(obj)
+    if _FLOAT_FORMS.search(text):
+        return _ENCODER.encode(obj)
+    return text.decode()
 
 
 def json_column(values: Sequence[Any]) -> pa.Array:

@@ -18,7 +18,7 @@ import pyarrow as pa
 from ._tables_arrow import dumps, file_paths, json_column, timestamps, typed_column
 from ._tables_schema import schema_for
 
-__all__ = ["BadLine", "RecordBuilder", "parse_line"]
+__all__ = ["BadLine", "RecordBuilder", "check_record", "parse_line"]
 
 _ABSENT: Any = object()
 _ANSWER_KNOWN = frozenset(
@@ -60,6 +60,11 @@ def parse_line(line: bytes) -> dict[str, Any]:
             record = json.loads(line.decode("utf-8"), parse_constant=_reject_constant)
         except ValueError as exc2:
             raise BadLine(f"invalid JSON: {exc2}") from exc2  # noqa: EM102
+    return check_record(record)
+
+
+def check_record(record: Any) -> dict[str, Any]:
+    """Return ``record`` if it is a dict; raise :class:`BadLine` otherwise."""
     if type(record) is not dict:
         raise BadLine(f"line is valid JSON but a {type(record).__name__}, not an object")  # noqa: EM102
     return record
@@ -70,9 +75,7 @@ def _value(item: dict[str, Any]) -> tuple[str | None, str | None]:
     kind = type(value)
     if kind is str:
         return value, "string"
-    if value is _ABSENT:
-        return None, None
-    if value is None:
+    if value is None or value is _ABSENT:
         return None, "null"
     if kind is bool:
         return ("true" if value else "false"), "boolean"
@@ -340,7 +343,9 @@ class RecordBuilder:
         arrays[len(schema) - 1] = json_column(extras)
         return pa.RecordBatch.from_arrays([arrays[i] for i in range(len(schema))], schema=schema)
 
-    def flush(self, *, final: bool = False) -> Iterator[tuple[str, pa.RecordBatch]]:
+    def flush(
+        self, *, final: bool = False, force: bool = False
+    ) -> Iterator[tuple[str, pa.RecordBatch]]:
         """Yield the accumulated rows as ``(table, batch)``; ``final`` adds aggregated rows."""
         if final:
             self.submissions.extend((*row, None) for row in self.aggregated.values())
@@ -353,7 +358,7 @@ class RecordBuilder:
         ):
             if name == "tasks" and self.kind != "batch":
                 continue
-            if name == "submissions" and not (final or len(rows) >= self.batch_rows):
+            if name == "submissions" and not (final or force or len(rows) >= self.batch_rows):
                 continue
             if rows:
                 yield name, self._batch(name, rows, keys)

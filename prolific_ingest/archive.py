@@ -188,16 +188,17 @@ class ExportArchive:
             raise MissingMemberError(msg, source=self._display, member=logical)
         return self._safe[self.members[logical]].info
 
-    def iter_chunks(self, logical: str, chunk_bytes: int = CHUNK_BYTES) -> Iterator[bytes]:
+    def iter_chunks(self, logical: str, chunk_bytes: int | None = None) -> Iterator[bytes]:
         """Yield a member's decompressed bytes in chunks of about ``chunk_bytes``.
 
         Raises :class:`CorruptArchiveError` (naming the member) on a bad CRC or truncation.
         """
         info = self._member_info(logical)
+        size = chunk_bytes or CHUNK_BYTES
         with self._open_member(info) as fh:
             while True:
                 try:
-                    chunk = fh.read(chunk_bytes)
+                    chunk = fh.read(size)
                 except _READ_ERRORS as exc:
                     msg = f"member {info.filename} of {self._display} is corrupt: {exc}"
                     raise CorruptArchiveError(
@@ -208,7 +209,7 @@ class ExportArchive:
                 yield chunk
 
     def iter_blocks(
-        self, logical: str, chunk_bytes: int = CHUNK_BYTES
+        self, logical: str, chunk_bytes: int | None = None
     ) -> Iterator[tuple[int, bytes]]:
         """Yield ``(first_line_number, block)``: runs of whole lines, BOM removed.
 

@@ -7,8 +7,8 @@ The schemas and JSON-text conventions are those of docs/internals.md ("Tables").
 
 Choices the contract leaves open:
 
-* ``answers.answer_index`` is 0-based. ``value_type`` is null when an answer item has no
-  ``value`` key and ``"null"`` when it has ``"value": null``. ``n_answers`` is 0 when
+* ``answers.answer_index`` is 0-based. ``value_type`` is ``"null"`` both for
+  ``"value": null`` and for an item without a ``value`` key. ``n_answers`` is 0 when
   ``answer`` is absent or null.
 * In the flat and grouped-by-task shapes, ``submissions`` rows are aggregated per
   ``submission_id`` (first-seen ``participant_id``/``study_id``) and emitted last; records
@@ -25,6 +25,7 @@ Choices the contract leaves open:
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -34,7 +35,8 @@ import pandas as pd
 import pyarrow as pa
 
 from ._tables_arrow import dumps
-from ._tables_builder import BadLine, RecordBuilder, parse_line
+from ._tables_builder import BadLine, RecordBuilder, check_record, parse_line
+from ._tables_fast import Fallback, build_block
 from ._tables_pandas import to_pandas as _to_pandas
 from ._tables_schema import TABLE_NAMES, schema_for, table_names
 from .archive import BATCH, ExportArchive
@@ -50,6 +52,9 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+#: Try the block fast path first (tests switch it off to compare with the fallback).
+FAST_PATH = True
 
 OnBadRecords = Literal["raise", "quarantine", "skip"]
 _INSTRUCTION_KNOWN = frozenset(("id", "type", "description", "options"))
@@ -139,6 +144,67 @@ def _instructions_batch(archive: ExportArchive) -> pa.RecordBatch:
     return pa.RecordBatch.from_pylist(rows, schema=schema_for("instructions", archive.kind))
 
 
+def _sliced(
+    batches: Iterator[tuple[str, pa.RecordBatch]], size: int
+) -> Iterator[tuple[str, pa.RecordBatch]]:
+    for name, batch in batches:
+        for offset in range(0, batch.num_rows, size):
+            yield name, batch.slice(offset, size)
+
+
+class _BlockReader:
+    """Feed one block of lines to the fast path, else line by line to the builder."""
+
+    def __init__(self, builder: RecordBuilder, archive: ExportArchive, policy: str) -> None:
+        self.builder = builder
+        self.policy = policy
+        self.source = archive.source
+        self.shown = redact_url(archive.source) if "://" in archive.source else archive.source
+        self.member = ""
+        self.rejected: list[dict[str, Any]] = []
+        self.skipped = 0
+
+    def read(self, start: int, block: bytes) -> list[tuple[str, pa.RecordBatch]]:
+        """Add a block's rows; return the fast path's batches (empty if it fell back)."""
+        numbers: list[int] = []
+        lines: list[bytes] = []
+        for offset, line in enumerate(block.split(b"\n")):
+            if line.endswith(b"\r"):
+                line = line[:-1]
+            if line and not line.isspace():
+                numbers.append(start + offset)
+                lines.append(line)
+        records: list[Any] | None = None
+        if FAST_PATH:
+            try:
+                return build_block(lines, self.builder)
+            except Fallback as fallback:
+                records = fallback.records
+        for i, (number, line) in enumerate(zip(numbers, lines, strict=True)):
+            try:
+                record = check_record(records[i]) if records else parse_line(line)
+                self.builder.add(record)
+            except BadLine as exc:
+                self._bad(number, line, exc)
+        return []
+
+    def _bad(self, number: int, line: bytes, exc: BadLine) -> None:
+        if self.policy == "raise":
+            msg = f"bad record in {self.member} line {number} of {self.shown}: {exc}"
+            raise BadRecordError(msg, source=self.source, member=self.member, line=number) from exc
+        if self.policy == "skip":
+            self.skipped += 1
+            return
+        self.rejected.append(
+            {
+                "member": self.member,
+                "line_number": number,
+                "raw": line.decode("utf-8", errors="replace"),
+                "error": str(exc),
+            }
+        )
+
+
 def iter_record_batches(
     archive: ExportArchive,
     *,
@@ -173,51 +239,35 @@ def iter_record_batches(
         existing_files=files.column(0).to_pylist(),
         batch_rows=batch_rows,
     )
-    rejected: list[dict[str, Any]] = []
-    skipped = 0
-    shown = redact_url(archive.source) if "://" in archive.source else archive.source
+    reader = _BlockReader(builder, archive, on_bad_records)
     logical = primary_member(archive)
-    member = archive.members.get(logical or "", "")
     if logical is not None:
+        reader.member = archive.members[logical]
         for start, block in archive.iter_blocks(logical):
-            for offset, line in enumerate(block.split(b"\n")):
-                if line.endswith(b"\r"):
-                    line = line[:-1]
-                if not line or line.isspace():
-                    continue
-                try:
-                    builder.add(parse_line(line))
-                except BadLine as exc:
-                    number = start + offset
-                    if on_bad_records == "raise":
-                        msg = f"bad record in {member} line {number} of {shown}: {exc}"
-                        raise BadRecordError(
-                            msg, source=archive.source, member=member, line=number
-                        ) from exc
-                    if on_bad_records == "skip":
-                        skipped += 1
-                        continue
-                    rejected.append(
-                        {
-                            "member": member,
-                            "line_number": number,
-                            "raw": line.decode("utf-8", errors="replace"),
-                            "error": str(exc),
-                        }
-                    )
-                if builder.full:
-                    yield from builder.flush()
-    yield from builder.flush(final=True)
-    if files.num_rows:
-        yield "files", files
-    instructions = _instructions_batch(archive)
-    if instructions.num_rows:
-        yield "instructions", instructions
-    if skipped:
-        logger.warning("skipped %d bad records in %s of %s", skipped, member, shown)
-    if rejected:
-        logger.info("quarantined %d bad records in %s", len(rejected), member)
-        yield "rejected", pa.RecordBatch.from_pylist(rejected, schema=schema_for("rejected", kind))
+            gc_enabled = gc.isenabled()
+            gc.disable()  # millions of short-lived containers: collections would dominate
+            try:
+                fast = reader.read(start, block)
+            finally:
+                if gc_enabled:
+                    gc.enable()
+            if fast:
+                yield from _sliced(builder.flush(force=True), batch_rows)
+                yield from _sliced(iter(fast), batch_rows)
+            elif builder.full:
+                yield from _sliced(builder.flush(), batch_rows)
+    yield from _sliced(builder.flush(final=True), batch_rows)
+    yield from _sliced(
+        iter([("files", files), ("instructions", _instructions_batch(archive))]), batch_rows
+    )
+    if reader.skipped:
+        logger.warning(
+            "skipped %d bad records in %s of %s", reader.skipped, reader.member, reader.shown
+        )
+    if reader.rejected:
+        logger.info("quarantined %d bad records in %s", len(reader.rejected), reader.member)
+        rejected = pa.RecordBatch.from_pylist(reader.rejected, schema=schema_for("rejected", kind))
+        yield from _sliced(iter([("rejected", rejected)]), batch_rows)
 
 
 def build_tables(archive: ExportArchive, *, on_bad_records: OnBadRecords = "raise") -> ExportTables:
