@@ -11,11 +11,13 @@ import logging
 import os
 import socket
 import threading
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import fsspec
 import pytest
@@ -23,6 +25,9 @@ import requests
 
 from prolific_ingest._progress import NullProgress, TqdmProgress, make_progress, resolve_progress
 from prolific_ingest._retry import RetryPolicy
+from prolific_ingest.cache import ExportCache
+from prolific_ingest.client import ProlificClient
+from prolific_ingest.config import Secret, Settings
 from prolific_ingest.download import MAX_REFRESHES, DownloadResult, download_archive
 from prolific_ingest.errors import (
     ConfigurationError,
@@ -30,6 +35,14 @@ from prolific_ingest.errors import (
     DownloadExpiredError,
     IntegrityError,
 )
+from prolific_ingest.exports import (
+    ExportJob,
+    ExportRef,
+    refresh_url,
+    request_export,
+    wait_for_export,
+)
+from prolific_ingest.testing import Emulator
 
 DATA = os.urandom(300_000)
 
@@ -94,11 +107,16 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
 
+class QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # clients hanging up mid-request are part of these tests
+
+
 @pytest.fixture
 def store() -> Iterator[tuple[str, Store]]:
     st = Store()
     handler = type("Handler", (_Handler,), {"store": st})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server = QuietServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, args=(0.01,), daemon=True)
     thread.start()
@@ -405,3 +423,136 @@ def test_null_and_tqdm_progress(capsys: pytest.CaptureFixture[str]) -> None:
     assert isinstance(bar, TqdmProgress)
     assert bar.bar.n == 1
     assert bar.bar.total == 5
+
+
+# -- against the emulator's presigned-download host ----------------------------------------
+
+
+@pytest.fixture(scope="module")
+def _server() -> Iterator[Emulator]:
+    with Emulator() as emu:
+        yield emu
+
+
+@pytest.fixture
+def emu(_server: Emulator) -> Emulator:
+    _server.reset()
+    return _server
+
+
+def complete_job(emu: Emulator, n: int = 30) -> tuple[ProlificClient, ExportJob]:
+    ref = ExportRef("batch", emu.add_batch(seed=3, n_submissions=n))
+    clock = FakeClock()
+    client = ProlificClient(
+        Settings(base_url=emu.base_url, token=Secret(emu.token)), sleep=clock.sleep, clock=clock
+    )
+    job = request_export(client, ref)
+    return client, wait_for_export(client, job, sleep=clock.sleep, clock=clock)
+
+
+def test_emulator_download_carries_no_token(emu: Emulator, tmp_path: Path) -> None:
+    _, job = complete_job(emu)
+    assert job.url is not None
+    # even a session that was (wrongly) given the API credentials must not send them
+    session = requests.Session()
+    session.headers["Authorization"] = f"Token {emu.token}"
+    result = fetch(job.url, tmp_path / "a.zip", session=session, export_id=job.export_id)
+    downloads = [r for r in emu.requests if r.host == "download"]
+    assert [r.status for r in downloads] == [200]
+    assert all(k.lower() != "authorization" for k in downloads[0].headers)
+    assert any(
+        k.lower() == "authorization" for r in emu.requests if r.host == "api" for k in r.headers
+    )
+    assert result.size == (tmp_path / "a.zip").stat().st_size
+    assert zipfile.is_zipfile(tmp_path / "a.zip")
+    session.close()
+
+
+def test_emulator_drop_resumes_with_range(emu: Emulator, tmp_path: Path) -> None:
+    _, job = complete_job(emu)
+    assert job.url is not None
+    reference = fetch(job.url, tmp_path / "ref.zip")
+    emu.clear_requests()
+    rule = emu.faults.drop_download(after_bytes=reference.size // 2)
+    result = fetch(job.url, tmp_path / "a.zip")
+    assert rule.triggered == 1
+    assert (tmp_path / "a.zip").read_bytes() == (tmp_path / "ref.zip").read_bytes()
+    assert result.sha256 == reference.sha256
+    downloads = [r for r in emu.requests if r.host == "download"]
+    assert len(downloads) == 2
+    headers = {k.lower(): v for k, v in downloads[1].headers.items()}
+    assert headers["range"].startswith("bytes=")
+    assert 0 < int(headers["range"][6:].rstrip("-")) <= reference.size // 2
+    assert downloads[1].status == 206
+
+
+def test_emulator_corrupt_byte_is_detected(emu: Emulator, tmp_path: Path) -> None:
+    _, job = complete_job(emu)
+    assert job.url is not None
+    emu.faults.corrupt_download(offset=100)
+    with pytest.raises(IntegrityError):
+        fetch(job.url, tmp_path / "a.zip", export_id=job.export_id)
+    assert not (tmp_path / "a.zip").exists()
+
+
+def test_emulator_expired_url_is_refreshed(emu: Emulator, tmp_path: Path) -> None:
+    client, job = complete_job(emu)
+    assert job.url is not None
+    emu.advance_time(3700)
+    fresh_urls: list[str] = []
+
+    def refresh() -> str:
+        fresh = refresh_url(client, job)
+        assert fresh.url is not None
+        fresh_urls.append(fresh.url)
+        return fresh.url
+
+    fetch(job.url, tmp_path / "a.zip", refresh=refresh)
+    assert len(fresh_urls) == 1
+    assert [r.status for r in emu.requests if r.host == "download"] == [403, 200]
+
+
+def test_emulator_expired_without_refresh(emu: Emulator, tmp_path: Path) -> None:
+    _, job = complete_job(emu)
+    assert job.url is not None
+    emu.advance_time(3700)
+    with pytest.raises(DownloadExpiredError):
+        fetch(job.url, tmp_path / "a.zip")
+
+
+def test_emulator_download_5xx_is_retried(emu: Emulator, tmp_path: Path) -> None:
+    _, job = complete_job(emu)
+    assert job.url is not None
+    emu.faults.download_error(status=503, times=2)
+    clock = FakeClock()
+    fetch(job.url, tmp_path / "a.zip", clock=clock)
+    assert [r.status for r in emu.requests if r.host == "download"] == [503, 503, 200]
+    assert len(clock.sleeps) == 2
+
+
+def test_emulator_into_cache_has_no_secrets(emu: Emulator, tmp_path: Path) -> None:
+    _, job = complete_job(emu)
+    assert job.url is not None
+    cache = ExportCache(str(tmp_path / "cache"))
+    with cache.lock(job.ref, job.export_id):
+        staging = cache.staging(job.ref, job.export_id)
+        result = fetch(job.url, staging, export_id=job.export_id)
+        entry = cache.commit(
+            job.ref,
+            job.export_id,
+            staging,
+            filter=job.filter,
+            size=result.size,
+            sha256=result.sha256,
+            etag=result.etag,
+            source_url=job.url,
+        )
+    assert cache.lookup(job.ref, job.export_id, verify="full") == entry
+    signature = parse_qs(urlsplit(job.url).query)
+    assert signature  # the URL is presigned ...
+    for path in Path(cache.root).rglob("*"):
+        if path.is_file():
+            blob = path.read_bytes()
+            assert emu.token.encode() not in blob  # ... but neither token nor query is stored
+            assert urlsplit(job.url).query.encode() not in blob
+    assert entry.manifest["source_host"] == "127.0.0.1"
