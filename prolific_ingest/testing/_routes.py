@@ -5,6 +5,7 @@ from __future__ import annotations
 import hmac
 import logging
 import re
+import threading
 import uuid
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +22,7 @@ __all__ = ["EXPORT_CAP", "api", "error", "fault_reply", "job_status"]
 logger = logging.getLogger(__name__)
 
 EXPORT_CAP = 10
+_BUILD_WAIT = 5.0  # a poll waits this long for a small archive; big ones stay "generating"
 _ROUTE = re.compile(
     r"^/api/v1/data-collection/(batches|collections)/([^/]+)"
     r"(?:/(export|responses|status|instructions)(?:/([^/]+))?)?/?$"
@@ -168,7 +170,10 @@ def _post_export(emu: Emulator, owner: Owner, query: dict[str, str]) -> Reply:
         job.complete_then_fail = emu.faults.take("complete_then_fail") is not None
         owner.jobs.insert(0, job)
         specs = list(owner.specs)
-    _build(emu, job, specs)
+    if emu.legacy_post:
+        _build(emu, job, specs)
+    else:  # big archives take a while: build in the background, like the real service
+        threading.Thread(target=_build, args=(emu, job, specs), daemon=True).start()
     logger.info("emulator: export %s of %s %s requested", job.export_id, owner.kind, owner.owner_id)
     if emu.legacy_post and not job.fail:
         with emu._lock:
@@ -188,7 +193,8 @@ def job_status(emu: Emulator, owner: Owner, export_id: str) -> Reply:
         job = _find(owner, export_id)
     if job is None:
         return error(404, "Export job not found")
-    job.ready.wait(60)
+    if not job.ready.wait(_BUILD_WAIT):
+        return Reply(200, {"status": "generating", "export_id": job.export_id})
     with emu._lock:
         if job.status == "generating":
             job.polls += 1
