@@ -11,6 +11,7 @@ import logging
 import os
 import socket
 import threading
+import time
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -440,6 +441,14 @@ def emu(_server: Emulator) -> Emulator:
     return _server
 
 
+def logged(emu: Emulator, n: int) -> list[Any]:
+    """The request log once it holds ``n`` records (the emulator logs just after answering)."""
+    deadline = time.monotonic() + 10.0
+    while len(emu.requests) < n and time.monotonic() < deadline:
+        time.sleep(0.005)
+    return emu.requests
+
+
 def complete_job(emu: Emulator, n: int = 30) -> tuple[ProlificClient, ExportJob]:
     ref = ExportRef("batch", emu.add_batch(seed=3, n_submissions=n))
     clock = FakeClock()
@@ -457,7 +466,7 @@ def test_emulator_download_carries_no_token(emu: Emulator, tmp_path: Path) -> No
     session = requests.Session()
     session.headers["Authorization"] = f"Token {emu.token}"
     result = fetch(job.url, tmp_path / "a.zip", session=session, export_id=job.export_id)
-    downloads = [r for r in emu.requests if r.host == "download"]
+    downloads = [r for r in logged(emu, 5) if r.host == "download"]
     assert [r.status for r in downloads] == [200]
     assert all(k.lower() != "authorization" for k in downloads[0].headers)
     assert any(
@@ -478,7 +487,7 @@ def test_emulator_drop_resumes_with_range(emu: Emulator, tmp_path: Path) -> None
     assert rule.triggered == 1
     assert (tmp_path / "a.zip").read_bytes() == (tmp_path / "ref.zip").read_bytes()
     assert result.sha256 == reference.sha256
-    downloads = [r for r in emu.requests if r.host == "download"]
+    downloads = [r for r in logged(emu, 2) if r.host == "download"]
     assert len(downloads) == 2
     headers = {k.lower(): v for k, v in downloads[1].headers.items()}
     assert headers["range"].startswith("bytes=")
@@ -509,7 +518,7 @@ def test_emulator_expired_url_is_refreshed(emu: Emulator, tmp_path: Path) -> Non
 
     fetch(job.url, tmp_path / "a.zip", refresh=refresh)
     assert len(fresh_urls) == 1
-    assert [r.status for r in emu.requests if r.host == "download"] == [403, 200]
+    assert [r.status for r in logged(emu, 7) if r.host == "download"] == [403, 200]
 
 
 def test_emulator_expired_without_refresh(emu: Emulator, tmp_path: Path) -> None:
@@ -526,7 +535,7 @@ def test_emulator_download_5xx_is_retried(emu: Emulator, tmp_path: Path) -> None
     emu.faults.download_error(status=503, times=2)
     clock = FakeClock()
     fetch(job.url, tmp_path / "a.zip", clock=clock)
-    assert [r.status for r in emu.requests if r.host == "download"] == [503, 503, 200]
+    assert [r.status for r in logged(emu, 7) if r.host == "download"] == [503, 503, 200]
     assert len(clock.sleeps) == 2
 
 

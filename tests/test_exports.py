@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
@@ -204,6 +205,14 @@ def emu(_server: Emulator) -> Emulator:
     return _server
 
 
+def logged(emu: Emulator, n: int) -> list[Any]:
+    """The request log once it holds ``n`` records (the emulator logs just after answering)."""
+    deadline = time.monotonic() + 10.0
+    while len(emu.requests) < n and time.monotonic() < deadline:
+        time.sleep(0.005)
+    return emu.requests
+
+
 def connect(emu: Emulator, **kw: Any) -> tuple[ProlificClient, FakeClock]:
     clock = FakeClock()
     settings = Settings(base_url=emu.base_url, token=Secret(emu.token))
@@ -239,9 +248,9 @@ def test_filter_is_sent_with_api_names(emu: Emulator) -> None:
     client, _ = connect(emu)
     flt = ExportFilter.coerce(study_id="S1", since="2026-01-01T00:00:00+01:00")
     job = request_export(client, ref, flt)
-    post = next(r for r in emu.requests if r.method == "POST")
-    assert post.query == {"study_id": "S1", "from": "2025-12-31T23:00:00Z"}
     listed = list_exports(client, ref)
+    post = next(r for r in logged(emu, 2) if r.method == "POST")
+    assert post.query == {"study_id": "S1", "from": "2025-12-31T23:00:00Z"}
     assert [(j.export_id, j.filter) for j in listed] == [(job.export_id, flt)]
     assert listed[0].created_at is not None
 
@@ -322,7 +331,7 @@ def test_lost_post_response_leaks_no_job(emu: Emulator) -> None:
     client, clock = connect(emu)
     job = request_export(client, ExportRef("batch", bid))
     assert rule.triggered == 1
-    posts = [r for r in emu.requests if r.method == "POST"]
+    posts = [r for r in logged(emu, 2) if r.method == "POST"]
     assert [r.status for r in posts] == [0, 202]  # the first answer was lost
     assert [j["export_id"] for j in emu.jobs(bid)] == [job.export_id]
     assert len(clock.sleeps) == 1
@@ -334,7 +343,7 @@ def test_rate_limited_post_honours_retry_after(emu: Emulator) -> None:
     client, clock = connect(emu)
     request_export(client, ref)
     assert clock.sleeps == [2.0]
-    assert [r.status for r in emu.requests] == [429, 202]
+    assert [r.status for r in logged(emu, 2)] == [429, 202]
 
 
 def test_legacy_200_complete_gets_its_id_from_the_list(emu: Emulator) -> None:
@@ -408,7 +417,7 @@ def test_collections(emu: Emulator) -> None:
     client, clock = connect(emu)
     done = wait(client, request_export(client, ref), clock)
     assert done.is_complete
-    assert "/collections/" in emu.requests[0].path
+    assert "/collections/" in logged(emu, 1)[0].path
 
 
 def test_error_statuses_from_the_api(emu: Emulator) -> None:
@@ -431,7 +440,7 @@ def test_every_api_call_is_authenticated(emu: Emulator) -> None:
     client, clock = connect(emu)
     wait(client, request_export(client, ref), clock)
     list_exports(client, ref)
-    api_calls = [r for r in emu.requests if r.host == "api"]
+    api_calls = [r for r in logged(emu, 5) if r.host == "api"]
     assert len(api_calls) >= 4
     for record in api_calls:
         headers = {k.lower(): v for k, v in record.headers.items()}
