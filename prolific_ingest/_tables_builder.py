@@ -9,6 +9,7 @@ and turned into Arrow columns once per flush (see :mod:`._tables_arrow`).
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,7 +19,7 @@ import pyarrow as pa
 from ._tables_arrow import dumps, file_paths, json_column, timestamps, typed_column
 from ._tables_schema import schema_for
 
-__all__ = ["BadLine", "RecordBuilder", "check_record", "parse_line"]
+__all__ = ["BadLine", "RecordBuilder", "check_record", "maybe_big_int", "parse_line"]
 
 _ABSENT: Any = object()
 _ANSWER_KNOWN = frozenset(
@@ -38,7 +39,9 @@ _RESPONSE_KNOWN = frozenset(
 )
 _TASK_KNOWN = frozenset(("task_id", "task_group_id", "datapoint", "metadata", "responses"))
 _FLAT_INNER_KNOWN = frozenset(("instruction_id", "type", "answer"))
-_VALUE_TYPES: dict[type, str] = {bool: "boolean", int: "number", float: "number"}
+#: A JSON number token of 19+ digits: maybe an integer beyond 64 bits.
+_DIGITS = re.compile(rb"[0-9]{19}")
+LONG_DIGITS = re.compile(rb"[:,\[]\s*-?[0-9]{19}")
 
 
 class BadLine(ValueError):
@@ -49,17 +52,24 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"invalid JSON constant {name}")  # noqa: EM102
 
 
+def maybe_big_int(line: bytes) -> bool:
+    """Whether ``line`` may hold an integer beyond 64 bits (a cheap scan first)."""
+    return _DIGITS.search(line) is not None and LONG_DIGITS.search(line) is not None
+
+
 def parse_line(line: bytes) -> dict[str, Any]:
-    """Parse one JSONL line into a dict; raise :class:`BadLine` when it is not an object."""
+    """Parse one JSONL line into a dict; raise :class:`BadLine` when it is not an object.
+
+    orjson reads integers beyond 64 bits as floats; a line with a long run of digits is
+    therefore parsed with the stdlib instead, so such integers stay exact.
+    """
     try:
-        record = orjson.loads(line)
-    except orjson.JSONDecodeError as exc:
-        if "64-bit" not in str(exc):
-            raise BadLine(f"invalid JSON: {exc}") from exc  # noqa: EM102
-        try:  # integers beyond 64 bits are valid JSON: the stdlib parser reads them
+        if maybe_big_int(line):
             record = json.loads(line.decode("utf-8"), parse_constant=_reject_constant)
-        except ValueError as exc2:
-            raise BadLine(f"invalid JSON: {exc2}") from exc2  # noqa: EM102
+        else:
+            record = orjson.loads(line)
+    except ValueError as exc:  # orjson.JSONDecodeError, json.JSONDecodeError, UnicodeError
+        raise BadLine(f"invalid JSON: {exc}") from exc  # noqa: EM102
     return check_record(record)
 
 

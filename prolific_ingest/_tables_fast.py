@@ -23,7 +23,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ._tables_arrow import dumps, file_paths, json_column, timestamps
-from ._tables_builder import _ANSWER_KNOWN, _TASK_KNOWN, RecordBuilder, _extra
+from ._tables_builder import (
+    _ANSWER_KNOWN,
+    _TASK_KNOWN,
+    RecordBuilder,
+    _extra,
+    maybe_big_int,
+)
 
 __all__ = ["Fallback", "build_block"]
 
@@ -105,6 +111,8 @@ def build_block(lines: list[bytes], b: RecordBuilder) -> list[tuple[str, pa.Reco
     """Return the batches of a block of non-blank lines, or raise :class:`Fallback`."""
     if not lines:
         return []
+    if any(map(maybe_big_int, lines)):
+        raise Fallback  # maybe integers beyond 64 bits: the per-line parser keeps them exact
     try:
         if not _grouped(orjson.loads(lines[0])):
             raise Fallback
