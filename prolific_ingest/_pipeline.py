@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 import fsspec
 import orjson
@@ -29,6 +29,8 @@ from .errors import APIError, AuthenticationError, CacheMissError, CorruptArchiv
 from .exports import ExportFilter, ExportJob, ExportRef
 from .sinks import WriteResult, write_parquet
 from .tables import ExportTables, build_tables, schema_for, table_names
+
+OnBadRecords = Literal["raise", "quarantine", "skip"]
 
 __all__ = ["LoadPlan", "download_into_cache", "fetch", "parse", "write_export"]
 
@@ -152,7 +154,9 @@ def download_into_cache(
                 cache.discard(staging)
                 if attempt == 2:
                     raise
-                logger.warning("export %s: archive failed verification; fetching again", job.export_id)
+                logger.warning(
+                    "export %s: archive failed verification; fetching again", job.export_id
+                )
                 url = refresh()
                 continue
             except BaseException:
@@ -168,7 +172,8 @@ def download_into_cache(
                 etag=result.etag,
                 source_url=url,
             )
-    raise AssertionError("unreachable")  # pragma: no cover
+    msg = "unreachable"  # pragma: no cover
+    raise AssertionError(msg)  # pragma: no cover
 
 
 # -- parsing, with the parsed-table cache beside the archive -----------------------------------
@@ -178,7 +183,7 @@ def parse(
     entry: CachedExport,
     *,
     cache: ExportCache,
-    on_bad_records: str = "raise",
+    on_bad_records: OnBadRecords = "raise",
 ) -> tuple[ExportTables, dict[str, Any]]:
     """Return the entry's tables and metadata, from the parsed-table cache when it is valid."""
     warm = _read_table_cache(entry, cache)

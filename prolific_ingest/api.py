@@ -12,9 +12,10 @@ from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Any
 
 from . import _pipeline
+from ._pipeline import OnBadRecords
 from ._retry import RetryPolicy
 from .archive import open_archive
 from .cache import CachedExport, ExportCache
@@ -46,7 +47,6 @@ DEFAULT_MAX_AGE = timedelta(minutes=15)
 #: removed by :func:`~prolific_ingest.read_dataset`.
 INCREMENTAL_OVERLAP = timedelta(hours=1)
 
-OnBadRecords = Literal["raise", "quarantine", "skip"]
 _UNSET: Any = object()
 
 
@@ -226,16 +226,26 @@ def _load(
     age = _as_timedelta(max_age if explicit_age else DEFAULT_MAX_AGE)
     if offline and not explicit_age:
         age = timedelta.max
-    settings = client.settings if client is not None else Settings.from_env(
-        token=token, base_url=base_url, **({"cache_dir": cache} if cache else {})
+    settings = (
+        client.settings
+        if client is not None
+        else Settings.from_env(
+            token=token, base_url=base_url, **({"cache_dir": cache} if cache else {})
+        )
     )
-    store = ExportCache(cache or settings.cache_dir, storage_options=_remote_only(cache, storage_options))
-    plan = _pipeline.LoadPlan(ref=ref, filter=flt, export_id=export_id, max_age=age, offline=offline)
+    store = ExportCache(
+        cache or settings.cache_dir, storage_options=_remote_only(cache, storage_options)
+    )
+    plan = _pipeline.LoadPlan(
+        ref=ref, filter=flt, export_id=export_id, max_age=age, offline=offline
+    )
 
     def make_client() -> ProlificClient:
         return client if client is not None else ProlificClient(settings, retry=retry)
 
-    entry = _pipeline.fetch(plan, cache=store, client=make_client, progress=progress, wait_timeout=timeout)
+    entry = _pipeline.fetch(
+        plan, cache=store, client=make_client, progress=progress, wait_timeout=timeout
+    )
     tables, metadata = _pipeline.parse(entry, cache=store, on_bad_records=on_bad_records)
     export = Export(
         export_id=entry.export_id,
@@ -279,9 +289,11 @@ def _incremental_filter(
     )
     marks = [m["watermark"] for m in manifests if m.get("watermark")]
     if not marks:
-        logger.info("%s %s: no committed export in %s; loading everything", ref.kind, ref.id, output)
+        logger.info(
+            "%s %s: no committed export in %s; loading everything", ref.kind, ref.id, output
+        )
         return flt
-    watermark = max(datetime.fromisoformat(str(m).replace("Z", "+00:00")) for m in marks)
+    watermark = max(datetime.fromisoformat(str(m)) for m in marks)
     since = (watermark - INCREMENTAL_OVERLAP).astimezone(UTC).replace(microsecond=0)
     if flt.since is not None and flt.since > since:
         since = flt.since
@@ -322,7 +334,9 @@ def download_export(
         The committed entry; ``entry.archive_path`` can be passed to :func:`read_export`.
     """
     if job.status != "complete" or not job.url:
-        msg = f"export {job.export_id} is {job.status!r}, not 'complete': call wait_for_export first"
+        msg = (
+            f"export {job.export_id} is {job.status!r}, not 'complete': call wait_for_export first"
+        )
         raise ConfigurationError(msg)
     store = ExportCache(
         cache or client.settings.cache_dir, storage_options=_remote_only(cache, storage_options)
@@ -401,7 +415,7 @@ class BatchLoadReport:
     def raise_for_errors(self) -> None:
         """Raise the first error (by batch id) if any batch failed."""
         if self.errors:
-            first = sorted(self.errors)[0]
+            first = min(self.errors)
             raise self.errors[first]
 
     def __repr__(self) -> str:

@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, is_dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from . import errors
 from ._version import __version__
@@ -123,7 +123,9 @@ def _ids(args: argparse.Namespace) -> list[str]:
     ids = list(args.ids)
     if args.from_file:
         text = Path(args.from_file).read_text(encoding="utf-8")
-        ids += [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+        ids += [
+            line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")
+        ]
     if not ids:
         msg = "give at least one id (or --from-file)"
         raise errors.ConfigurationError(msg)
@@ -140,8 +142,9 @@ def cmd_load(args: argparse.Namespace) -> int:
     if args.kind == "collection" or len(ids) == 1:
         loader = api.load_collection_export if args.kind == "collection" else api.load_batch_export
         results = [loader(i, **kw) for i in ids]
-        payload = [_summary(e) for e in results]
-        _emit(args, payload if len(payload) > 1 else payload[0], "\n".join(map(_summary_text, results)))
+        summaries = [_summary(e) for e in results]
+        text = "\n".join(map(_summary_text, results))
+        _emit(args, summaries if len(summaries) > 1 else summaries[0], text)
         return 0
     report = api.load_batch_exports(ids, max_workers=args.max_workers, **kw)
     payload = {
@@ -196,7 +199,7 @@ def cmd_emulator(args: argparse.Namespace) -> int:
 def cmd_exports(args: argparse.Namespace) -> int:
     from . import manage
 
-    kind = "collection" if args.collection else "batch"
+    kind: Literal["batch", "collection"] = "collection" if args.collection else "batch"
     if args.action == "list":
         jobs = manage.list_exports(args.id, kind=kind)
         text = "\n".join(
@@ -209,7 +212,9 @@ def cmd_exports(args: argparse.Namespace) -> int:
             manage.delete_export(args.id, export_id, kind=kind)
         _emit(args, {"deleted": args.export_ids}, f"deleted {len(args.export_ids)} export(s)")
     else:
-        plan = manage.prune_exports(args.id, keep=args.keep, kind=kind, cache=args.cache, dry_run=args.dry_run)
+        plan = manage.prune_exports(
+            args.id, keep=args.keep, kind=kind, cache=args.cache, dry_run=args.dry_run
+        )
         verb = "would delete" if args.dry_run else "deleted"
         _emit(args, [manage.job_summary(j) for j in plan], f"{verb} {len(plan)} export(s)")
     return 0
@@ -259,9 +264,13 @@ def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser (exposed for documentation and tests)."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--json", action="store_true", help="print machine-readable JSON")
-    common.add_argument("-v", "--verbose", action="count", default=0, help="log INFO (-vv: DEBUG) to stderr")
+    common.add_argument(
+        "-v", "--verbose", action="count", default=0, help="log INFO (-vv: DEBUG) to stderr"
+    )
     common.add_argument("--debug", action="store_true", help="show tracebacks on errors")
-    common.add_argument("--cache", help="cache location (path or fsspec URL); default $PROLIFIC_INGEST_CACHE")
+    common.add_argument(
+        "--cache", help="cache location (path or fsspec URL); default $PROLIFIC_INGEST_CACHE"
+    )
 
     parser = argparse.ArgumentParser(
         prog="prolific-ingest",
@@ -271,7 +280,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"prolific-ingest {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def add(name: str, func: Callable[[argparse.Namespace], int], help_: str) -> argparse.ArgumentParser:
+    def add(
+        name: str, func: Callable[[argparse.Namespace], int], help_: str
+    ) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_, description=help_, parents=[common])
         p.set_defaults(func=func)
         return p
@@ -283,43 +294,84 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--from-file", help="read more ids from this file, one per line")
         p.add_argument("--out", help="write Parquet to this path or fsspec URL (s3://, gs://, …)")
         p.add_argument("--study-id", help="only responses of this study")
-        p.add_argument("--since", help="only responses created at or after this ISO-8601 time (UTC)")
+        p.add_argument(
+            "--since", help="only responses created at or after this ISO-8601 time (UTC)"
+        )
         p.add_argument("--until", help="only responses created before this ISO-8601 time (UTC)")
         p.add_argument("--export-id", help="load this existing export (resume after a timeout)")
-        p.add_argument("--max-age", type=_seconds, help="reuse an export younger than this many seconds (0: new)")
+        p.add_argument(
+            "--max-age",
+            type=_seconds,
+            help="reuse an export younger than this many seconds (0: new)",
+        )
         p.add_argument("--offline", action="store_true", help="use the cache only; no network")
-        p.add_argument("--incremental", action="store_true", help="with --out: only responses since the last load")
-        p.add_argument("--on-bad-records", choices=("raise", "quarantine", "skip"), default="raise",
-                       help="what to do with unparseable JSONL lines (default: raise)")
-        p.add_argument("--max-workers", type=int, default=4, help="concurrent loads for several ids")
+        p.add_argument(
+            "--incremental",
+            action="store_true",
+            help="with --out: only responses since the last load",
+        )
+        p.add_argument(
+            "--on-bad-records",
+            choices=("raise", "quarantine", "skip"),
+            default="raise",
+            help="what to do with unparseable JSONL lines (default: raise)",
+        )
+        p.add_argument(
+            "--max-workers", type=int, default=4, help="concurrent loads for several ids"
+        )
 
     p = add("read", cmd_read, "read an export ZIP already on disk or in a bucket (no API call)")
     p.add_argument("archive", help="path or fsspec URL of the ZIP")
     p.add_argument("--out", help="also write Parquet here")
-    p.add_argument("--on-bad-records", choices=("raise", "quarantine", "skip"), default="raise")
+    p.add_argument(
+        "--on-bad-records",
+        choices=("raise", "quarantine", "skip"),
+        default="raise",
+        help="what to do with unparseable JSONL lines (default: raise)",
+    )
 
-    p = add("demo", cmd_demo, "run the whole pipeline against the built-in emulator (no token needed)")
+    p = add(
+        "demo", cmd_demo, "run the whole pipeline against the built-in emulator (no token needed)"
+    )
     p.add_argument("--out", help="where to write Parquet (default ./prolific-demo-output)")
     p.add_argument("--seed", type=int, default=0, help="seed of the generated batch")
     p.add_argument("--submissions", type=int, default=50, help="submissions in the generated batch")
 
     p = add("emulator", cmd_emulator, "serve the Prolific API emulator on loopback until Ctrl-C")
     p.add_argument("--port", type=int, default=0, help="API port (default: a free port)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the generated data")
     p.add_argument("--batches", type=int, default=1, help="generated batches to serve")
 
     p = add("exports", cmd_exports, "list, delete or prune export jobs on the server")
-    p.add_argument("action", choices=("list", "delete", "prune"))
+    p.add_argument(
+        "action",
+        choices=("list", "delete", "prune"),
+        help="list: jobs newest first; delete: the given EXPORT_IDs; prune: old finished jobs",
+    )
     p.add_argument("id", help="batch id (collection id with --collection)")
-    p.add_argument("export_ids", nargs="*", metavar="EXPORT_ID", help="with delete: the exports to delete")
+    p.add_argument(
+        "export_ids", nargs="*", metavar="EXPORT_ID", help="with delete: the exports to delete"
+    )
     p.add_argument("--collection", action="store_true", help="the id is a collection id")
-    p.add_argument("--keep", type=int, default=3, help="with prune: newest finished exports to keep")
-    p.add_argument("--dry-run", action="store_true", help="with prune: only show what would be deleted")
+    p.add_argument(
+        "--keep", type=int, default=3, help="with prune: newest finished exports to keep"
+    )
+    p.add_argument(
+        "--dry-run", action="store_true", help="with prune: only show what would be deleted"
+    )
 
     p = add("cache", cmd_cache, "show the cache path, list cached exports, or clear them")
-    p.add_argument("action", choices=("list", "clear", "path"))
-    p.add_argument("--older-than", type=_seconds, help="with clear: only entries older than N seconds")
-    p.add_argument("--dry-run", action="store_true", help="with clear: only show what would be removed")
+    p.add_argument(
+        "action",
+        choices=("list", "clear", "path"),
+        help="path: where the cache is; list: cached exports; clear: remove them",
+    )
+    p.add_argument(
+        "--older-than", type=_seconds, help="with clear: only entries older than N seconds"
+    )
+    p.add_argument(
+        "--dry-run", action="store_true", help="with clear: only show what would be removed"
+    )
     return parser
 
 

@@ -12,6 +12,9 @@ Environment variables (all optional):
     ``auto`` (default), ``1``/``true`` or ``0``/``false``.
 ``PROLIFIC_CA_BUNDLE``
     A CA bundle (PEM) to trust for the API and the download host, e.g. the emulator's.
+``PROLIFIC_POLL_INTERVAL``
+    First interval between export status polls, in seconds (default 3; it grows by half
+    each poll up to 15). Test suites running against the emulator set it low.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from typing import Any
 
 import platformdirs
 
-from .errors import MissingTokenError
+from .errors import ConfigurationError, MissingTokenError
 
 __all__ = ["DEFAULT_BASE_URL", "Secret", "Settings", "default_cache_dir"]
 
@@ -122,11 +125,13 @@ class Settings:
         cls, *, token: str | Secret | None = None, base_url: str | None = None, **overrides: Any
     ) -> Settings:
         """Build settings from explicit arguments, then ``PROLIFIC_*`` variables, then defaults."""
-        raw_token: str | Secret | None = token if token is not None else os.environ.get(
-            "PROLIFIC_TOKEN"
+        raw_token: str | Secret | None = (
+            token if token is not None else os.environ.get("PROLIFIC_TOKEN")
         )
-        secret = raw_token if isinstance(raw_token, Secret) or raw_token is None else Secret(
-            raw_token.strip()
+        secret = (
+            raw_token
+            if isinstance(raw_token, Secret) or raw_token is None
+            else Secret(raw_token.strip())
         )
         if secret is not None and not secret:
             secret = None
@@ -134,6 +139,12 @@ class Settings:
         values: dict[str, Any] = {"base_url": url.rstrip("/"), "token": secret}
         if os.environ.get("PROLIFIC_CA_BUNDLE"):
             values["ca_bundle"] = os.environ["PROLIFIC_CA_BUNDLE"]
+        if os.environ.get("PROLIFIC_POLL_INTERVAL"):
+            try:
+                values["poll_interval"] = float(os.environ["PROLIFIC_POLL_INTERVAL"])
+            except ValueError as exc:
+                msg = f"PROLIFIC_POLL_INTERVAL must be a number of seconds, not {os.environ['PROLIFIC_POLL_INTERVAL']!r}"
+                raise ConfigurationError(msg) from exc
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 

@@ -23,8 +23,14 @@ logger = logging.getLogger(__name__)
 Kind = Literal["batch", "collection"]
 
 
-def _client(client: ProlificClient | None, token: str | None, base_url: str | None) -> ProlificClient:
-    return client if client is not None else ProlificClient(Settings.from_env(token=token, base_url=base_url))
+def _client(
+    client: ProlificClient | None, token: str | None, base_url: str | None
+) -> ProlificClient:
+    return (
+        client
+        if client is not None
+        else ProlificClient(Settings.from_env(token=token, base_url=base_url))
+    )
 
 
 def list_exports(

@@ -136,7 +136,9 @@ class Export:
             raise
         return io.BufferedReader(_ClosingReader(inner, archive))
 
-    def extract_files(self, dest: str, *, storage_options: dict[str, Any] | None = None) -> list[str]:
+    def extract_files(
+        self, dest: str, *, storage_options: dict[str, Any] | None = None
+    ) -> list[str]:
         """Write every uploaded file under ``dest`` (local path or fsspec URL), safely.
 
         Returns the written paths. Unsafe member names never escape ``dest``.

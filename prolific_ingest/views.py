@@ -46,13 +46,10 @@ def with_labels(answers: pd.DataFrame, instructions: pd.DataFrame) -> pd.DataFra
     labels = option_labels(instructions)
     out = answers.copy()
     keys = zip(out["instruction_id"], out["value"], strict=True)
-    out["value_label"] = pd.array(
-        [
-            labels.get((str(i), str(v))) if i is not pd.NA and v is not pd.NA else None
-            for i, v in keys
-        ],
-        dtype=_STRING,
-    )
+    values = [
+        labels.get((str(i), str(v))) if i is not pd.NA and v is not pd.NA else None for i, v in keys
+    ]
+    out["value_label"] = pd.Series(values, index=out.index, dtype=_STRING)
     return out
 
 
@@ -69,6 +66,10 @@ def _column_names(instructions: pd.DataFrame, used: list[str]) -> dict[str, str]
         taken.add(candidate)
         names[instruction_id] = candidate
     return names
+
+
+def _join_items(items: pd.Series) -> str | None:
+    return "; ".join(str(v) for v in items if v is not None) or None
 
 
 def wide(tables: dict[str, pd.DataFrame], *, kind: str, labels: bool = True) -> pd.DataFrame:
@@ -91,10 +92,12 @@ def wide(tables: dict[str, pd.DataFrame], *, kind: str, labels: bool = True) -> 
     joined = (
         frame.dropna(subset=["instruction_id"])
         .groupby([*keys, "instruction_id"], dropna=False, sort=False)["shown"]
-        .agg(lambda s: "; ".join(str(v) for v in s if v is not None) or None)
+        .agg(_join_items)
     )
-    table = joined.unstack("instruction_id") if len(joined) else pd.DataFrame(
-        index=pd.MultiIndex.from_tuples([], names=keys)
+    table = (
+        joined.unstack("instruction_id")
+        if len(joined)
+        else pd.DataFrame(index=pd.MultiIndex.from_tuples([], names=keys))
     )
     order = [i for i in instructions["instruction_id"] if i in table.columns]
     order += [i for i in table.columns if i not in order]

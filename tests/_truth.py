@@ -21,7 +21,7 @@ SORT_KEYS = {
 
 def _instant(value: Any) -> Any:
     if isinstance(value, str):
-        return datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(UTC)
+        return datetime.fromisoformat(value).astimezone(UTC)
     if isinstance(value, datetime):
         return value.astimezone(UTC)
     return value
@@ -47,7 +47,9 @@ def table_rows(table: pa.Table, truth_rows: list[dict[str, Any]], name: str) -> 
     """Return (actual, expected) rows restricted to the truth's columns, both sorted."""
     keys = sorted({k for r in truth_rows for k in r}) or [f.name for f in table.schema]
     sort = SORT_KEYS[name]
-    actual = sorted((_normalise(r, keys) for r in table.to_pylist()), key=lambda r: _sort_key(r, sort))
+    actual = sorted(
+        (_normalise(r, keys) for r in table.to_pylist()), key=lambda r: _sort_key(r, sort)
+    )
     expected = sorted((_normalise(r, keys) for r in truth_rows), key=lambda r: _sort_key(r, sort))
     return actual, expected
 

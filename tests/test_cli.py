@@ -107,6 +107,7 @@ def test_read_archive_and_cache_commands(env, tmp_path, capsys):
     assert main(["cache", "clear", "--dry-run"]) == 0
     assert "would remove 1" in capsys.readouterr().out
     assert main(["cache", "clear"]) == 0
+    assert "removed 1" in capsys.readouterr().out
     assert main(["cache", "list", "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == []
 

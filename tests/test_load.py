@@ -56,7 +56,7 @@ def conn(emu, tmp_path):
 
 @pytest.mark.parametrize("variation", sorted(VARIATIONS))
 def test_every_spec_variation_loads_exactly(emu, conn, variation):
-    batch_id = emu.add_batch(seed=7, n_submissions=12, **VARIATIONS[variation])
+    batch_id = emu.add_batch(seed=7, **{"n_submissions": 12, **VARIATIONS[variation]})
     exp = load_batch_export(batch_id, **conn)
     assert_matches_truth(exp.arrow.tables, emu.ground_truth(batch_id))
     assert exp.batch_id == batch_id
@@ -66,7 +66,7 @@ def test_every_spec_variation_loads_exactly(emu, conn, variation):
 @pytest.mark.parametrize("variation", ["v1", "root-folder", "crlf-bom-blank", "empty"])
 def test_collections_share_the_code_path(emu, conn, variation):
     options = {k: v for k, v in VARIATIONS[variation].items() if k != "layout"}
-    collection_id = emu.add_collection(seed=3, n_submissions=10, **options)
+    collection_id = emu.add_collection(seed=3, **{"n_submissions": 10, **options})
     exp = load_collection_export(collection_id, **conn)
     assert exp.kind == "collection"
     assert exp.collection_id == collection_id
@@ -79,7 +79,13 @@ def test_export_object_surface(emu, conn):
     exp = load_batch_export(batch_id, **conn)
     assert isinstance(exp, Export)
     assert set(exp.tables) == {
-        "submissions", "tasks", "responses", "answers", "files", "instructions", "rejected",
+        "submissions",
+        "tasks",
+        "responses",
+        "answers",
+        "files",
+        "instructions",
+        "rejected",
     }
     for name, frame in exp.tables.items():
         assert getattr(exp, name) is frame
@@ -131,7 +137,7 @@ def test_offline_without_cache_raises_cache_miss_and_calls_nothing(emu, conn):
 def test_max_age_reuses_a_recent_export_and_zero_forces_a_new_one(emu, conn):
     batch_id = emu.add_batch(seed=5, n_submissions=5)
     first = load_batch_export(batch_id, **conn)
-    posts = lambda: [r for r in emu.requests if r.method == "POST"]  # noqa: E731
+    posts = lambda: [r for r in emu.requests if r.method == "POST"]
     assert len(posts()) == 1
     second = load_batch_export(batch_id, **conn)  # default max_age: cache hit, no call at all
     assert second.export_id == first.export_id

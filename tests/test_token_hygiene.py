@@ -21,20 +21,29 @@ def _all_bytes_under(root: Path) -> bytes:
     return b"".join(p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file())
 
 
-def test_token_is_nowhere_but_the_api_authorization_header(prolific_emulator, tmp_path, caplog, capsys):
+def test_token_is_nowhere_but_the_api_authorization_header(
+    prolific_emulator, tmp_path, caplog, capsys
+):
     emu = prolific_emulator
     token = emu.token
     caplog.set_level(logging.DEBUG)  # everything, including urllib3 and every library logger
     batch_id = emu.add_batch(seed=3, n_submissions=6, uploads=True)
     cache, out = tmp_path / "cache", tmp_path / "lake"
     exp = load_batch_export(
-        batch_id, base_url=emu.base_url, token=token, cache=str(cache), output=str(out), progress=False
+        batch_id,
+        base_url=emu.base_url,
+        token=token,
+        cache=str(cache),
+        output=str(out),
+        progress=False,
     )
     emu.faults.fail_job()
     with pytest.raises(ExportFailedError) as failed:
         load_batch_export(batch_id, base_url=emu.base_url, token=token, cache=str(cache), max_age=0)
     with pytest.raises(AuthenticationError) as denied:
-        load_batch_export(batch_id, base_url=emu.base_url, token=token + "x", cache=str(cache), max_age=0)
+        load_batch_export(
+            batch_id, base_url=emu.base_url, token=token + "x", cache=str(cache), max_age=0
+        )
 
     api_calls = [r for r in emu.requests if r.host == "api"]
     downloads = [r for r in emu.requests if r.host == "download"]
@@ -71,7 +80,9 @@ def test_cli_never_prints_the_token(prolific_emulator, tmp_path, capsys, monkeyp
     code = cli_main(["batch", batch_id, "--cache", str(tmp_path / "c"), "-vv", "--json"])
     assert code == 0
     monkeypatch.setenv("PROLIFIC_TOKEN", emu.token + "-bad")
-    assert cli_main(["batch", batch_id, "--cache", str(tmp_path / "c"), "--max-age", "0", "-vv"]) == 3
+    assert (
+        cli_main(["batch", batch_id, "--cache", str(tmp_path / "c"), "--max-age", "0", "-vv"]) == 3
+    )
     out, err = capsys.readouterr()
     assert emu.token not in out + err
     assert "401" in err
