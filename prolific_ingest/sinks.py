@@ -43,16 +43,15 @@ moved, so it appears whole), then staging is removed. An export without a manife
 is invisible to :func:`read_dataset` and :func:`committed_exports` and is removed by
 :func:`cleanup` (also run, for the same owner, at the start of every write). With
 ``overwrite=True`` the old manifest is removed first, then the old files, then the
-new files move in and the new manifest is written. Readers read exactly the files a
-manifest lists.
+new files move in and the new manifest is written (if that commit fails, the
+export is absent rather than half visible: write it again). Readers read exactly the
+files a manifest lists. Staging older than :data:`DEFAULT_STALE_AFTER` counts as
+abandoned. Two processes writing the *same* export at the same time are not supported.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -61,27 +60,20 @@ from typing import Any
 import pandas as pd
 
 from . import _sinks_cleanup as _cleanup
+from . import _sinks_commit as _commit
 from . import _sinks_manifest as _manifest
 from ._sinks_layout import (
     KINDS,
-    MARKER_NAME,
-    STAGING_DIR,
     SUPPORTED_PARTITIONS,
     Location,
     check_id,
     check_table,
-    export_prefix,
-    iso,
     manifest_rel,
     owner_col,
     resolve,
     safe_url,
-    utcnow,
 )
 from ._sinks_read import DEDUP_KEYS, export_table, to_frame
-from ._sinks_writer import StagedExport, iter_batches
-from ._version import __version__
-from .errors import SinkError
 
 __all__ = [
     "DEDUP_KEYS",
@@ -229,99 +221,22 @@ def write_parquet(
             loc, [f"{t}/{col}={owner_id}" for t in schemas], DEFAULT_STALE_AFTER
         )
     except (OSError, ValueError) as exc:
-        raise _sink_error(loc, export_id, exc) from exc
+        raise _commit.sink_error(loc, export_id, exc) from exc
 
-    staging = f"{STAGING_DIR}/{uuid.uuid4().hex}"
-    marker = {
-        "started_at": iso(utcnow()),
-        "kind": kind,
-        "owner_col": col,
-        "owner_id": owner_id,
-        "export_id": export_id,
-        "pid": os.getpid(),
-        "library_version": __version__,
-    }
-    writer: StagedExport | None = None
-    moved: list[str] = []
-    try:
-        loc.ensure_parent(loc.path(f"{staging}/{MARKER_NAME}"))
-        loc.fs.pipe_file(loc.path(f"{staging}/{MARKER_NAME}"), json.dumps(marker).encode())
-        writer = StagedExport(
-            loc,
-            staging,
-            col=col,
-            owner_id=owner_id,
-            export_id=export_id,
-            schemas=schemas,
-            by_date="date" in partition_by,
-            row_group_rows=row_group_rows,
-        )
-        for table, batch in iter_batches(data, row_group_rows):
-            writer.write(table, batch)
-        files = writer.finish()
-        watermark = writer.max_response_created_at
-        manifest = _manifest.build(
-            kind=kind,
-            owner_id=owner_id,
-            export_id=export_id,
-            created_at=iso(utcnow()),
-            library_version=__version__,
-            partition_by=list(partition_by),
-            counts=writer.counts,
-            files=files,
-            schemas=schemas,
-            watermark=iso(watermark) if watermark is not None else None,
-            extra=manifest_extra,
-        )
-        # Commit: uncommit the old version, clear its files, move, manifest last.
-        if existing is not None:
-            loc.fs.rm(loc.path(m_rel))
-        key = (col, owner_id, export_id)
-        old = {rel for rel, k in remaining.items() if k == key}
-        old.update(
-            export_prefix(t, col, owner_id, export_id) for t in (existing or {}).get("files", ())
-        )
-        for rel in sorted(old):
-            _cleanup.remove(loc, rel)
-        for rels in files.values():
-            for rel in rels:
-                loc.move_file(loc.path(f"{staging}/{rel}"), loc.path(rel))
-                moved.append(rel)
-        staged_manifest = f"{staging}/_manifest.json"
-        loc.fs.pipe_file(loc.path(staged_manifest), _manifest.dumps(manifest).encode())
-        loc.move_file(loc.path(staged_manifest), loc.path(m_rel))
-    except Exception as exc:
-        if writer is not None:
-            writer.abort()
-        if moved:
-            for table in schemas:
-                _quiet_remove(loc, export_prefix(table, col, owner_id, export_id))
-        raise _sink_error(loc, export_id, exc) from exc
-    finally:
-        _quiet_remove(loc, staging)
-    log.info(
-        "committed export %s (%s=%s) to %s: %d files",
-        export_id,
-        col,
-        owner_id,
-        loc.display,
-        sum(len(v) for v in files.values()),
+    manifest = _commit.stage_and_commit(
+        loc,
+        data,
+        kind=kind,
+        owner_id=owner_id,
+        export_id=export_id,
+        schemas=schemas,
+        existing=existing,
+        leftovers=[rel for rel, key in remaining.items() if key == (col, owner_id, export_id)],
+        partition_by=partition_by,
+        manifest_extra=manifest_extra,
+        row_group_rows=row_group_rows,
     )
-    manifest["manifest_path"] = loc.url(m_rel)
     return _result(loc, manifest, m_rel, skipped=False)
-
-
-def _sink_error(loc: Location, export_id: str, exc: BaseException) -> SinkError:
-    detail = loc.scrub(f"{type(exc).__name__}: {exc}")
-    msg = f"could not write export {export_id} to {loc.display}: {detail}"
-    return SinkError(msg, url=loc.display)
-
-
-def _quiet_remove(loc: Location, rel: str) -> None:
-    try:
-        _cleanup.remove(loc, rel)
-    except Exception:  # best effort; cleanup() retries later
-        log.warning("could not remove %s", loc.safe(rel), exc_info=True)
 
 
 def committed_exports(
@@ -395,6 +310,8 @@ def read_dataset(
     ------
     ValueError
         Both ids given, or exports are committed but none has ``table``.
+    OSError
+        A file listed by a manifest cannot be read.
     """
     if batch_id is not None and collection_id is not None:
         msg = "pass batch_id or collection_id, not both"
