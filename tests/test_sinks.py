@@ -194,6 +194,27 @@ def test_many_small_batches_become_few_row_groups(sink_target: Any, make_export:
     assert len(result.paths["answers"]) == 1
 
 
+def test_streaming_memory_stays_flat(tmp_path: Path) -> None:
+    schema = pa.schema([("response_id", pa.string()), ("extra", pa.string())])
+    payload = "x" * 1000
+    peak = 0
+
+    def stream() -> Iterator[tuple[str, Any]]:
+        nonlocal peak
+        for k in range(100):  # 100 batches x 1000 rows x ~1 kB = ~100 MB in total
+            ids = [f"r{k:03d}-{i:04d}" for i in range(1000)]
+            yield "responses", pa.record_batch([ids, [payload] * 1000], schema=schema)
+            peak = max(peak, pa.total_allocated_bytes())
+
+    out = str(tmp_path / "lake")
+    result = sinks.write_parquet(
+        stream(), out, kind="batch", owner_id=BATCH, export_id="e1",
+        schemas={"responses": schema}, row_group_rows=2000,
+    )  # fmt: skip
+    assert result.counts["responses"] == 100_000
+    assert peak < 20 * 1024 * 1024  # a few row groups, never the whole export
+
+
 def test_leftover_rows_make_a_final_smaller_row_group(tmp_path: Path, make_export: Any) -> None:
     responses = make_export(BATCH, 250)["responses"]
     stream = (("responses", b) for b in responses.to_batches(max_chunksize=30))
