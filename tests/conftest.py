@@ -253,3 +253,20 @@ def _make_export_fixture() -> Any:
 def _sink_schemas_fixture() -> Any:
     """:func:`sink_schemas` as a fixture."""
     return sink_schemas
+
+
+@pytest.fixture(autouse=True)
+def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: Any) -> None:
+    """No real token, API URL or user cache leaks into a test; polls are fast.
+
+    Tests that need a token or URL set them explicitly (the emulator's).
+    """
+    for name in (
+        "PROLIFIC_TOKEN",
+        "PROLIFIC_API_URL",
+        "PROLIFIC_CA_BUNDLE",
+        "PROLIFIC_INGEST_PROGRESS",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("PROLIFIC_INGEST_CACHE", str(tmp_path_factory.mktemp("user-cache")))
+    monkeypatch.setenv("PROLIFIC_POLL_INTERVAL", "0.01")
