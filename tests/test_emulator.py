@@ -349,6 +349,8 @@ def test_download_refusals(emu: Emulator, batch: str) -> None:
     auth = requests.get(url, headers={"Authorization": f"Token {emu.token}"}, timeout=10)
     assert auth.status_code == 400
     assert "<Code>InvalidArgument</Code>" in auth.text
+    lower = requests.get(url, headers={"authorization": "AWS4-HMAC-SHA256 x"}, timeout=10)
+    assert lower.status_code == 400
     tampered = url[:-3] + ("000" if not url.endswith("000") else "111")
     bad = requests.get(tampered, timeout=10)
     assert bad.status_code == 403

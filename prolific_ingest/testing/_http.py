@@ -126,7 +126,7 @@ class _BaseHandler(BaseHTTPRequestHandler):
         query = dict(parse_qsl(parts.query, keep_blank_values=True))
         return parts.path, query, time.time()
 
-    def _record(self, path: str, query: dict[str, str], status: int, started: float) -> None:
+    def _record(self, path: str, query: dict[str, str], status: int, started: float) -> bool:
         self.server.emulator._log_request(
             self.server.host_name,
             self.command,
@@ -136,6 +136,7 @@ class _BaseHandler(BaseHTTPRequestHandler):
             status,
             started,
         )
+        return True
 
     def _send(self, reply: Reply, *, body: bool = True) -> None:
         data = reply.payload()
@@ -169,7 +170,7 @@ class _BaseHandler(BaseHTTPRequestHandler):
 class _ApiHandler(_BaseHandler):
     def _handle(self) -> None:
         path, query, started = self._begin()
-        emu, method, status = self.server.emulator, self.command, 0
+        emu, method, logged = self.server.emulator, self.command, False
         try:
             self._latency(method, path)
             fault = emu.faults.take(API_ERROR_KINDS, host="api", method=method, path=path)
@@ -178,12 +179,15 @@ class _ApiHandler(_BaseHandler):
             else:
                 reply = emu._api(method, path, query, self.headers.get("Authorization"))
                 if emu.faults.take("drop_api_response", host="api", method=method, path=path):
+                    logged = self._record(path, query, 0, started)
                     self._drop()
                     return
-            status = reply.status
+            # logged before answering, so a client that got the answer finds it in the log
+            logged = self._record(path, query, reply.status, started)
             self._send(reply)
         finally:
-            self._record(path, query, status, started)
+            if not logged:
+                self._record(path, query, 0, started)
 
     do_GET = do_POST = do_DELETE = do_PUT = do_PATCH = _handle
 
@@ -191,21 +195,21 @@ class _ApiHandler(_BaseHandler):
 class _DownloadHandler(_BaseHandler):
     def _handle(self) -> None:
         path, query, started = self._begin()
-        emu, status = self.server.emulator, 0
+        emu, logged = self.server.emulator, False
         try:
             self._latency(self.command, path)
             reply, served = emu._download(self.command, path, query, dict(self.headers.items()))
+            logged = self._record(path, query, reply.status, started)
             if served is None:
-                status = reply.status
                 self._send(reply, body=self.command != "HEAD")
                 return
             archive, start, length = served
-            status = reply.status
             self._send(Reply(reply.status, None, reply.headers))
             if self.command == "GET":
                 self._stream(archive, start, length)
         finally:
-            self._record(path, query, status, started)
+            if not logged:
+                self._record(path, query, 0, started)
 
     def _stream(self, archive: Any, start: int, length: int) -> None:
         faults = self.server.emulator.faults

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import re
 import secrets
 import shutil
 import tempfile
@@ -12,23 +11,21 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from email.utils import formatdate
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
 from . import _content as c
-from . import _routes
-from ._http import EmulatorServer, Reply, parse_range, s3_error
+from . import _routes, _storage
+from ._http import EmulatorServer, Reply
 from .faults import FaultRule, Faults
 from .generator import GroundTruth
-from .state import Job, Owner, Signer, parse_filter
+from .state import Owner, Signer, parse_filter
 
 __all__ = ["Emulator", "RequestRecord", "serve"]
 
 logger = logging.getLogger(__name__)
 
-_OBJECT_RE = re.compile(r"^/prolific-exports/(batches|collections)/([^/]+)/([^/]+)\.zip$")
 _REDACTED = "<redacted>"
 
 
@@ -351,65 +348,7 @@ class Emulator:
     def _download(
         self, method: str, path: str, query: dict[str, str], headers: Mapping[str, str]
     ) -> tuple[Reply, tuple[Path, int, int] | None]:
-        if method not in ("GET", "HEAD"):
-            return s3_error(405, "MethodNotAllowed", "The specified method is not allowed."), None
-        rule = self.faults.take("download_error", host="download", method=method, path=path)
-        if rule is not None:
-            status = int(rule.params["status"])
-            code = "SlowDown" if status == 503 else "InternalError"
-            return s3_error(status, code, "Injected download error."), None
-        if headers.get("Authorization") is not None:
-            msg = "Only one auth mechanism allowed; only the X-Amz-Algorithm query parameter, "
-            msg += (
-                "Signature query string parameter or the Authorization header should be specified"
-            )
-            return s3_error(400, "InvalidArgument", msg), None
-        problem = self._signer.check(path, query, self.now())
-        if problem == "Expired":
-            return s3_error(403, "AccessDenied", "Request has expired"), None
-        if problem == "SignatureDoesNotMatch":
-            msg = "The request signature we calculated does not match the signature you provided."
-            return s3_error(403, problem, msg), None
-        if problem is not None:
-            return s3_error(403, "AccessDenied", "Query-string authentication required."), None
-        job = self._job_for_path(path)
-        if job is None or job.archive is None or not job.archive.exists():
-            return s3_error(404, "NoSuchKey", "The specified key does not exist."), None
-        return self._serve_archive(job, headers.get("Range"))
-
-    def _job_for_path(self, path: str) -> Job | None:
-        m = _OBJECT_RE.match(path)
-        if m is None:
-            return None
-        owner = self._owner("batch" if m[1] == "batches" else "collection", m[2])
-        if owner is None:
-            return None
-        with self._lock:
-            return next((j for j in owner.jobs if j.export_id == m[3] and not j.deleted), None)
-
-    def _serve_archive(
-        self, job: Job, range_header: str | None
-    ) -> tuple[Reply, tuple[Path, int, int] | None]:
-        assert job.archive is not None
-        size = job.size
-        headers = {
-            "Content-Type": "application/zip",
-            "ETag": job.etag,
-            "Accept-Ranges": "bytes",
-            "Last-Modified": formatdate(job.created_at, usegmt=True),
-        }
-        span = parse_range(range_header, size)
-        if span is False:
-            reply = s3_error(416, "InvalidRange", "The requested range is not satisfiable")
-            reply.headers["Content-Range"] = f"bytes */{size}"
-            return reply, None
-        if span is None:
-            headers["Content-Length"] = str(size)
-            return Reply(200, None, headers), (job.archive, 0, size)
-        start, end = span
-        headers["Content-Length"] = str(end - start + 1)
-        headers["Content-Range"] = f"bytes {start}-{end}/{size}"
-        return Reply(206, None, headers), (job.archive, start, end - start + 1)
+        return _storage.download(self, method, path, query, headers)
 
     # ---- presentation ----------------------------------------------------------------
 
