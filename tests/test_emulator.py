@@ -469,3 +469,27 @@ def test_standalone_context_manager_stops_servers() -> None:
         assert _post(emu, batch).status_code == 202
     with pytest.raises(requests.ConnectionError):
         requests.get(base, timeout=5)
+
+
+def test_add_submissions_created_after(emu: Emulator, batch: str) -> None:
+    later = datetime.fromisoformat("2027-03-01T12:00:00+00:00")
+    emu.add_submissions(batch, 2, created_after=later)
+    newest = emu.ground_truth(batch, since=later)
+    assert newest.counts["submissions"] == 2
+    assert all(datetime.fromisoformat(r["created_at"]) >= later for r in newest.responses)
+    with pytest.raises(KeyError):
+        emu.add_submissions("no-such-batch", 1)
+
+
+def test_plugin_fixture_is_registered_shared_and_reset(
+    prolific_emulator: Emulator, prolific_emulator_session: Emulator
+) -> None:
+    from importlib.metadata import entry_points
+
+    plugins = {ep.value for ep in entry_points(group="pytest11")}
+    assert "prolific_ingest.testing.pytest_plugin" in plugins
+    assert prolific_emulator is prolific_emulator_session
+    assert prolific_emulator.requests == []
+    assert prolific_emulator.faults.rules == []
+    assert prolific_emulator.polls_until_complete == 2
+    assert prolific_emulator.legacy_post is False
