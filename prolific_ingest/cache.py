@@ -20,96 +20,38 @@ import hashlib
 import json
 import logging
 import os
-import threading
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
-import filelock
 import fsspec
 import platformdirs
 from fsspec.implementations.local import LocalFileSystem
 
-from ._version import __version__
+from ._cache_entry import (
+    ARCHIVE_NAME,
+    FORMAT_VERSION,
+    KINDS,
+    LOCKS_DIR,
+    MANIFEST_NAME,
+    TABLES_DIR,
+    CachedExport,
+    DamagedEntryError,
+    as_timedelta,
+    check_id,
+    entry_from_manifest,
+    locks_for,
+    make_manifest,
+    parse_manifest,
+)
 from .config import default_cache_dir
 from .errors import CacheError
-from .exports import ExportFilter, ExportRef, parse_timestamp
+from .exports import ExportFilter, ExportRef
 
 __all__ = ["ARCHIVE_NAME", "FORMAT_VERSION", "MANIFEST_NAME", "CachedExport", "ExportCache"]
 
 logger = logging.getLogger(__name__)
-
-ARCHIVE_NAME = "archive.zip"
-MANIFEST_NAME = "manifest.json"
-TABLES_DIR = "tables"
-LOCKS_DIR = ".locks"
-FORMAT_VERSION = 1
-_KINDS: tuple[Literal["batch", "collection"], ...] = ("batch", "collection")
-
-_LOCKS: dict[str, tuple[threading.RLock, filelock.FileLock]] = {}
-_LOCKS_GUARD = threading.Lock()
-
-
-def _locks_for(path: str) -> tuple[threading.RLock, filelock.FileLock]:
-    """One (thread lock, file lock) pair per lock file for the whole process."""
-    with _LOCKS_GUARD:
-        pair = _LOCKS.get(path)
-        if pair is None:
-            pair = (threading.RLock(), filelock.FileLock(path, thread_local=False))
-            _LOCKS[path] = pair
-        return pair
-
-
-def _check_id(value: str, what: str) -> str:
-    if not value or any(c in value for c in "/\\") or value in {".", ".."}:
-        msg = f"invalid {what} for the cache: {value!r}"
-        raise CacheError(msg)
-    return value
-
-
-def _as_timedelta(max_age: timedelta | float | None) -> timedelta | None:
-    if max_age is None or isinstance(max_age, timedelta):
-        return max_age
-    return timedelta(seconds=float(max_age))
-
-
-@dataclass(frozen=True)
-class CachedExport:
-    """A committed cache entry.
-
-    Attributes
-    ----------
-    ref : ExportRef
-    export_id : str
-    path : str
-        The entry directory (local path, or fsspec URL for remote caches).
-    archive_path : str
-        ``<path>/archive.zip``.
-    manifest : dict
-        The parsed ``manifest.json``.
-    fetched_at : datetime
-        When the archive was committed (aware UTC).
-    size : int
-        Archive size in bytes.
-    filter : ExportFilter
-        The filter the export was requested with.
-    """
-
-    ref: ExportRef
-    export_id: str
-    path: str
-    archive_path: str
-    manifest: dict[str, Any] = field(compare=False, hash=False, repr=False)
-    fetched_at: datetime
-    size: int
-    filter: ExportFilter
-
-
-class _DamagedError(Exception):
-    """Internal: an entry is present but not valid."""
 
 
 class ExportCache:
@@ -149,9 +91,7 @@ class ExportCache:
         return "/".join([self._base.rstrip("/"), *parts])
 
     def _entry(self, ref: ExportRef, export_id: str) -> str:
-        return self._join(
-            ref.kind, _check_id(ref.id, "owner id"), _check_id(export_id, "export id")
-        )
+        return self._join(ref.kind, check_id(ref.id, "owner id"), check_id(export_id, "export id"))
 
     def _external(self, fs_path: str) -> str:
         return fs_path if self._local else str(self._fs.unstrip_protocol(fs_path))
@@ -170,44 +110,17 @@ class ExportCache:
             raw = self._fs.cat_file(f"{entry}/{MANIFEST_NAME}")
         except FileNotFoundError:
             return None
-        try:
-            data = json.loads(raw)
-        except (UnicodeDecodeError, ValueError) as exc:
-            msg = "manifest.json is not valid JSON"
-            raise _DamagedError(msg) from exc
-        if not isinstance(data, dict):
-            msg = "manifest.json is not a JSON object"
-            raise _DamagedError(msg)
-        return data
+        return parse_manifest(raw)
 
     def _build(
         self, ref: ExportRef, export_id: str, entry: str, data: dict[str, Any]
     ) -> CachedExport:
-        try:
-            if data.get("export_id") != export_id or data.get("kind") != ref.kind:
-                msg = "manifest.json names another export"
-                raise _DamagedError(msg)
-            if data.get("owner_id") != ref.id:
-                msg = "manifest.json names another owner"
-                raise _DamagedError(msg)
-            size = data["size"]
-            if not isinstance(size, int) or size < 0 or not isinstance(data.get("sha256"), str):
-                msg = "manifest.json has no valid size/sha256"
-                raise _DamagedError(msg)
-            fetched = parse_timestamp(data.get("fetched_at"))
-            flt = ExportFilter.from_json(data.get("filter"))
-        except (KeyError, TypeError, ValueError) as exc:
-            msg = f"manifest.json is incomplete ({type(exc).__name__})"
-            raise _DamagedError(msg) from exc
-        return CachedExport(
-            ref=ref,
-            export_id=export_id,
+        return entry_from_manifest(
+            ref,
+            export_id,
+            data,
             path=self._external(entry),
             archive_path=self._external(f"{entry}/{ARCHIVE_NAME}"),
-            manifest=data,
-            fetched_at=fetched or datetime.fromtimestamp(0, UTC),
-            size=size,
-            filter=flt,
         )
 
     def _sha256(self, path: str) -> str:
@@ -220,27 +133,27 @@ class ExportCache:
     def _check(
         self, ref: ExportRef, export_id: str, verify: bool | Literal["full"]
     ) -> CachedExport | None:
-        """Return the entry, ``None`` when absent; raise :class:`_DamagedError` when invalid."""
+        """Return the entry, ``None`` when absent; raise :class:`DamagedEntryError` when invalid."""
         entry = self._entry(ref, export_id)
         archive = f"{entry}/{ARCHIVE_NAME}"
         data = self._read_manifest(entry)
         if data is None:
             if self._fs.exists(archive):
                 msg = "archive.zip without manifest.json (interrupted commit)"
-                raise _DamagedError(msg)
+                raise DamagedEntryError(msg)
             return None
         found = self._build(ref, export_id, entry, data)
         try:
             actual = self._fs.size(archive)
         except FileNotFoundError as exc:
             msg = "manifest.json without archive.zip"
-            raise _DamagedError(msg) from exc
+            raise DamagedEntryError(msg) from exc
         if verify and actual != found.size:
             msg = f"archive.zip is {actual} bytes, the manifest says {found.size}"
-            raise _DamagedError(msg)
+            raise DamagedEntryError(msg)
         if verify == "full" and self._sha256(archive) != found.manifest["sha256"]:
             msg = "archive.zip does not match the manifest's sha256"
-            raise _DamagedError(msg)
+            raise DamagedEntryError(msg)
         return found
 
     def lookup(
@@ -260,12 +173,12 @@ class ExportCache:
         """
         try:
             return self._check(ref, export_id, verify)
-        except _DamagedError:
+        except DamagedEntryError:
             pass
         with self.lock(ref, export_id):  # re-check: a commit may just have been finishing
             try:
                 return self._check(ref, export_id, verify)
-            except _DamagedError as exc:
+            except DamagedEntryError as exc:
                 logger.warning(
                     "cache entry %s of %s %s is damaged (%s); removing it",
                     export_id,
@@ -278,9 +191,9 @@ class ExportCache:
 
     def _owner_dirs(self, ref: ExportRef | None) -> Iterator[tuple[ExportRef, str]]:
         if ref is not None:
-            yield ref, self._join(ref.kind, _check_id(ref.id, "owner id"))
+            yield ref, self._join(ref.kind, check_id(ref.id, "owner id"))
             return
-        for kind in _KINDS:
+        for kind in KINDS:
             for owner_dir in self._ls(self._join(kind)):
                 name = owner_dir.rstrip("/").rsplit("/", 1)[-1]
                 with contextlib.suppress(Exception):
@@ -307,7 +220,7 @@ class ExportCache:
                     data = self._read_manifest(entry.rstrip("/"))
                     if data is not None:
                         found.append(self._build(owner, export_id, entry.rstrip("/"), data))
-                except (_DamagedError, CacheError):
+                except (DamagedEntryError, CacheError):
                     continue
         return sorted(found, key=lambda e: e.fetched_at, reverse=True)
 
@@ -323,7 +236,7 @@ class ExportCache:
         ``max_age=None`` accepts any age. No network.
         """
         flt = ExportFilter.coerce(filter)
-        limit = _as_timedelta(max_age)
+        limit = as_timedelta(max_age)
         now = datetime.now(UTC)
         for entry in self.list(ref):
             if entry.filter != flt or (limit is not None and now - entry.fetched_at > limit):
@@ -393,19 +306,15 @@ class ExportCache:
         staged = self._internal(staging_path)
         archive = f"{entry}/{ARCHIVE_NAME}"
         manifest_path = f"{entry}/{MANIFEST_NAME}"
-        manifest: dict[str, Any] = {
-            "export_id": export_id,
-            "kind": ref.kind,
-            "owner_id": ref.id,
-            "filter": ExportFilter.coerce(filter).to_json(),
-            "fetched_at": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
-            "size": size,
-            "sha256": sha256,
-            "etag": etag,
-            "source_host": urlsplit(source_url).hostname if source_url else None,
-            "library_version": __version__,
-            "format_version": FORMAT_VERSION,
-        }
+        manifest = make_manifest(
+            ref,
+            export_id,
+            filter=filter,
+            size=size,
+            sha256=sha256,
+            etag=etag,
+            source_url=source_url,
+        )
         try:
             actual = self._fs.size(staged)
             if actual != size:
@@ -427,10 +336,10 @@ class ExportCache:
     def lock(self, ref: ExportRef, export_id: str) -> Iterator[None]:
         """Hold the entry's lock (across threads and processes) for the ``with`` block."""
         os.makedirs(self._lock_dir, exist_ok=True)
-        name = f"{ref.kind}-{_check_id(ref.id, 'owner id')}-{_check_id(export_id, 'export id')}"
+        name = f"{ref.kind}-{check_id(ref.id, 'owner id')}-{check_id(export_id, 'export id')}"
         if len(name) > 200:
             name = hashlib.sha256(name.encode()).hexdigest()
-        thread_lock, file_lock = _locks_for(os.path.join(self._lock_dir, name + ".lock"))
+        thread_lock, file_lock = locks_for(os.path.join(self._lock_dir, name + ".lock"))
         with thread_lock, file_lock:
             yield
 
@@ -460,7 +369,7 @@ class ExportCache:
         self, ref: ExportRef | None = None, *, max_age: timedelta | float | None = None
     ) -> builtins.list[CachedExport]:
         """Return the entries :meth:`clear` would remove (all, or older than ``max_age``)."""
-        limit = _as_timedelta(max_age)
+        limit = as_timedelta(max_age)
         now = datetime.now(UTC)
         return [e for e in self.list(ref) if limit is None or now - e.fetched_at > limit]
 

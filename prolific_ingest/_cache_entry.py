@@ -1,0 +1,176 @@
+"""Cache entry model: names, manifest (de)serialisation and validation, per-entry locks.
+
+Private helpers of :mod:`prolific_ingest.cache` (no filesystem access here).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+import filelock
+
+from ._version import __version__
+from .errors import CacheError
+from .exports import ExportFilter, ExportRef, parse_timestamp
+
+__all__ = [
+    "ARCHIVE_NAME",
+    "FORMAT_VERSION",
+    "KINDS",
+    "LOCKS_DIR",
+    "MANIFEST_NAME",
+    "TABLES_DIR",
+    "CachedExport",
+    "DamagedEntryError",
+    "as_timedelta",
+    "check_id",
+    "entry_from_manifest",
+    "locks_for",
+    "make_manifest",
+    "parse_manifest",
+]
+
+ARCHIVE_NAME = "archive.zip"
+MANIFEST_NAME = "manifest.json"
+TABLES_DIR = "tables"
+LOCKS_DIR = ".locks"
+FORMAT_VERSION = 1
+KINDS: tuple[Literal["batch", "collection"], ...] = ("batch", "collection")
+
+_LOCKS: dict[str, tuple[threading.RLock, filelock.FileLock]] = {}
+_GUARD = threading.Lock()
+
+
+def locks_for(path: str) -> tuple[threading.RLock, filelock.FileLock]:
+    """One (thread lock, file lock) pair per lock file for the whole process."""
+    with _GUARD:
+        pair = _LOCKS.get(path)
+        if pair is None:
+            pair = (threading.RLock(), filelock.FileLock(path, thread_local=False))
+            _LOCKS[path] = pair
+        return pair
+
+
+def check_id(value: str, what: str) -> str:
+    if not value or any(c in value for c in "/\\") or value in {".", ".."}:
+        msg = f"invalid {what} for the cache: {value!r}"
+        raise CacheError(msg)
+    return value
+
+
+def as_timedelta(max_age: timedelta | float | None) -> timedelta | None:
+    if max_age is None or isinstance(max_age, timedelta):
+        return max_age
+    return timedelta(seconds=float(max_age))
+
+
+@dataclass(frozen=True)
+class CachedExport:
+    """A committed cache entry.
+
+    Attributes
+    ----------
+    ref : ExportRef
+    export_id : str
+    path : str
+        The entry directory (local path, or fsspec URL for remote caches).
+    archive_path : str
+        ``<path>/archive.zip``.
+    manifest : dict
+        The parsed ``manifest.json``.
+    fetched_at : datetime
+        When the archive was committed (aware UTC).
+    size : int
+        Archive size in bytes.
+    filter : ExportFilter
+        The filter the export was requested with.
+    """
+
+    ref: ExportRef
+    export_id: str
+    path: str
+    archive_path: str
+    manifest: dict[str, Any] = field(compare=False, hash=False, repr=False)
+    fetched_at: datetime
+    size: int
+    filter: ExportFilter
+
+
+class DamagedEntryError(Exception):
+    """An entry is present but not valid (the message says why)."""
+
+
+def parse_manifest(raw: bytes) -> dict[str, Any]:
+    """Decode ``manifest.json``; raise :class:`DamagedEntryError` when unreadable."""
+    try:
+        data = json.loads(raw)
+    except (UnicodeDecodeError, ValueError) as exc:
+        msg = "manifest.json is not valid JSON"
+        raise DamagedEntryError(msg) from exc
+    if not isinstance(data, dict):
+        msg = "manifest.json is not a JSON object"
+        raise DamagedEntryError(msg)
+    return data
+
+
+def entry_from_manifest(
+    ref: ExportRef, export_id: str, data: dict[str, Any], *, path: str, archive_path: str
+) -> CachedExport:
+    """Validate a manifest for ``ref``/``export_id`` and build the :class:`CachedExport`."""
+    try:
+        if data.get("export_id") != export_id or data.get("kind") != ref.kind:
+            msg = "manifest.json names another export"
+            raise DamagedEntryError(msg)
+        if data.get("owner_id") != ref.id:
+            msg = "manifest.json names another owner"
+            raise DamagedEntryError(msg)
+        size = data["size"]
+        if not isinstance(size, int) or size < 0 or not isinstance(data.get("sha256"), str):
+            msg = "manifest.json has no valid size/sha256"
+            raise DamagedEntryError(msg)
+        fetched = parse_timestamp(data.get("fetched_at"))
+        flt = ExportFilter.from_json(data.get("filter"))
+    except (KeyError, TypeError, ValueError) as exc:
+        msg = f"manifest.json is incomplete ({type(exc).__name__})"
+        raise DamagedEntryError(msg) from exc
+    return CachedExport(
+        ref=ref,
+        export_id=export_id,
+        path=path,
+        archive_path=archive_path,
+        manifest=data,
+        fetched_at=fetched or datetime.fromtimestamp(0, UTC),
+        size=size,
+        filter=flt,
+    )
+
+
+def make_manifest(
+    ref: ExportRef,
+    export_id: str,
+    *,
+    filter: ExportFilter | None,
+    size: int,
+    sha256: str,
+    etag: str | None,
+    source_url: str | None,
+) -> dict[str, Any]:
+    """The manifest of a new entry (``source_host`` keeps the host only: no path, no query)."""
+    return {
+        "export_id": export_id,
+        "kind": ref.kind,
+        "owner_id": ref.id,
+        "filter": ExportFilter.coerce(filter).to_json(),
+        "fetched_at": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+        "size": size,
+        "sha256": sha256,
+        "etag": etag,
+        "source_host": urlsplit(source_url).hostname if source_url else None,
+        "library_version": __version__,
+        "format_version": FORMAT_VERSION,
+    }
