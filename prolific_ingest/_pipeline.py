@@ -8,38 +8,35 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-import fsspec
-import orjson
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from . import exports as lifecycle
-from ._version import __version__
+from ._table_cache import TableCache
 from .archive import open_archive
 from .cache import CachedExport, ExportCache
 from .client import ProlificClient
 from .download import download_archive
-from .errors import APIError, AuthenticationError, CacheMissError, CorruptArchiveError
+from .errors import (
+    APIError,
+    AuthenticationError,
+    CacheError,
+    CacheMissError,
+    CorruptArchiveError,
+)
 from .exports import ExportFilter, ExportJob, ExportRef
 from .sinks import WriteResult, write_parquet
-from .tables import ExportTables, build_tables, schema_for, table_names
+from .tables import ExportTables, iter_record_batches, schema_for, table_names
 
 OnBadRecords = Literal["raise", "quarantine", "skip"]
 
-__all__ = ["LoadPlan", "download_into_cache", "fetch", "parse", "write_export"]
+__all__ = ["LoadPlan", "Parsed", "download_into_cache", "fetch", "parse", "write_export"]
 
 logger = logging.getLogger(__name__)
-
-#: Bump when the parsed-table cache format or table schemas change.
-TABLES_FORMAT = 1
-_TABLES_DIR = "tables"
-_TABLES_DONE = "_tables.json"
 
 
 @dataclass(frozen=True)
@@ -178,93 +175,73 @@ def download_into_cache(
 
 # -- parsing, with the parsed-table cache beside the archive -----------------------------------
 
+#: Writes a stream of record batches (or a mapping of tables) as one committed export.
+SinkFn = Callable[[Iterable[tuple[str, pa.RecordBatch]] | Mapping[str, pa.Table]], WriteResult]
+
+
+@dataclass(frozen=True)
+class Parsed:
+    """The outcome of :func:`parse`: row counts and metadata now, tables on demand."""
+
+    counts: dict[str, int]
+    metadata: dict[str, Any]
+    load: Callable[[], ExportTables]
+    written: WriteResult | None
+
 
 def parse(
     entry: CachedExport,
     *,
     cache: ExportCache,
     on_bad_records: OnBadRecords = "raise",
-) -> tuple[ExportTables, dict[str, Any]]:
-    """Return the entry's tables and metadata, from the parsed-table cache when it is valid."""
-    warm = _read_table_cache(entry, cache)
-    if warm is not None:
+    sink: SinkFn | None = None,
+) -> Parsed:
+    """Parse ``entry`` (or read its parsed-table cache) and optionally stream it to ``sink``.
+
+    A cold parse streams record batches once: into the parsed-table cache files and, when
+    given, into ``sink`` — so with ``output=`` memory stays flat however large the export.
+    The tables themselves are read back only when ``Parsed.load()`` is called.
+    """
+    store = TableCache(entry, cache.storage_options)
+    info = store.info()
+    warm = store.read(info) if info is not None else None
+    if warm is not None and info is not None:
         logger.info("export %s: tables read from the parsed-table cache", entry.export_id)
-        return warm
+        written = sink(warm.tables) if sink is not None else None
+        return Parsed(warm.row_counts, info.get("metadata") or {}, lambda: warm, written)
+
+    counts: dict[str, int] = {}
+    written = None
     with open_archive(entry.archive_path, storage_options=cache.storage_options) as archive:
-        tables = build_tables(archive, on_bad_records=on_bad_records)
         metadata = archive.metadata
-    if on_bad_records != "skip" and tables.row_counts.get("rejected", 0) == 0:
-        _write_table_cache(entry, cache, tables, metadata)
-    return tables, metadata
+        stream = store.tee(iter_record_batches(archive, on_bad_records=on_bad_records), counts)
+        if sink is not None:
+            written = sink(stream)
+        else:
+            for _ in stream:
+                pass
+    reusable = on_bad_records != "skip" and counts.get("rejected", 0) == 0
+    if reusable and store.commit(counts, metadata):
+        return Parsed(counts, metadata, lambda: _read_committed(store), written)
+    tables = store.read_uncommitted()
+    store.discard()
+    return Parsed(counts, metadata, lambda: tables, written)
 
 
-def _table_dir(entry: CachedExport) -> str:
-    return f"{entry.path.rstrip('/')}/{_TABLES_DIR}"
-
-
-def _read_table_cache(
-    entry: CachedExport, cache: ExportCache
-) -> tuple[ExportTables, dict[str, Any]] | None:
-    fs, root = fsspec.core.url_to_fs(_table_dir(entry), **(cache.storage_options or {}))
-    done = f"{root}/{_TABLES_DONE}"
-    try:
-        with fs.open(done, "rb") as fh:
-            info = orjson.loads(fh.read())
-    except FileNotFoundError:
-        return None
-    except (OSError, orjson.JSONDecodeError):
-        logger.warning("export %s: unreadable parsed-table cache; re-parsing", entry.export_id)
-        return None
-    if info.get("format") != TABLES_FORMAT or info.get("archive_sha256") != entry.manifest.get(
-        "sha256"
-    ):
-        return None
-    kind = entry.ref.kind
-    tables: dict[str, pa.Table] = {}
-    try:
-        for name in table_names(kind):
-            with fs.open(f"{root}/{name}.parquet", "rb") as fh:
-                table = pq.read_table(fh)
-            if not table.schema.equals(schema_for(name, kind)) or table.num_rows != info[
-                "counts"
-            ].get(name):
-                return None
-            tables[name] = table
-    except (OSError, KeyError, pa.ArrowException):
-        logger.warning("export %s: damaged parsed-table cache; re-parsing", entry.export_id)
-        return None
-    return ExportTables(kind=kind, tables=tables), info.get("metadata") or {}
-
-
-def _write_table_cache(
-    entry: CachedExport, cache: ExportCache, tables: ExportTables, metadata: dict[str, Any]
-) -> None:
-    fs, root = fsspec.core.url_to_fs(_table_dir(entry), **(cache.storage_options or {}))
-    try:
-        fs.makedirs(root, exist_ok=True)
-        for name, table in tables.tables.items():
-            tmp = f"{root}/{name}.parquet.tmp-{uuid.uuid4().hex}"
-            with fs.open(tmp, "wb") as fh:
-                pq.write_table(table, fh, compression="zstd")
-            fs.mv(tmp, f"{root}/{name}.parquet")
-        info = {
-            "format": TABLES_FORMAT,
-            "library_version": __version__,
-            "archive_sha256": entry.manifest.get("sha256"),
-            "counts": tables.row_counts,
-            "metadata": metadata,
-        }
-        with fs.open(f"{root}/{_TABLES_DONE}", "wb") as fh:  # written last: the commit marker
-            fh.write(orjson.dumps(info))
-    except OSError as exc:  # the cache is an optimisation: never fail a load for it
-        logger.warning("export %s: could not cache parsed tables: %s", entry.export_id, exc)
+def _read_committed(store: TableCache) -> ExportTables:
+    info = store.info()
+    tables = store.read(info) if info is not None else None
+    if tables is None:
+        msg = f"the parsed tables of export {store.entry.export_id} changed on disk while in use"
+        raise CacheError(msg)
+    return tables
 
 
 # -- Parquet output ------------------------------------------------------------------------------
 
 
 def write_export(
-    tables: ExportTables,
+    data: Iterable[tuple[str, pa.RecordBatch]] | Mapping[str, pa.Table],
     output: str,
     *,
     kind: str,
@@ -276,14 +253,17 @@ def write_export(
     partition_by: Sequence[str] = (),
     storage_options: dict[str, Any] | None = None,
 ) -> WriteResult:
-    """Write ``tables`` to ``output`` as one committed export (see :mod:`prolific_ingest.sinks`)."""
+    """Write tables (or a batch stream) to ``output`` as one committed export.
+
+    See :mod:`prolific_ingest.sinks` for the layout and the commit protocol.
+    """
     return write_parquet(
-        tables.tables,
+        data,
         output,
         kind=kind,
         owner_id=owner_id,
         export_id=export_id,
-        schemas={name: schema_for(name, kind) for name in tables.tables},
+        schemas={name: schema_for(name, kind) for name in table_names(kind)},
         overwrite=overwrite,
         partition_by=partition_by,
         storage_options=storage_options,

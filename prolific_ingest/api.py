@@ -7,6 +7,7 @@ in a bucket; ``load_batch_exports`` loads many batches concurrently.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -246,22 +247,11 @@ def _load(
     entry = _pipeline.fetch(
         plan, cache=store, client=make_client, progress=progress, wait_timeout=timeout
     )
-    tables, metadata = _pipeline.parse(entry, cache=store, on_bad_records=on_bad_records)
-    export = Export(
-        export_id=entry.export_id,
-        kind=ref.kind,
-        owner_id=ref.id,
-        filter=entry.filter,
-        fetched_at=entry.fetched_at,
-        metadata=metadata,
-        archive_url=entry.archive_path,
-        arrow=tables,
-        storage_options=store.storage_options,
-    )
+    sink = None
     if output is not None:
-        export.written = _pipeline.write_export(
-            tables,
-            output,
+        sink = functools.partial(
+            _pipeline.write_export,
+            output=output,
             kind=ref.kind,
             owner_id=ref.id,
             export_id=entry.export_id,
@@ -271,7 +261,20 @@ def _load(
             partition_by=partition_by,
             storage_options=storage_options,
         )
-    return export
+    parsed = _pipeline.parse(entry, cache=store, on_bad_records=on_bad_records, sink=sink)
+    return Export(
+        export_id=entry.export_id,
+        kind=ref.kind,
+        owner_id=ref.id,
+        filter=entry.filter,
+        fetched_at=entry.fetched_at,
+        metadata=parsed.metadata,
+        archive_url=entry.archive_path,
+        row_counts=parsed.counts,
+        load_tables=parsed.load,
+        storage_options=store.storage_options,
+        written=parsed.written,
+    )
 
 
 def _remote_only(url: str | None, storage_options: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -387,7 +390,8 @@ def read_export(
         fetched_at=datetime.now(UTC),
         metadata=metadata,
         archive_url=str(source),
-        arrow=tables,
+        row_counts=tables.row_counts,
+        load_tables=lambda: tables,
         storage_options=storage_options,
     )
 

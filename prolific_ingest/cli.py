@@ -82,7 +82,7 @@ def _summary(export: Any) -> dict[str, Any]:
         "filter": export.filter.to_json(),
         "fetched_at": export.fetched_at,
         "archive": export.archive_url,
-        "rows": export.arrow.row_counts,
+        "rows": export.row_counts,
         "output": export.written.output if export.written else None,
         "output_skipped": export.written.skipped if export.written else None,
     }
@@ -152,7 +152,7 @@ def cmd_load(args: argparse.Namespace) -> int:
         "errors": {k: f"{type(v).__name__}: {v}" for k, v in report.errors.items()},
     }
     text = "\n".join(
-        [f"ok     {k}  {v.export_id}  rows={v.arrow.row_counts}" for k, v in report.results.items()]
+        [f"ok     {k}  {v.export_id}  rows={v.row_counts}" for k, v in report.results.items()]
         + [f"FAILED {k}  {type(v).__name__}: {v}" for k, v in report.errors.items()]
     )
     _emit(args, payload, text)
@@ -192,7 +192,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_emulator(args: argparse.Namespace) -> int:
     from .testing import serve
 
-    serve(port=args.port, seed=args.seed, n_batches=args.batches)
+    serve(port=args.port, seed=args.seed, n_batches=args.batches, announce=print)
     return 0
 
 

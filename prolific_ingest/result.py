@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import io
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import IO, TYPE_CHECKING, Any
@@ -41,8 +42,11 @@ class Export:
         The parsed ``batch.json`` / ``collection.json`` (``{}`` when absent).
     archive_url : str
         Path or fsspec URL of the cached ZIP.
+    row_counts : dict[str, int]
+        Rows per table (known without reading the tables).
     arrow : ExportTables
-        The tables as pyarrow Tables with their fixed schemas.
+        The tables as pyarrow Tables with their fixed schemas, read on first use (so a
+        load with ``output=`` never holds a large export in memory unless asked to).
     written : WriteResult or None
         Where Parquet was written, when the export was loaded with ``output=``.
 
@@ -60,7 +64,8 @@ class Export:
     fetched_at: datetime
     metadata: dict[str, Any]
     archive_url: str
-    arrow: ExportTables = field(repr=False)
+    row_counts: dict[str, int]
+    load_tables: Callable[[], ExportTables] = field(repr=False)
     storage_options: dict[str, Any] | None = field(default=None, repr=False)
     written: WriteResult | None = field(default=None, repr=False)
     _frames: dict[str, pd.DataFrame] | None = field(default=None, init=False, repr=False)
@@ -77,6 +82,11 @@ class Export:
         return self.owner_id if self.kind == "collection" else None
 
     # -- tables -----------------------------------------------------------------------------
+    @functools.cached_property
+    def arrow(self) -> ExportTables:
+        """The tables as pyarrow Tables with their fixed schemas (read once, then kept)."""
+        return self.load_tables()
+
     @property
     def tables(self) -> dict[str, pd.DataFrame]:
         """Every table as an Arrow-backed pandas DataFrame, by name (built once, then reused)."""
@@ -86,8 +96,9 @@ class Export:
 
     def __getattr__(self, name: str) -> pd.DataFrame:
         # Only called for names not found normally: expose tables as attributes.
-        if name.startswith("_"):
-            raise AttributeError(name)
+        if name.startswith("_") or name not in self.row_counts:
+            msg = f"{type(self).__name__!s} has no attribute or table {name!r}"
+            raise AttributeError(msg)
         tables = self.tables
         if name in tables:
             return tables[name]
@@ -95,7 +106,7 @@ class Export:
         raise AttributeError(msg)
 
     def __dir__(self) -> list[str]:
-        return sorted(set(super().__dir__()) | set(self.arrow.tables))
+        return sorted(set(super().__dir__()) | set(self.row_counts))
 
     def wide(self, *, labels: bool = True) -> pd.DataFrame:
         """One row per submission x task, one column per instruction.
@@ -164,7 +175,7 @@ class Export:
         from ._pipeline import write_export
 
         return write_export(
-            self.arrow,
+            self.arrow.tables,
             output,
             kind=self.kind,
             owner_id=self.owner_id,
@@ -176,8 +187,8 @@ class Export:
         )
 
     def __repr__(self) -> str:
-        counts = ", ".join(f"{k}={v}" for k, v in self.arrow.row_counts.items() if k != "rejected")
-        rejected = self.arrow.row_counts.get("rejected", 0)
+        counts = ", ".join(f"{k}={v}" for k, v in self.row_counts.items() if k != "rejected")
+        rejected = self.row_counts.get("rejected", 0)
         extra = f", rejected={rejected}" if rejected else ""
         flt = describe_filter(self.filter)
         return (

@@ -1,0 +1,166 @@
+"""The parsed-table cache: ``<entry>/tables/<table>.parquet`` beside each cached archive.
+
+A cold load streams the parser's record batches into one Parquet writer per table (row
+groups, so memory stays flat), under process-unique temporary names; they are renamed
+into place and ``_tables.json`` is written **last** as the commit marker. A warm load
+(same export, same archive checksum, same format) reads these files instead of
+re-parsing. Tables with quarantined lines, or parsed with ``on_bad_records="skip"``,
+are never committed: another load may choose another policy.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import fsspec
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ._version import __version__
+from .cache import CachedExport
+from .tables import ExportTables, schema_for, table_names
+
+__all__ = ["TABLES_FORMAT", "TableCache"]
+
+logger = logging.getLogger(__name__)
+
+#: Bump when the cached table files or the table schemas change.
+TABLES_FORMAT = 1
+_DONE = "_tables.json"
+
+
+class TableCache:
+    """Read and write the parsed tables of one cache entry."""
+
+    def __init__(self, entry: CachedExport, storage_options: dict[str, Any] | None) -> None:
+        self.entry = entry
+        self.kind = entry.ref.kind
+        self.fs, root = fsspec.core.url_to_fs(
+            f"{entry.path.rstrip('/')}/tables", **(storage_options or {})
+        )
+        self.root = root.rstrip("/")
+
+    def _path(self, name: str) -> str:
+        return f"{self.root}/{name}.parquet"
+
+    # -- reading -------------------------------------------------------------------------------
+    def info(self) -> dict[str, Any] | None:
+        """The commit marker, if it is present, valid and matches this archive."""
+        try:
+            with self.fs.open(f"{self.root}/{_DONE}", "rb") as fh:
+                info: dict[str, Any] = orjson.loads(fh.read())
+        except FileNotFoundError:
+            return None
+        except (OSError, orjson.JSONDecodeError):
+            logger.warning("export %s: unreadable parsed-table cache", self.entry.export_id)
+            return None
+        same_archive = info.get("archive_sha256") == self.entry.manifest.get("sha256")
+        if info.get("format") != TABLES_FORMAT or not same_archive:
+            return None
+        return info
+
+    def read(self, info: dict[str, Any]) -> ExportTables | None:
+        """Read every table; ``None`` (and a warning) when a file is damaged or does not match."""
+        tables: dict[str, pa.Table] = {}
+        try:
+            for name in table_names(self.kind):
+                with self.fs.open(self._path(name), "rb") as fh:
+                    table = pq.read_table(fh)
+                if not table.schema.equals(schema_for(name, self.kind)):
+                    return None
+                if table.num_rows != info["counts"].get(name):
+                    return None
+                tables[name] = table
+        except (OSError, KeyError, pa.ArrowException):
+            logger.warning("export %s: damaged parsed-table cache", self.entry.export_id)
+            return None
+        return ExportTables(kind=self.kind, tables=tables)
+
+    # -- writing -------------------------------------------------------------------------------
+    def tee(
+        self, batches: Iterable[tuple[str, pa.RecordBatch]], counts: dict[str, int]
+    ) -> Iterator[tuple[str, pa.RecordBatch]]:
+        """Yield ``batches`` unchanged while writing them to temporary table files.
+
+        ``counts`` is filled with rows per table. Call :meth:`commit` or :meth:`discard`
+        afterwards (``discard`` also runs if the consumer stops early with an error).
+        """
+        self._tmp = {
+            name: f"{self._path(name)}.tmp-{uuid.uuid4().hex}" for name in table_names(self.kind)
+        }
+        self.fs.makedirs(self.root, exist_ok=True)
+        writers: dict[str, Any] = {}
+        handles: dict[str, Any] = {}
+        try:
+            for name, batch in batches:
+                if name not in writers:
+                    handles[name] = self.fs.open(self._tmp[name], "wb")
+                    writers[name] = pq.ParquetWriter(
+                        handles[name], schema_for(name, self.kind), compression="zstd"
+                    )
+                if batch.num_rows:
+                    writers[name].write_batch(batch)
+                counts[name] = counts.get(name, 0) + batch.num_rows
+                yield name, batch
+            for name in table_names(self.kind):
+                if name not in writers:  # every table always exists, even empty
+                    handles[name] = self.fs.open(self._tmp[name], "wb")
+                    writers[name] = pq.ParquetWriter(
+                        handles[name], schema_for(name, self.kind), compression="zstd"
+                    )
+                    counts.setdefault(name, 0)
+        except BaseException:
+            _close_all(writers, handles)
+            self.discard()
+            raise
+        _close_all(writers, handles)
+
+    def read_uncommitted(self) -> ExportTables:
+        """Read the temporary files written by :meth:`tee` (then :meth:`discard` them)."""
+        tables = {}
+        for name in table_names(self.kind):
+            with self.fs.open(self._tmp[name], "rb") as fh:
+                tables[name] = pq.read_table(fh)
+        return ExportTables(kind=self.kind, tables=tables)
+
+    def commit(self, counts: dict[str, int], metadata: dict[str, Any]) -> bool:
+        """Move the temporary files into place and write the marker last; False if that failed."""
+        try:
+            for name, tmp in self._tmp.items():
+                self.fs.mv(tmp, self._path(name))
+            marker = {
+                "format": TABLES_FORMAT,
+                "library_version": __version__,
+                "archive_sha256": self.entry.manifest.get("sha256"),
+                "counts": counts,
+                "metadata": metadata,
+            }
+            with self.fs.open(f"{self.root}/{_DONE}", "wb") as fh:
+                fh.write(orjson.dumps(marker))
+        except OSError as exc:  # an optimisation only: never fail a load for it
+            logger.warning(
+                "export %s: could not cache parsed tables: %s", self.entry.export_id, exc
+            )
+            self.discard()
+            return False
+        return True
+
+    def discard(self) -> None:
+        """Remove any temporary file left by :meth:`tee`."""
+        for tmp in getattr(self, "_tmp", {}).values():
+            try:
+                if self.fs.exists(tmp):
+                    self.fs.rm(tmp)
+            except OSError:
+                logger.debug("could not remove %s", tmp)
+
+
+def _close_all(writers: dict[str, Any], handles: dict[str, Any]) -> None:
+    for writer in writers.values():
+        writer.close()
+    for handle in handles.values():
+        handle.close()
