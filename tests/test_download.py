@@ -565,3 +565,16 @@ def test_emulator_into_cache_has_no_secrets(emu: Emulator, tmp_path: Path) -> No
             assert emu.token.encode() not in blob  # ... but neither token nor query is stored
             assert urlsplit(job.url).query.encode() not in blob
     assert entry.manifest["source_host"] == "127.0.0.1"
+
+
+def test_emulator_tls_download_with_ca_bundle(tmp_path: Path) -> None:
+    pytest.importorskip("trustme")
+    with Emulator(tls=True) as emu:
+        _, job = complete_job(emu, n=2)
+        assert job.url is not None
+        assert job.url.startswith("https://localhost:")
+        assert emu.ca_bundle is not None
+        result = fetch(job.url, tmp_path / "a.zip", verify=emu.ca_bundle)
+        assert result.size == (tmp_path / "a.zip").stat().st_size
+        with pytest.raises(DownloadError):  # the system trust store does not know this CA
+            fetch(job.url, tmp_path / "b.zip", retry=RetryPolicy.none())
