@@ -27,6 +27,7 @@ from .errors import (
     CacheError,
     CacheMissError,
     CorruptArchiveError,
+    IntegrityError,
 )
 from .exports import ExportFilter, ExportJob, ExportRef
 from .sinks import WriteResult, write_parquet
@@ -147,12 +148,17 @@ def download_into_cache(
                 )
                 with open_archive(staging, storage_options=cache.storage_options) as archive:
                     archive.verify()
-            except CorruptArchiveError:
+            except (CorruptArchiveError, IntegrityError) as exc:
                 cache.discard(staging)
                 if attempt == 2:
-                    raise
+                    if isinstance(exc, CorruptArchiveError):
+                        raise
+                    msg = f"export {job.export_id}: the archive was corrupt twice in a row: {exc}"
+                    raise CorruptArchiveError(msg, source=url) from exc
                 logger.warning(
-                    "export %s: archive failed verification; fetching again", job.export_id
+                    "export %s: archive failed verification (%s); fetching again",
+                    job.export_id,
+                    type(exc).__name__,
                 )
                 url = refresh()
                 continue

@@ -191,7 +191,8 @@ class _Download:
     def run(self) -> None:
         while True:
             resume = self.sink.written > 0 and self.sink.can_append
-            headers = {"User-Agent": _USER_AGENT}
+            # identity: byte ranges and Content-Length must refer to the stored object itself.
+            headers = {"User-Agent": _USER_AGENT, "Accept-Encoding": "identity"}
             if resume:
                 headers["Range"] = f"bytes={self.sink.written}-"
                 if self.raw_etag:
@@ -305,7 +306,7 @@ def download_archive(
     refresh: Callable[[], str] | None = None,
     retry: RetryPolicy | None = None,
     progress: bool | str | None = None,
-    chunk_size: int = 1 << 20,
+    chunk_size: int = 1 << 16,
     storage_options: Mapping[str, Any] | None = None,
     verify: bool | str = True,
     sleep: Callable[[float], object] = time.sleep,

@@ -1,0 +1,300 @@
+"""Nothing lost under faults: every load ends with exact data or a typed error and no cache entry."""
+
+from __future__ import annotations
+
+import io
+import json
+import random
+import threading
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from prolific_ingest import (
+    BadRecordError,
+    CorruptArchiveError,
+    ExportFailedError,
+    ExportLimitError,
+    ExportRef,
+    ExportTimeoutError,
+    ProlificClient,
+    ProlificIngestError,
+    RetryPolicy,
+    Settings,
+    load_batch_export,
+    read_export,
+    request_export,
+)
+from prolific_ingest.testing import Emulator
+from tests._truth import assert_matches_truth
+
+FAST_RETRY = RetryPolicy(max_attempts=6, backoff_base=0.001, backoff_max=0.01, max_elapsed=30)
+
+
+@pytest.fixture
+def emu(prolific_emulator):
+    return prolific_emulator
+
+
+@pytest.fixture
+def conn(emu, tmp_path):
+    return {
+        "base_url": emu.base_url,
+        "token": emu.token,
+        "cache": str(tmp_path / "cache"),
+        "progress": False,
+        "retry": FAST_RETRY,
+    }
+
+
+def _manifests(conn) -> list[Path]:
+    return sorted(Path(conn["cache"]).rglob("manifest.json"))
+
+
+def _downloads(emu) -> list:
+    return [r for r in emu.requests if r.host == "download" and r.method == "GET"]
+
+
+def test_rate_limits_and_server_errors_are_retried_to_exact_data(emu, conn):
+    batch_id = emu.add_batch(seed=1, n_submissions=6)
+    emu.faults.rate_limit(times=2, retry_after=0)
+    emu.faults.rate_limit(times=1)
+    emu.faults.server_error(times=2, status=503)
+    exp = load_batch_export(batch_id, **conn)
+    assert_matches_truth(exp.arrow.tables, emu.ground_truth(batch_id))
+    assert [r.status for r in emu.requests if r.status in (429, 503)] == [429, 429, 429, 503, 503]
+
+
+def test_lost_post_response_does_not_leak_jobs(emu, conn):
+    batch_id = emu.add_batch(seed=2, n_submissions=4)
+    emu.faults.drop_api_response(times=1, method="POST")
+    exp = load_batch_export(batch_id, **conn)
+    assert len(emu.jobs(batch_id)) == 1
+    assert_matches_truth(exp.arrow.tables, emu.ground_truth(batch_id))
+
+
+def test_expired_url_is_refreshed_and_the_load_continues(emu, conn):
+    batch_id = emu.add_batch(seed=3, n_submissions=4)
+    emu.faults.expired_url(times=1)
+    exp = load_batch_export(batch_id, **conn)
+    assert [r.status for r in _downloads(emu)][:1] == [403]
+    assert_matches_truth(exp.arrow.tables, emu.ground_truth(batch_id))
+
+
+def test_dropped_download_resumes_with_range(emu, conn):
+    batch_id = emu.add_batch(seed=4, n_submissions=30)
+    emu.faults.drop_download(after_bytes=200_000, times=1)
+    exp = load_batch_export(batch_id, **conn)
+    ranged = [r for r in _downloads(emu) if "range" in {k.lower() for k in r.headers}]
+    assert ranged, "the second request should resume with a Range header"
+    range_value = next(v for k, v in ranged[0].headers.items() if k.lower() == "range")
+    assert range_value.startswith("bytes=") and range_value != "bytes=0-"
+    assert_matches_truth(exp.arrow.tables, emu.ground_truth(batch_id))
+
+
+def test_corrupt_download_is_fetched_again(emu, conn):
+    batch_id = emu.add_batch(seed=5, n_submissions=10)
+    emu.faults.corrupt_download(offset=2_000, times=1)
+    exp = load_batch_export(batch_id, **conn)
+    assert len([r for r in _downloads(emu) if r.status in (200, 206)]) >= 2
+    assert_matches_truth(exp.arrow.tables, emu.ground_truth(batch_id))
+
+
+def test_always_corrupt_download_raises_and_caches_nothing(emu, conn):
+    batch_id = emu.add_batch(seed=5, n_submissions=10)
+    emu.faults.corrupt_download(offset=2_000, times=None)
+    with pytest.raises(CorruptArchiveError):
+        load_batch_export(batch_id, **conn)
+    assert _manifests(conn) == []
+    leftovers = [p for p in Path(conn["cache"]).rglob("*") if p.is_file() and ".lock" not in p.name]
+    assert leftovers == []
+
+
+def test_timeout_names_the_export_and_export_id_resumes_the_same_job(tmp_path):
+    with Emulator(polls_until_complete=8) as slow:
+        batch_id = slow.add_batch(seed=6, n_submissions=4)
+        conn = {
+            "base_url": slow.base_url,
+            "token": slow.token,
+            "cache": str(tmp_path),
+            "progress": False,
+        }
+        with pytest.raises(ExportTimeoutError) as info:
+            load_batch_export(batch_id, timeout=0.0, **conn)
+        export_id = info.value.export_id
+        assert export_id and export_id in str(info.value)
+        assert f"export_id={export_id}" in str(info.value) or "export_id=" in str(info.value)
+        exp = load_batch_export(batch_id, export_id=export_id, **conn)
+        assert exp.export_id == export_id
+        assert len([r for r in slow.requests if r.method == "POST"]) == 1
+        assert_matches_truth(exp.arrow.tables, slow.ground_truth(batch_id))
+
+
+def test_job_that_completes_then_fails_is_reported(emu, conn):
+    batch_id = emu.add_batch(seed=7, n_submissions=3)
+    first = load_batch_export(batch_id, **conn)
+    emu.delete_archive(batch_id, first.export_id)
+    # The cached copy still serves an export_id reload; a fresh fetch of it must fail typed.
+    again = load_batch_export(batch_id, export_id=first.export_id, **conn)
+    assert again.export_id == first.export_id
+    other = dict(conn, cache=conn["cache"] + "-other")
+    with pytest.raises(ExportFailedError):
+        load_batch_export(batch_id, export_id=first.export_id, **other)
+
+
+def test_four_concurrent_loads_of_one_export_download_it_once(emu, conn):
+    batch_id = emu.add_batch(seed=8, n_submissions=20)
+    emu.faults.bandwidth(2_000_000)  # keep the download in flight while the others arrive
+    client = ProlificClient(Settings.from_env(token=emu.token, base_url=emu.base_url))
+    job = request_export(client, ExportRef("batch", batch_id))
+    results, errors = [], []
+
+    def load() -> None:
+        try:
+            results.append(load_batch_export(batch_id, export_id=job.export_id, **conn))
+        except Exception as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=load) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert len(results) == 4
+    assert len([r for r in _downloads(emu) if r.status in (200, 206)]) == 1
+    truth = emu.ground_truth(batch_id)
+    for exp in results:
+        assert_matches_truth(exp.arrow.tables, truth)
+
+
+def test_export_limit_error_lists_the_existing_jobs(tmp_path):
+    with Emulator(polls_until_complete=1000) as busy:
+        batch_id = busy.add_batch(seed=9, n_submissions=2)
+        conn = {
+            "base_url": busy.base_url,
+            "token": busy.token,
+            "cache": str(tmp_path),
+            "progress": False,
+        }
+        for day in range(1, 11):
+            load_kw = dict(conn, since=f"2026-10-{day:02d}T00:00:00Z", timeout=0.0)
+            with pytest.raises(ExportTimeoutError):
+                load_batch_export(batch_id, **load_kw)
+        with pytest.raises(ExportLimitError) as info:
+            load_batch_export(batch_id, max_age=0, **conn)
+        assert info.value.status == 409
+        assert len(info.value.existing_jobs) == 10
+
+
+def _zip_with_lines(path: Path, lines: list[bytes]) -> None:
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("responses-by-submission.jsonl", b"\n".join(lines) + b"\n")
+        zf.writestr("batch.json", json.dumps({"id": "b1", "instructions": []}))
+
+
+GOOD = json.dumps(
+    {
+        "submission_id": "s1",
+        "participant_id": "p1",
+        "batch_id": "b1",
+        "tasks": [
+            {
+                "task_id": "t1",
+                "responses": [
+                    {
+                        "id": "r1",
+                        "created_at": "2026-11-01T00:00:00Z",
+                        "instruction_id": "i1",
+                        "type": "free_text",
+                        "answer": [{"value": "ok"}],
+                    }
+                ],
+            }
+        ],
+    }
+).encode()
+
+
+def test_bad_jsonl_line_is_named_or_quarantined_whole(tmp_path):
+    path = tmp_path / "bad.zip"
+    bad = b'{"submission_id": "s2", "tasks": [ broken'
+    _zip_with_lines(path, [GOOD, bad, GOOD.replace(b"s1", b"s3").replace(b"r1", b"r3")])
+    with pytest.raises(BadRecordError) as info:
+        read_export(str(path))
+    assert info.value.member == "responses-by-submission.jsonl"
+    assert info.value.line == 2
+    assert "responses-by-submission.jsonl" in str(info.value) and "2" in str(info.value)
+    exp = read_export(str(path), on_bad_records="quarantine")
+    rejected = exp.rejected
+    assert list(rejected["line_number"]) == [2]
+    assert rejected["raw"].iloc[0] == bad.decode()
+    assert sorted(exp.answers["response_id"]) == ["r1", "r3"]
+
+
+def test_soak_random_faults_every_load_exact_or_typed(tmp_path):
+    """Seeded and bounded: random fault mixes, each load exact or a typed error, then exact."""
+    rng = random.Random(20261129)
+    with Emulator(polls_until_complete=1) as soak:
+        batches = [soak.add_batch(seed=100 + i, n_submissions=rng.randint(3, 25)) for i in range(4)]
+        truths = {b: soak.ground_truth(b) for b in batches}
+        outcomes = {"exact": 0, "typed": 0}
+        for round_ in range(24):
+            soak.faults.clear()
+            for _ in range(rng.randint(1, 3)):
+                kind = rng.choice(["429", "5xx", "expired", "drop", "corrupt", "latency"])
+                if kind == "429":
+                    soak.faults.rate_limit(
+                        times=rng.randint(1, 3), retry_after=rng.choice([None, 0])
+                    )
+                elif kind == "5xx":
+                    soak.faults.server_error(
+                        times=rng.randint(1, 3), status=rng.choice([500, 502, 503])
+                    )
+                elif kind == "expired":
+                    soak.faults.expired_url(times=rng.randint(1, 2))
+                elif kind == "drop":
+                    soak.faults.drop_download(
+                        after_bytes=rng.randint(100, 30_000), times=rng.randint(1, 2)
+                    )
+                elif kind == "corrupt":
+                    soak.faults.corrupt_download(
+                        offset=rng.randint(0, 3_000), times=rng.randint(1, 3)
+                    )
+                else:
+                    soak.faults.latency(0.01, times=3)
+            batch_id = rng.choice(batches)
+            cache = tmp_path / f"cache-{round_ % 3}"
+            conn = {
+                "base_url": soak.base_url,
+                "token": soak.token,
+                "cache": str(cache),
+                "progress": False,
+                "retry": FAST_RETRY,
+                "max_age": rng.choice([0, 600]),
+            }
+            try:
+                exp = load_batch_export(batch_id, **conn)
+            except ProlificIngestError:
+                outcomes["typed"] += 1
+                soak.faults.clear()
+                exp = load_batch_export(batch_id, **conn)  # the next load from this cache is exact
+            else:
+                outcomes["exact"] += 1
+            assert_matches_truth(exp.arrow.tables, truths[batch_id])
+        assert outcomes["exact"] + outcomes["typed"] == 24
+        assert outcomes["exact"] > 0
+
+
+def test_read_export_from_bytes_in_memory_fs():
+    import fsspec
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("responses-by-submission.jsonl", GOOD + b"\n")
+    with fsspec.open("memory://faults/x.zip", "wb") as fh:
+        fh.write(buf.getvalue())
+    exp = read_export("memory://faults/x.zip")
+    assert exp.export_id == "x"
+    assert list(exp.answers["value"]) == ["ok"]
