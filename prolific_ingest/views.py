@@ -75,17 +75,18 @@ def _join_items(items: pd.Series) -> str | None:
 def wide(tables: dict[str, pd.DataFrame], *, kind: str, labels: bool = True) -> pd.DataFrame:
     """One row per submission x task (x submission for collections), one column per instruction.
 
-    Multi-item answers (several selected options, several files) are joined with ``"; "``
-    in ``answer_index`` order. Instructions are ordered as in ``batch.json``.
+    Each cell shows the option label (with ``labels``), else the value, else the uploaded
+    file's name. Multi-item answers (several selected options, several files) are joined
+    with ``"; "`` in ``answer_index`` order. Instructions are ordered as in ``batch.json``.
     """
     answers = tables["answers"]
     instructions = tables["instructions"]
     keys = ["submission_id", "participant_id"] + (["task_id"] if kind == "batch" else [])
+    shown = answers["value"]
     if labels:
         answers = with_labels(answers, instructions)
-        shown = answers["value_label"].fillna(answers["value"])
-    else:
-        shown = answers["value"]
+        shown = answers["value_label"].fillna(shown)
+    shown = shown.fillna(answers["file_name"])  # uploads: the file's name
     frame = answers[[*keys, "instruction_id", "answer_index"]].copy()
     frame["shown"] = shown.astype(object).where(shown.notna(), None)
     frame = frame.sort_values([*keys, "instruction_id", "answer_index"], kind="stable")
