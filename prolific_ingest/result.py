@@ -89,9 +89,16 @@ class Export:
 
     @property
     def tables(self) -> dict[str, pd.DataFrame]:
-        """Every table as an Arrow-backed pandas DataFrame, by name (built once, then reused)."""
+        """Every table as an Arrow-backed pandas DataFrame, by name (built once, then reused).
+
+        ``answers`` has one derived column more than its Parquet form: ``value_label``, the
+        option label that ``batch.json`` gives the answer's value (null where none).
+        """
         if self._frames is None:
-            self._frames = self.arrow.to_pandas()
+            frames = self.arrow.to_pandas()
+            # Convenience for analysis: the option label beside each answer value.
+            frames["answers"] = views.with_labels(frames["answers"], frames["instructions"])
+            self._frames = frames
         return self._frames
 
     def __getattr__(self, name: str) -> pd.DataFrame:

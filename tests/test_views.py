@@ -34,8 +34,9 @@ def test_option_labels_map_values_to_labels(tmp_path):
 
 def test_answers_get_value_label_where_options_exist(tmp_path):
     exp, _ = _export(tmp_path)
-    labelled = with_labels(exp.answers, exp.instructions)
-    assert list(labelled.columns) == [*exp.answers.columns, "value_label"]
+    plain = exp.arrow.to_pandas()["answers"]
+    labelled = with_labels(plain, exp.instructions)
+    assert list(labelled.columns) == [*plain.columns, "value_label"]
     labels = option_labels(exp.instructions)
     mc = labelled[labelled["type"] == "multiple_choice"]
     assert len(mc) > 0
@@ -110,3 +111,11 @@ def test_wide_of_an_empty_export_has_the_key_columns(tmp_path):
     wide = exp.wide()
     assert len(wide) == 0
     assert list(wide.columns[:3]) == ["submission_id", "participant_id", "task_id"]
+
+
+def test_export_answers_carry_value_label(tmp_path):
+    exp, _ = _export(tmp_path)
+    assert "value_label" in exp.answers.columns
+    assert "value_label" not in exp.arrow.tables["answers"].column_names
+    mc = exp.answers[(exp.answers["type"] == "multiple_choice") & exp.answers["value"].notna()]
+    assert mc["value_label"].notna().any()
