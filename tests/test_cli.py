@@ -138,3 +138,19 @@ def test_demo_runs_the_whole_pipeline_without_a_token(tmp_path, capsys, monkeypa
     for name in ("submissions", "tasks", "responses", "answers", "files", "instructions"):
         assert name in text
         assert (out / name).is_dir()
+
+
+def test_batch_ids_from_file_and_incremental_flag(env, tmp_path, capsys):
+    ids = [env.add_batch(seed=10 + i, n_submissions=2) for i in range(3)]
+    listing = tmp_path / "batches.txt"
+    listing.write_text("# nightly batches\n" + "\n".join(ids) + "\n\n", encoding="utf-8")
+    out = tmp_path / "lake"
+    assert (
+        main(["batch", "--from-file", str(listing), "--out", str(out), "--incremental", "--json"])
+        == 0
+    )
+    payload = json.loads(capsys.readouterr().out)
+    assert sorted(payload["results"]) == sorted(ids)
+    assert payload["errors"] == {}
+    for batch_id in ids:
+        assert (out / "_manifests" / f"batch_id={batch_id}").is_dir()

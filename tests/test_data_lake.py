@@ -132,3 +132,16 @@ def test_partition_by_date_through_the_loader(prolific_emulator, conn, tmp_path)
     assert len(dates) >= 2
     back = read_dataset(str(out), "responses", batch_id=batch_id)
     assert _ids(back, "response_id") == _ids(exp.responses, "response_id")
+
+
+def test_collection_output_uses_collection_id_partitions(prolific_emulator, conn, tmp_path):
+    from prolific_ingest import load_collection_export
+
+    collection_id = prolific_emulator.add_collection(seed=25, n_submissions=5)
+    out = tmp_path / "lake"
+    exp = load_collection_export(collection_id, output=str(out), **conn)
+    part = out / "answers" / f"collection_id={collection_id}" / f"export_id={exp.export_id}"
+    assert (part / "part-0.parquet").exists()
+    assert not (out / "tasks").exists()
+    back = read_dataset(str(out), "answers", collection_id=collection_id)
+    assert len(back) == prolific_emulator.ground_truth(collection_id).counts["answers"]
