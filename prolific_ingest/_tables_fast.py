@@ -1,20 +1,29 @@
 """The block fast path: a whole block of grouped-by-submission lines at once.
 
 Instead of one Python call per response and per answer (the per-line
-:class:`~._tables_builder.RecordBuilder`), the block's records are parsed with orjson
-and flattened level by level with list comprehensions and numpy/Arrow index arithmetic.
+:class:`~._tables_builder.RecordBuilder`), a block is handled like this:
+
+1. one byte scan of the whole block for integers that may exceed 64 bits
+   (:func:`long_number_lines`); only the lines it flags are parsed with the stdlib;
+2. every other line is parsed with ``orjson``;
+3. the known keys of every level (submission, task, response, answer) are converted to
+   Arrow in **one** C-level call (``pa.array`` with a nested struct type), which also
+   validates their JSON types; the levels are then flattened with Arrow list offsets;
+4. only what Arrow cannot do is done in Python, in a few passes over the answer and
+   response objects: the mixed-type ``value``, and the objects with unknown keys.
 
 It handles the common shape only (every line grouped by submission, well-typed known
 keys, no per-response overrides of the submission's ids). Anything else raises
 :class:`Fallback` *before* any state changes, and the caller re-reads the block line by
 line, which produces exactly the same rows (the shared finishing code lives in
-:mod:`._tables_arrow` and ``RecordBuilder._batch``).
+:mod:`._tables_arrow`).
 """
 
 from __future__ import annotations
 
+import json
 from itertools import chain, compress, count, repeat
-from operator import not_
+from operator import is_not, not_
 from typing import Any
 
 import numpy as np
@@ -23,20 +32,40 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ._tables_arrow import dumps, file_paths, json_column, timestamps
-from ._tables_builder import (
-    _ANSWER_KNOWN,
-    _TASK_KNOWN,
-    RecordBuilder,
-    _extra,
-    maybe_big_int,
-)
+from ._tables_builder import _ANSWER_KNOWN, _TASK_KNOWN, RecordBuilder, _extra
 
-__all__ = ["Fallback", "build_block"]
+__all__ = ["Fallback", "build_block", "long_number_lines", "split_block"]
 
 _ABSENT: Any = object()
 _SIMPLE_RESPONSE = frozenset(("id", "created_at", "instruction_id", "type", "answer"))
-_OVERRIDES = ("submission_id", "participant_id", "study_id")
+_OVERRIDES = frozenset(("submission_id", "participant_id", "study_id"))
 _S = pa.string()
+_F = pa.float64()
+_ANSWER_T = pa.struct(
+    [
+        ("unit", _S),
+        ("explanation", _S),
+        ("file_key", _S),
+        ("file_name", _S),
+        ("file_size_mb", _F),
+        ("content_type", _S),
+    ]
+)
+_RESPONSE_T = pa.struct(
+    [
+        ("id", _S),
+        ("created_at", _S),
+        ("instruction_id", _S),
+        ("type", _S),
+        ("answer", pa.list_(_ANSWER_T)),
+    ]
+)
+_TASK_T = pa.struct([("task_id", _S), ("responses", pa.list_(_RESPONSE_T))])
+#: ``_tables_builder.LONG_DIGITS`` (``[:,\[]\s*-?[0-9]{19}``), found with byte operations.
+_DIGITS_TO_ZERO = bytes.maketrans(b"0123456789", b"0" * 10)
+_RUN = b"0" * 19
+_LINE_SPACE = frozenset(b" \t\r\f\v")
+_OPENERS = frozenset(b":,[")
 
 
 class Fallback(Exception):
@@ -47,31 +76,82 @@ class Fallback(Exception):
         self.records = records
 
 
-def _strings(values: list[Any]) -> pa.Array:
+def _record_type(owner: str, batch: bool) -> pa.DataType:
+    children = ("tasks", pa.list_(_TASK_T)) if batch else ("responses", pa.list_(_RESPONSE_T))
+    ids = [(k, _S) for k in ("submission_id", "participant_id", "study_id", owner)]
+    return pa.struct([*ids, children])
+
+
+_RECORD_T = {
+    "batch": _record_type("batch_id", True),
+    "collection": _record_type("collection_id", False),
+}
+
+
+def split_block(block: bytes) -> list[bytes]:
+    """Return the non-blank lines of a block (a trailing ``\\r`` is left on the line)."""
+    return [line for line in block.split(b"\n") if line and not line.isspace()]
+
+
+def long_number_lines(block: bytes) -> set[int]:
+    """Return the 0-based indices (in ``block.split(b"\\n")``) of lines that may hold an
+    integer beyond 64 bits: exactly the lines ``_tables_builder.maybe_big_int`` flags.
+
+    One ``bytes.translate`` and ``bytes.find`` over the block replace a regex per line.
+    """
+    zeros = block.translate(_DIGITS_TO_ZERO)
+    flagged: set[int] = set()
+    at = zeros.find(_RUN)
+    while at >= 0:
+        j = at - 1
+        if j >= 0 and block[j] == 0x2D:  # "-"
+            j -= 1
+        while j >= 0 and block[j] in _LINE_SPACE:
+            j -= 1
+        if j >= 0 and block[j] in _OPENERS:
+            flagged.add(block.count(b"\n", 0, at))
+        at = zeros.find(_RUN, at + 1)
+    return flagged
+
+
+def _stdlib_loads(line: bytes) -> Any:
+    def reject(name: str) -> Any:
+        raise ValueError(name)
+
+    return json.loads(line.decode("utf-8"), parse_constant=reject)
+
+
+def _parse(block: bytes) -> list[Any]:
+    flagged = long_number_lines(block)
     try:
-        return pa.array(values, type=_S)
-    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        if not flagged:
+            return list(map(orjson.loads, split_block(block)))
+        records = []
+        for i, line in enumerate(block.split(b"\n")):
+            if line and not line.isspace():
+                records.append(_stdlib_loads(line) if i in flagged else orjson.loads(line))
+    except ValueError as exc:  # orjson.JSONDecodeError, json.JSONDecodeError, UnicodeError
         raise Fallback from exc
+    return records
 
 
-def _get(items: list[dict[str, Any]], key: str, default: Any = None) -> list[Any]:
-    """``[item.get(key, default) for item in items]`` at C speed."""
-    n = len(items)
-    return list(map(dict.get, items, repeat(key, n), repeat(default, n)))
+def build_block(block: bytes, b: RecordBuilder) -> list[tuple[str, pa.RecordBatch]]:
+    """Return the batches of a block of whole lines, or raise :class:`Fallback`."""
+    recs = _parse(block)
+    if not recs:
+        return []
+    try:
+        return _build(recs, b)
+    except Fallback:
+        raise Fallback(recs) from None
+    except (pa.ArrowInvalid, pa.ArrowTypeError, LookupError, TypeError, ValueError) as exc:
+        raise Fallback(recs) from exc
 
 
-def _children(parents: list[Any], key: str) -> tuple[list[Any], np.ndarray]:
-    """Return the concatenated ``parent[key]`` lists (all dicts) and the count per parent."""
-    lists = _get(parents, key)
-    if None in lists:
-        lists = [[] if x is None else x for x in lists]
-    if not set(map(type, lists)) <= {list}:
-        raise Fallback
-    items = list(chain.from_iterable(lists))
-    if not set(map(type, items)) <= {dict}:
-        raise Fallback
-    counts = np.fromiter(map(len, lists), dtype=np.int64, count=len(lists))
-    return items, counts
+def _grouped(r: Any) -> bool:
+    if type(r) is not dict or "response" in r:
+        return False
+    return "tasks" in r or "submission_id" in r or "task_id" not in r
 
 
 def _extras(items: list[dict[str, Any]], known: frozenset[str]) -> list[dict[str, Any] | None]:
@@ -82,141 +162,135 @@ def _extras(items: list[dict[str, Any]], known: frozenset[str]) -> list[dict[str
     return extras
 
 
-def _type_name(v: Any) -> str:
-    return type(v).__name__
+def _children(parents: list[dict[str, Any]], key: str) -> list[Any]:
+    """The concatenated ``parent[key]`` lists.
+
+    Arrow has already checked that each is a list of objects or null, except that it reads
+    a string as a list of characters: a string there is refused.
+    """
+    lists = list(map(dict.get, parents, repeat(key)))
+    if str in set(map(type, lists)):
+        raise Fallback
+    return list(chain.from_iterable(filter(None, lists)))
+
+
+_KIND = {
+    str: "string",
+    type(None): "null",
+    object: "null",  # _ABSENT: no "value" key
+    bool: "boolean",
+    int: "number",
+    float: "number",
+    dict: "object",
+    list: "array",
+}
+_TEXT: dict[type, Any] = {
+    type(None): lambda v: None,
+    object: lambda v: None,
+    bool: {True: "true", False: "false"}.__getitem__,
+    int: int.__repr__,
+    float: float.__repr__,
+    dict: dumps,
+    list: dumps,
+}
 
 
 def _value_columns(answers: list[dict[str, Any]]) -> tuple[pa.Array, pa.Array]:
-    values = _get(answers, "value", _ABSENT)
-    kinds: list[Any] = ["string"] * len(values)
-    if set(map(type, values)) == {str}:
-        return pa.array(values, type=_S), pa.array(kinds, type=_S)
-    texts: list[Any] = list(values)
-    for i in compress(count(), map(str.__ne__, map(_type_name, values), repeat("str"))):
-        v = values[i]
-        if v is None or v is _ABSENT:
-            texts[i], kinds[i] = None, "null"
-        elif type(v) is bool:
-            texts[i], kinds[i] = ("true" if v else "false"), "boolean"
-        elif type(v) is int:
-            texts[i], kinds[i] = int.__repr__(v), "number"
-        elif type(v) is float:
-            texts[i], kinds[i] = float.__repr__(v), "number"
-        else:
-            texts[i], kinds[i] = dumps(v), ("object" if type(v) is dict else "array")
-    return pa.array(texts, type=_S), pa.array(kinds, type=_S)
+    """``value`` as JSON text (strings verbatim) and ``value_type``, as in ``_value``."""
+    n = len(answers)
+    values = list(map(dict.get, answers, repeat("value", n), repeat(_ABSENT, n)))
+    types = list(map(type, values))
+    kinds = list(map(_KIND.__getitem__, types))  # KeyError: not a JSON type
+    if kinds.count("string") != n:
+        text = _TEXT
+        for i in compress(count(), map(is_not, types, repeat(str, n))):
+            values[i] = text[types[i]](values[i])
+    return pa.array(values, type=_S), pa.array(kinds, type=_S)
 
 
-def build_block(lines: list[bytes], b: RecordBuilder) -> list[tuple[str, pa.RecordBatch]]:
-    """Return the batches of a block of non-blank lines, or raise :class:`Fallback`."""
-    if not lines:
-        return []
-    if any(map(maybe_big_int, lines)):
-        raise Fallback  # maybe integers beyond 64 bits: the per-line parser keeps them exact
-    try:
-        if not _grouped(orjson.loads(lines[0])):
+def _check_sizes(sizes: pa.Array, answers: list[dict[str, Any]]) -> None:
+    """Arrow reads ``true``/``false`` as 1.0/0.0 in a float column: refuse real booleans."""
+    suspect = pc.fill_null(pc.is_in(sizes, value_set=pa.array([0.0, 1.0])), False)
+    maybe = pc.indices_nonzero(suspect)
+    for i in maybe.to_pylist():
+        if type(answers[i].get("file_size_mb")) is bool:
             raise Fallback
-        recs = [orjson.loads(line) for line in lines]
-    except orjson.JSONDecodeError as exc:
-        raise Fallback from exc
-    try:
-        return _build(recs, b)
-    except Fallback:
-        raise Fallback(recs) from None
 
 
-def _grouped(r: Any) -> bool:
-    if type(r) is not dict or "response" in r:
-        return False
-    return "tasks" in r or "submission_id" in r or "task_id" not in r
+def _offsets(lists: pa.ListArray) -> tuple[np.ndarray, np.ndarray]:
+    """Return (parent index of every child, number of children per parent)."""
+    offsets = lists.offsets.to_numpy()
+    counts = np.diff(offsets).astype(np.int64)
+    parents = np.repeat(np.arange(len(lists), dtype=np.int64), counts)
+    return parents, counts
 
 
 def _build(recs: list[Any], b: RecordBuilder) -> list[tuple[str, pa.RecordBatch]]:
-    if not all(_grouped(r) for r in recs):
-        raise Fallback
     batch = b.kind == "batch"
+    if not all(map(_grouped, recs)):
+        raise Fallback
+    if batch and any("responses" in r for r in recs):
+        raise Fallback
     n_recs = len(recs)
+    top = pa.array(recs, type=_RECORD_T[b.kind])  # all known keys, type-checked, in C
+    sub, part, study, owner = (top.field(i) for i in range(4))
     if batch:
-        if any("responses" in r for r in recs):
-            raise Fallback
-        tasks, n_tasks = _children(recs, "tasks")
-        resps, n_resp = _children(tasks, "responses")
-        task_rec = np.repeat(np.arange(n_recs), n_tasks)
-        resp_task = np.repeat(np.arange(len(tasks)), n_resp)
+        task_lists = top.field(4)
+        tasks = _children(recs, "tasks")
+        task_rec, _ = _offsets(task_lists)
+        task_arr = task_lists.flatten()
+        resp_lists = task_arr.field(1)
+        resps = _children(tasks, "responses")
+        resp_task, _ = _offsets(resp_lists)
         resp_rec = task_rec[resp_task]
     else:
         tasks = []
-        resps, n_resp = _children(recs, "responses")
-        resp_rec = np.repeat(np.arange(n_recs), n_resp)
-    answers, n_ans = _children(resps, "answer")
-    ans_resp = np.repeat(np.arange(len(resps)), n_ans)
+        resp_lists = top.field(4)
+        resps = _children(recs, "responses")
+        resp_rec, _ = _offsets(resp_lists)
+    resp_arr = resp_lists.flatten()
+    ans_lists = resp_arr.field(4)
+    answers = _children(resps, "answer")
+    ans_resp, n_ans = _offsets(ans_lists)
+    ans_arr = ans_lists.flatten()
+    if len(resps) != len(resp_arr) or len(answers) != len(ans_arr):
+        raise Fallback  # a string where a list belongs (Arrow reads it as characters)
 
     # submissions
-    sub = _strings(_get(recs, "submission_id"))
-    part = _strings(_get(recs, "participant_id"))
-    study = _strings(_get(recs, "study_id"))
-    owner = _strings(_get(recs, b.owner))
     n_responses = np.bincount(resp_rec, minlength=n_recs).astype(np.int64)
     sub_extra = json_column(_extras(recs, b.sub_known))
 
     # responses
     resp_extras = _extras(resps, _SIMPLE_RESPONSE)
     for extra in resp_extras:
-        if extra is not None and any(k in extra for k in _OVERRIDES):
+        if extra is not None and not _OVERRIDES.isdisjoint(extra):
             raise Fallback
-    rid = _strings(_get(resps, "id"))
-    created, bad = timestamps(_get(resps, "created_at"))
-    iid = _strings(_get(resps, "instruction_id"))
-    rtype = _strings(_get(resps, "type"))
+    created, bad = timestamps(resp_arr.field(1))
     resp_idx = pa.array(resp_rec)
     if batch:
-        task_ids = _strings(_get(tasks, "task_id"))
-        resp_task_id = pc.take(task_ids, pa.array(resp_task))
+        resp_task_id = task_arr.field(0).take(pa.array(resp_task))
     else:
         resp_task_id = pa.nulls(len(resps), type=_S)
 
     # answers
-    ans_idx = pa.array(ans_resp)
-    offsets = np.cumsum(n_ans) - n_ans
-    answer_index = np.arange(len(answers), dtype=np.int64) - np.repeat(offsets, n_ans)
     value, value_type = _value_columns(answers)
-    opt = {k: _strings(_get(answers, k)) for k in ("unit", "explanation", "file_key", "file_name")}
-    content_type = _strings(_get(answers, "content_type"))
-    sizes = _get(answers, "file_size_mb")
-    if bool in set(map(type, sizes)):
-        raise Fallback
-    try:
-        size_mb = pa.array(sizes, type=pa.float64())
-    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as exc:
-        raise Fallback from exc
+    size_mb = ans_arr.field(4)
+    _check_sizes(size_mb, answers)
     ans_extra = json_column(_extras(answers, _ANSWER_KNOWN))
+    answer_index = np.arange(len(answers), dtype=np.int64) - np.repeat(
+        np.cumsum(n_ans) - n_ans, n_ans
+    )
 
     # -- nothing below can fall back: commit state --------------------------------------
     out: list[tuple[str, pa.RecordBatch]] = []
     if batch:
-        rows: list[tuple[Any, ...]] = []
-        owners = owner.to_pylist()
-        for t, rec_i in zip(tasks, task_rec.tolist(), strict=True):
-            tid = t.get("task_id")
-            if tid is None or tid in b.seen_tasks:
-                continue
-            b.seen_tasks.add(tid)
-            known = _TASK_KNOWN if b.owner not in t else b.by_task_known
-            rows.append(
-                (
-                    tid,
-                    t.get(b.owner, owners[rec_i]),
-                    t.get("task_group_id"),
-                    t.get("datapoint"),
-                    t.get("metadata"),
-                    _extra(t, known),
-                )
-            )
-        if rows:
-            out.append(("tasks", b._batch("tasks", rows, {})))
+        task_rows = _new_tasks(tasks, task_rec, owner, b)
+        if task_rows:
+            out.append(("tasks", b._batch("tasks", task_rows, {})))
     for i, raw in bad.items():
         resp_extras[i] = {**(resp_extras[i] or {}), "created_at": raw}
     s = b.schemas
+    rid, iid, rtype = resp_arr.field(0), resp_arr.field(2), resp_arr.field(3)
     out.append(
         (
             "responses",
@@ -224,9 +298,9 @@ def _build(recs: list[Any], b: RecordBuilder) -> list[tuple[str, pa.RecordBatch]
                 [
                     rid,
                     created,
-                    pc.take(sub, resp_idx),
-                    pc.take(part, resp_idx),
-                    pc.take(study, resp_idx),
+                    sub.take(resp_idx),
+                    part.take(resp_idx),
+                    study.take(resp_idx),
                     resp_task_id,
                     iid,
                     rtype,
@@ -237,33 +311,32 @@ def _build(recs: list[Any], b: RecordBuilder) -> list[tuple[str, pa.RecordBatch]
             ),
         )
     )
-    ans_sub = pc.take(sub, pc.take(resp_idx, ans_idx))
+    ans_idx = pa.array(ans_resp)
+    ans_rec = pa.array(resp_rec[ans_resp])
+    ans_sub = sub.take(ans_rec)
+    file_key, file_name = ans_arr.field(2), ans_arr.field(3)
     out.append(
         (
             "answers",
             pa.RecordBatch.from_arrays(
                 [
-                    pc.take(rid, ans_idx),
+                    rid.take(ans_idx),
                     pa.array(answer_index),
                     ans_sub,
-                    pc.take(part, pc.take(resp_idx, ans_idx)),
-                    pc.take(resp_task_id, ans_idx),
-                    pc.take(iid, ans_idx),
-                    pc.take(rtype, ans_idx),
+                    part.take(ans_rec),
+                    resp_task_id.take(ans_idx),
+                    iid.take(ans_idx),
+                    rtype.take(ans_idx),
                     value,
                     value_type,
-                    opt["unit"],
-                    opt["explanation"],
-                    opt["file_key"],
-                    opt["file_name"],
+                    ans_arr.field(0),
+                    ans_arr.field(1),
+                    file_key,
+                    file_name,
                     size_mb,
-                    content_type,
+                    ans_arr.field(5),
                     file_paths(
-                        ans_sub,
-                        opt["file_key"],
-                        opt["file_name"],
-                        prefix=b.files_prefix,
-                        existing=b.existing,
+                        ans_sub, file_key, file_name, prefix=b.files_prefix, existing=b.existing
                     ),
                     ans_extra,
                 ],
@@ -281,3 +354,31 @@ def _build(recs: list[Any], b: RecordBuilder) -> list[tuple[str, pa.RecordBatch]
         )
     )
     return out
+
+
+def _new_tasks(
+    tasks: list[dict[str, Any]], task_rec: np.ndarray, owner: pa.Array, b: RecordBuilder
+) -> list[tuple[Any, ...]]:
+    """Rows of the ``tasks`` table for task ids not seen before (first occurrence wins)."""
+    rows: list[tuple[Any, ...]] = []
+    owners: list[Any] | None = None
+    seen = b.seen_tasks
+    for i, t in enumerate(tasks):
+        tid = t.get("task_id")
+        if tid is None or tid in seen:
+            continue
+        seen.add(tid)
+        if owners is None:
+            owners = owner.to_pylist()
+        known = _TASK_KNOWN if b.owner not in t else b.by_task_known
+        rows.append(
+            (
+                tid,
+                t.get(b.owner, owners[task_rec[i]]),
+                t.get("task_group_id"),
+                t.get("datapoint"),
+                t.get("metadata"),
+                _extra(t, known),
+            )
+        )
+    return rows

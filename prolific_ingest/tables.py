@@ -163,9 +163,17 @@ class _BlockReader:
         self.member = ""
         self.rejected: list[dict[str, Any]] = []
         self.skipped = 0
+        self.fallbacks = 0
 
     def read(self, start: int, block: bytes) -> list[tuple[str, pa.RecordBatch]]:
         """Add a block's rows; return the fast path's batches (empty if it fell back)."""
+        records: list[Any] | None = None
+        if FAST_PATH:
+            try:
+                return build_block(block, self.builder)
+            except Fallback as fallback:
+                records = fallback.records
+            self.fallbacks += 1
         numbers: list[int] = []
         lines: list[bytes] = []
         for offset, line in enumerate(block.split(b"\n")):
@@ -174,12 +182,6 @@ class _BlockReader:
             if line and not line.isspace():
                 numbers.append(start + offset)
                 lines.append(line)
-        records: list[Any] | None = None
-        if FAST_PATH:
-            try:
-                return build_block(lines, self.builder)
-            except Fallback as fallback:
-                records = fallback.records
         for i, (number, line) in enumerate(zip(numbers, lines, strict=True)):
             try:
                 record = check_record(records[i]) if records else parse_line(line)

@@ -646,11 +646,114 @@ def test_fast_path_handles_grouped_blocks_and_refuses_others() -> None:
     from prolific_ingest._tables_fast import Fallback, build_block
 
     builder = RecordBuilder("batch", files_prefix="files/", existing_files=[], batch_rows=100)
-    out = dict(build_block([_line(SUBMISSION), _line(GOOD)], builder))
+    out = dict(build_block(b"\n".join([_line(SUBMISSION), _line(GOOD)]), builder))
     assert out["answers"].num_rows == 4
     assert out["submissions"].column("n_responses").to_pylist() == [2, 1]
     flat = {"id": "r", "response": {"answer": []}}
     for lines in ([_line(flat)], [_line(GOOD), b"{bad"], [_line(GOOD), b"[1]"]):
         with pytest.raises(Fallback):
-            build_block(lines, builder)
+            build_block(b"\n".join(lines), builder)
     assert builder.seen_tasks == {"t1", "t"}  # a refused block changes no state
+
+
+# -- the block fast path: every refusal gives the per-line result ----------------------
+
+
+def test_long_number_scan_flags_exactly_the_lines_the_regex_flags() -> None:
+    from prolific_ingest._tables_builder import maybe_big_int
+    from prolific_ingest._tables_fast import long_number_lines
+
+    lines = [
+        b'{"a": 1234567890123456789}',
+        b'{"a": -1234567890123456789012}',
+        b'{"a":[1,\t 99999999999999999999]}',
+        b'{"id": "1234567890123456789012"}',  # digits inside a string
+        b'{"a": 123456789012345678}',  # 18 digits
+        b'{"a": 1.5, "b": "x: 12345678901234567890"}',  # looks like a number: flagged
+        b'{"a": --1234567890123456789}',
+        b"1234567890123456789",  # no opener on its line
+        b"{},",
+        b"12345678901234567890123",  # the opener is on the previous line
+        b'{"a": 0}',
+    ]
+    block = b"\n".join(lines)
+    assert long_number_lines(block) == {i for i, line in enumerate(lines) if maybe_big_int(line)}
+    assert long_number_lines(block) == {0, 1, 2, 5}
+
+
+def test_big_integers_stay_exact_next_to_ordinary_lines(tmp_path: Path) -> None:
+    big = dict(GOOD, submission_id="big")
+    big["tasks"] = [
+        {"task_id": "t9", "responses": [{"id": "r9", "answer": [{"value": 2**70, "x": -(2**65)}]}]}
+    ]
+    tables = read(tmp_path, [GOOD, big, dict(GOOD, submission_id="after")])
+    answer = rows(tables, "answers")[0]
+    assert (answer["value"], answer["value_type"]) == (str(2**70), "number")
+    assert answer["extra"] == f'{{"x":{-(2**65)}}}'
+    assert [r["submission_id"] for r in rows(tables, "submissions")] == ["ok", "big", "after"]
+
+
+@pytest.mark.parametrize("size", [True, False, 1, 0, 1.0, 0.0])
+def test_boolean_file_sizes_are_not_read_as_numbers(tmp_path: Path, size: Any) -> None:
+    answer = {"file_key": "k", "file_size_mb": size}
+    record = {
+        "submission_id": "s",
+        "tasks": [{"task_id": "t", "responses": [{"answer": [answer]}]}],
+    }
+    got = rows(read(tmp_path, [record]), "answers")[0]
+    if type(size) is bool:
+        assert got["file_size_mb"] is None
+        assert json.loads(got["extra"]) == {"file_size_mb": size}
+    else:
+        assert got["file_size_mb"] == float(size)
+        assert got["extra"] is None
+
+
+@pytest.mark.parametrize("where", ["tasks", "responses", "answer"])
+def test_a_string_where_a_list_belongs_is_a_bad_record(tmp_path: Path, where: str) -> None:
+    for text in ("", "abc"):
+        record: dict[str, Any] = {"submission_id": "s", "tasks": [{"task_id": "t"}]}
+        if where == "tasks":
+            record["tasks"] = text
+        elif where == "responses":
+            record["tasks"][0]["responses"] = text
+        else:
+            record["tasks"][0]["responses"] = [{"id": "r", "answer": text}]
+        tables = read(tmp_path, [GOOD, record], on_bad_records="quarantine")
+        assert [r["line_number"] for r in rows(tables, "rejected")] == [2]
+        assert "not a list" in rows(tables, "rejected")[0]["error"]
+        assert tables.row_counts["submissions"] == 1
+
+
+def test_extra_floats_and_big_integers_use_stdlib_json_text(tmp_path: Path) -> None:
+    odd = [1e-05, 0.00001234, 1e16, 1.5e300, 3.14159, 10**25, "0e5 1E3", 2.0]
+    answers = [{"value": "v", "x": v} for v in odd]
+    record = {"submission_id": "s", "tasks": [{"task_id": "t", "responses": [{"answer": answers}]}]}
+    got = [a["extra"] for a in rows(read(tmp_path, [record]), "answers")]
+    assert got == [json.dumps({"x": v}, ensure_ascii=False, separators=(",", ":")) for v in odd]
+
+
+def test_generated_blocks_take_the_fast_path(
+    tmp_path: Path, path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from prolific_ingest.testing import make_batch_export, make_collection_export
+
+    calls: list[str] = []
+    real = tables_mod.build_block
+
+    def counting(block: bytes, builder: Any) -> Any:
+        try:
+            out = real(block, builder)
+        except tables_mod.Fallback:
+            calls.append("fallback")
+            raise
+        calls.append("fast")
+        return out
+
+    monkeypatch.setattr(tables_mod, "build_block", counting)
+    for make in (make_batch_export, make_collection_export):
+        archive_path = tmp_path / f"{make.__name__}.zip"
+        make(archive_path, n_submissions=12, crlf=True, blank_lines=True, bom=True)
+        with open_archive(archive_path) as archive:
+            build_tables(archive)
+    assert calls == (["fast", "fast"] if path == "fast" else [])
