@@ -35,6 +35,7 @@ from typing import Any
 
 try:
     import dlt
+    from dlt.extract.exceptions import CurrentSourceNotAvailable
     from dlt.extract.resource import DltResource
 except ImportError as exc:  # pragma: no cover - exercised by hiding dlt in a test
     _msg = 'prolific_ingest.dlt_source needs dlt: pip install "prolific-ingest[dlt]"'
@@ -95,7 +96,7 @@ def _selected_tables() -> tuple[str, ...]:
     """The table resources selected in the running source (all of them if unknown)."""
     try:
         selected = set(dlt.current.source().selected_resources)
-    except Exception:  # noqa: BLE001 - outside a running source: assume all tables
+    except CurrentSourceNotAvailable:
         return RESOURCE_TABLES
     return tuple(t for t in RESOURCE_TABLES if t in selected) or RESOURCE_TABLES
 
