@@ -35,6 +35,7 @@ from typing import Any
 
 try:
     import dlt
+    from dlt.common.typing import TSecretStrValue
     from dlt.extract.exceptions import CurrentSourceNotAvailable
     from dlt.extract.resource import DltResource
 except ImportError as exc:  # pragma: no cover - exercised by hiding dlt in a test
@@ -159,7 +160,7 @@ def prolific_source(
     collection_ids: str | Iterable[str] = (),
     *,
     base_url: str | None = None,
-    token: str | None = None,
+    token: TSecretStrValue | None = None,
     cache: str | None = None,
     overlap: timedelta = timedelta(hours=1),
     initial_since: datetime | str | None = None,
@@ -176,8 +177,10 @@ def prolific_source(
     base_url : str, optional
         API root; default ``$PROLIFIC_API_URL`` or ``https://api.prolific.com``.
     token : str, optional
-        API token; default ``$PROLIFIC_TOKEN``. Never logged, and not stored in the
-        pipeline state.
+        API token; default dlt's ``sources.prolific.token`` secret (for example
+        ``SOURCES__PROLIFIC__TOKEN`` or ``secrets.toml``), then ``$PROLIFIC_TOKEN``.
+        Declared a dlt secret, so dlt's trace records it as ``<secret>``; never logged
+        and never stored in the pipeline state.
     cache : str, optional
         Export cache location (path or fsspec URL); default the library's cache.
     overlap : timedelta, default 1 hour
@@ -220,6 +223,8 @@ def prolific_source(
         state = dlt.current.source_state().setdefault(_STATE_KEY, {})
         for kind, owner_id in owners:
             selected = [t for t in _selected_tables() if t in table_names(kind)]
+            if not selected:
+                continue  # e.g. only ``tasks`` selected: a collection has none
             marks: dict[str, str] = state.setdefault(_owner_key(kind, owner_id), {})
             since = _since(marks, selected, overlap, floor)
             logger.info(

@@ -232,3 +232,30 @@ def test_importing_without_dlt_says_how_to_install(monkeypatch):
     monkeypatch.delitem(sys.modules, "prolific_ingest.dlt_source")
     with pytest.raises(ImportError, match=r'pip install "prolific-ingest\[dlt\]"'):
         importlib.import_module("prolific_ingest.dlt_source")
+
+
+def test_token_from_dlt_config_works_and_is_not_traced(
+    prolific_emulator, tmp_path, db, monkeypatch
+):
+    emu = prolific_emulator
+    monkeypatch.setenv("SOURCES__PROLIFIC__TOKEN", emu.token)
+    batch_id = emu.add_batch(seed=49, n_submissions=2)
+    pipeline = _pipeline(tmp_path, db)
+    source = prolific_source(batch_id, base_url=emu.base_url, cache=str(tmp_path / "cache"))
+    pipeline.run(source)
+    assert _count(db, "submissions") == emu.ground_truth(batch_id).counts["submissions"]
+    token = emu.token.encode()
+    for path in tmp_path.rglob("*"):
+        if path.is_file():
+            assert token not in path.read_bytes(), path
+    assert emu.token not in str(pipeline.last_trace)
+
+
+def test_nothing_is_requested_for_a_collection_when_only_tasks_are_selected(
+    prolific_emulator, conn, tmp_path, db
+):
+    collection_id = prolific_emulator.add_collection(seed=50, n_submissions=2)
+    pipeline = _pipeline(tmp_path, db)
+    pipeline.run(prolific_source((), [collection_id], **conn).with_resources("tasks"))
+    assert prolific_emulator.requests == []
+    assert "tasks" not in _tables(db)
