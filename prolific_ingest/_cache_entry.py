@@ -89,6 +89,12 @@ class CachedExport:
         Archive size in bytes.
     filter : ExportFilter
         The filter the export was requested with.
+    filter_known : bool
+        ``False`` when the export was loaded by id and the API did not say its filter;
+        such an entry is only ever used by id, never to answer a filtered request.
+    created_at : datetime or None
+        When the server created the export (its data snapshot), if known; ``max_age``
+        is measured from it, else from ``fetched_at``.
     """
 
     ref: ExportRef
@@ -99,6 +105,13 @@ class CachedExport:
     fetched_at: datetime
     size: int
     filter: ExportFilter
+    filter_known: bool = True
+    created_at: datetime | None = None
+
+    @property
+    def snapshot_at(self) -> datetime:
+        """The export's data snapshot time: ``created_at`` if known, else ``fetched_at``."""
+        return self.created_at or self.fetched_at
 
 
 class DamagedEntryError(Exception):
@@ -135,6 +148,7 @@ def entry_from_manifest(
             raise DamagedEntryError(msg)
         fetched = parse_timestamp(data.get("fetched_at"))
         flt = ExportFilter.from_json(data.get("filter"))
+        created = parse_timestamp(data.get("created_at"))
     except (KeyError, TypeError, ValueError) as exc:
         msg = f"manifest.json is incomplete ({type(exc).__name__})"
         raise DamagedEntryError(msg) from exc
@@ -147,6 +161,8 @@ def entry_from_manifest(
         fetched_at=fetched or datetime.fromtimestamp(0, UTC),
         size=size,
         filter=flt,
+        filter_known=data.get("filter_known", True) is not False,
+        created_at=created,
     )
 
 
@@ -159,6 +175,8 @@ def make_manifest(
     sha256: str,
     etag: str | None,
     source_url: str | None,
+    filter_known: bool = True,
+    created_at: datetime | None = None,
 ) -> dict[str, Any]:
     """The manifest of a new entry (``source_host`` keeps the host only: no path, no query)."""
     return {
@@ -166,6 +184,8 @@ def make_manifest(
         "kind": ref.kind,
         "owner_id": ref.id,
         "filter": ExportFilter.coerce(filter).to_json(),
+        "filter_known": filter_known,
+        "created_at": created_at.isoformat().replace("+00:00", "Z") if created_at else None,
         "fetched_at": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
         "size": size,
         "sha256": sha256,

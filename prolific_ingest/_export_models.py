@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from .errors import ConfigurationError, redact_url
@@ -100,6 +100,9 @@ class ExportRef:
         return f"{self.kind}_id"
 
 
+_FILTER_KEYS = frozenset({"study_id", "from", "to", "since", "until"})
+
+
 @dataclass(frozen=True)
 class ExportFilter:
     """The optional filters of an export: study id and a ``[since, until)`` window.
@@ -120,8 +123,12 @@ class ExportFilter:
             except (TypeError, ValueError) as exc:
                 msg = f"ExportFilter.{name}: cannot parse {raw!r} as an ISO-8601 timestamp"
                 raise ConfigurationError(msg) from exc
-            if dt is not None:
-                dt = dt.replace(microsecond=0)
+            if dt is not None and dt.microsecond:
+                # The API takes whole seconds. `from` is inclusive: round down; `to` is
+                # exclusive: round up, so no response in the last partial second is lost.
+                dt = dt.replace(microsecond=0) + (
+                    timedelta(seconds=1) if name == "until" else timedelta(0)
+                )
             object.__setattr__(self, name, dt)
         if self.study_id is not None:
             study = str(self.study_id).strip()
@@ -225,6 +232,10 @@ class ExportJob:
         Presigned download URL (complete jobs). Never shown by ``repr``.
     expires_at, created_at : datetime, optional
         URL expiry and job creation time (aware UTC).
+    filter_known : bool
+        ``False`` when the API did not say which filter the job has (a status body, or a
+        list item without a readable ``filter``): such a job is never reused for a
+        filtered or unfiltered request, since its content is unknown.
     """
 
     ref: ExportRef
@@ -234,13 +245,15 @@ class ExportJob:
     url: str | None = None
     expires_at: datetime | None = None
     created_at: datetime | None = None
+    filter_known: bool = True
 
     def __repr__(self) -> str:
         url = redact_url(self.url)
         return (
             f"ExportJob(ref={self.ref!r}, export_id={self.export_id!r}, "
             f"status={self.status!r}, filter={self.filter!r}, url={url!r}, "
-            f"expires_at={self.expires_at!r}, created_at={self.created_at!r})"
+            f"expires_at={self.expires_at!r}, created_at={self.created_at!r}, "
+            f"filter_known={self.filter_known!r})"
         )
 
     @property
@@ -262,15 +275,29 @@ def job_from_body(
 ) -> ExportJob | None:
     """Build an :class:`ExportJob` from a status/list body.
 
-    Returns ``None`` when the body has no id or its ``filter`` cannot be read (a
-    missing ``filter`` key means "no filter", as ``null`` does).
+    Returns ``None`` when the body has no id or its ``filter`` cannot be read. With
+    ``filter=None`` the body's own ``filter`` is used: ``null`` or ``{}`` mean "no
+    filter"; a missing key or unknown keys make the job's filter *unknown*
+    (``filter_known=False``), so it is never reused in place of another request.
+    Status strings are compared in lower case.
     """
     eid = body.get("export_id") or body.get("id") or export_id
     if not eid:
         return None
     raw_status = body.get("status")
-    status: Any = raw_status if isinstance(raw_status, str) and raw_status else "unknown"
-    flt = filter if filter is not None else ExportFilter.from_api(body.get("filter"))
+    status: Any = (
+        raw_status.strip().lower() if isinstance(raw_status, str) and raw_status else "unknown"
+    )
+    known = True
+    if filter is not None:
+        flt: ExportFilter | None = filter
+    else:
+        raw_filter = body.get("filter")
+        known = "filter" in body and (
+            raw_filter is None
+            or (isinstance(raw_filter, Mapping) and set(raw_filter) <= _FILTER_KEYS)
+        )
+        flt = ExportFilter.from_api(raw_filter) if known else ExportFilter()
     if flt is None:
         # An unreadable filter must never be mistaken for "no filter" (reuse safety).
         return None
@@ -283,4 +310,5 @@ def job_from_body(
         url=url if isinstance(url, str) and url else None,
         expires_at=_lenient_timestamp(body.get("expires_at")),
         created_at=_lenient_timestamp(body.get("created_at")),
+        filter_known=known,
     )

@@ -97,13 +97,37 @@ def _cache_hit(plan: LoadPlan, cache: ExportCache) -> CachedExport | None:
 
 def _resolve_job(plan: LoadPlan, cache: ExportCache, api: ProlificClient) -> ExportJob:
     if plan.export_id is not None:
-        return lifecycle.get_export(api, plan.ref, plan.export_id, filter=plan.filter)
+        return _job_by_id(plan, api)
     if plan.max_age > timedelta(0):
         reusable = _server_side_reusable(plan, api)
         if reusable is not None:
             logger.info("export %s: reusing a complete server-side export", reusable.export_id)
             return reusable
     return lifecycle.request_export(api, plan.ref, plan.filter)
+
+
+def _job_by_id(plan: LoadPlan, api: ProlificClient) -> ExportJob:
+    """The status of an export named by id, with its filter and age from the list if listed.
+
+    A status body does not say which filter the export was made with: without a list
+    entry the job's filter stays *unknown*, so its cache entry never answers a request
+    by filter (only by id).
+    """
+    assert plan.export_id is not None
+    job = lifecycle.get_export(api, plan.ref, plan.export_id)
+    try:
+        listed = lifecycle.list_exports(api, plan.ref)
+    except AuthenticationError:
+        raise
+    except APIError as exc:
+        logger.info(
+            "listing exports failed (%s); the filter of %s is unknown", exc.status, job.export_id
+        )
+        return job
+    for item in listed:
+        if item.export_id == job.export_id and item.filter_known:
+            return job.replace(filter=item.filter, filter_known=True, created_at=item.created_at)
+    return job
 
 
 def _server_side_reusable(plan: LoadPlan, api: ProlificClient) -> ExportJob | None:
@@ -174,6 +198,8 @@ def download_into_cache(
                 sha256=result.sha256,
                 etag=result.etag,
                 source_url=url,
+                filter_known=job.filter_known,
+                created_at=job.created_at,
             )
     msg = "unreachable"  # pragma: no cover
     raise AssertionError(msg)  # pragma: no cover
@@ -253,7 +279,7 @@ def write_export(
     kind: str,
     owner_id: str,
     export_id: str,
-    filter: ExportFilter,
+    filter: ExportFilter | None,
     archive_sha256: str | None = None,
     overwrite: bool = False,
     partition_by: Sequence[str] = (),
@@ -273,5 +299,8 @@ def write_export(
         overwrite=overwrite,
         partition_by=partition_by,
         storage_options=storage_options,
-        manifest_extra={"filter": filter.to_json(), "archive_sha256": archive_sha256},
+        manifest_extra={
+            "filter": filter.to_json() if filter is not None else None,
+            "archive_sha256": archive_sha256,
+        },
     )

@@ -8,12 +8,16 @@ in a bucket; ``load_batch_exports`` loads many batches concurrently.
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
 import logging
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
+
+import fsspec
 
 from . import _pipeline
 from ._pipeline import OnBadRecords
@@ -247,6 +251,7 @@ def _load(
     entry = _pipeline.fetch(
         plan, cache=store, client=make_client, progress=progress, wait_timeout=timeout
     )
+    known_filter = entry.filter if entry.filter_known else None
     sink = None
     if output is not None:
         sink = functools.partial(
@@ -255,7 +260,7 @@ def _load(
             kind=ref.kind,
             owner_id=ref.id,
             export_id=entry.export_id,
-            filter=entry.filter,
+            filter=known_filter,
             archive_sha256=entry.manifest.get("sha256"),
             overwrite=overwrite,
             partition_by=partition_by,
@@ -266,7 +271,7 @@ def _load(
         export_id=entry.export_id,
         kind=ref.kind,
         owner_id=ref.id,
-        filter=entry.filter,
+        filter=known_filter,
         fetched_at=entry.fetched_at,
         metadata=parsed.metadata,
         archive_url=entry.archive_path,
@@ -290,7 +295,14 @@ def _incremental_filter(
     manifests = committed_exports(
         output, kind=ref.kind, owner_id=ref.id, storage_options=storage_options
     )
-    marks = [m["watermark"] for m in manifests if m.get("watermark")]
+    # Only exports of the same study scope count: a study_id=A run says nothing about B.
+    marks = [
+        m["watermark"]
+        for m in manifests
+        if m.get("watermark")
+        and isinstance(m.get("filter"), dict)
+        and m["filter"].get("study_id") == flt.study_id
+    ]
     if not marks:
         logger.info(
             "%s %s: no committed export in %s; loading everything", ref.kind, ref.id, output
@@ -353,6 +365,7 @@ def download_export(
 def read_export(
     source: str,
     *,
+    export_id: str | None = None,
     on_bad_records: OnBadRecords = "raise",
     storage_options: dict[str, Any] | None = None,
 ) -> Export:
@@ -362,6 +375,10 @@ def read_export(
     ----------
     source : str
         Local path or fsspec URL of the ZIP (for example one saved by Prolific's own CLI).
+    export_id : str, optional
+        The export's id, used as its identity in Parquet output. Default: the id in a
+        cache ``manifest.json`` beside the archive, else the file name without ``.zip``,
+        else (for a file named ``archive.zip``) ``sha256-`` and the start of its checksum.
     on_bad_records : {"raise", "quarantine", "skip"}, default "raise"
         As in :func:`load_batch_export`.
     storage_options : dict, optional
@@ -370,8 +387,8 @@ def read_export(
     Returns
     -------
     Export
-        ``export_id`` is the archive's file name without ``.zip``; the owner id comes from
-        the archive's metadata or records.
+        ``filter`` is ``None`` (unknown); the owner id comes from the archive's metadata or
+        records.
     """
     with open_archive(source, storage_options=storage_options) as archive:
         tables = build_tables(archive, on_bad_records=on_bad_records)
@@ -381,12 +398,11 @@ def read_export(
     owner = metadata.get("id")
     if owner is None and tables.tables["submissions"].num_rows:
         owner = tables.tables["submissions"].column(owner_col)[0].as_py()
-    name = str(source).rstrip("/").rsplit("/", 1)[-1]
     return Export(
-        export_id=name.removesuffix(".zip"),
+        export_id=export_id or _archive_identity(str(source), storage_options),
         kind=kind,
         owner_id=str(owner) if owner is not None else "",
-        filter=ExportFilter(),
+        filter=None,
         fetched_at=datetime.now(UTC),
         metadata=metadata,
         archive_url=str(source),
@@ -394,6 +410,28 @@ def read_export(
         load_tables=lambda: tables,
         storage_options=storage_options,
     )
+
+
+def _archive_identity(source: str, storage_options: dict[str, Any] | None) -> str:
+    """An archive's export id: from a cache manifest beside it, its name, or its checksum."""
+    name = source.rstrip("/").rpartition("/")[2]
+    fs, path = fsspec.core.url_to_fs(source, **(storage_options or {}))
+    manifest = f"{path.rpartition('/')[0]}/manifest.json"
+    try:
+        with fs.open(manifest, "rb") as fh:
+            recorded = json.loads(fh.read()).get("export_id")
+        if isinstance(recorded, str) and recorded:
+            return recorded
+    except (OSError, ValueError, AttributeError):
+        pass
+    stem = name.removesuffix(".zip")
+    if stem and stem != "archive":
+        return stem
+    digest = hashlib.sha256()
+    with fs.open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return f"sha256-{digest.hexdigest()[:16]}"
 
 
 @dataclass
@@ -404,12 +442,14 @@ class BatchLoadReport:
     ----------
     results : dict[str, Export]
         Batches that loaded (and, with ``output``, committed).
-    errors : dict[str, ProlificIngestError]
-        Batches that failed, with their typed error.
+    errors : dict[str, Exception]
+        Batches that failed, with their error (a :class:`~prolific_ingest.ProlificIngestError`
+        for every failure the library anticipates; anything else, such as a full disk,
+        is recorded too rather than losing the other batches' results).
     """
 
     results: dict[str, Export] = field(default_factory=dict)
-    errors: dict[str, ProlificIngestError] = field(default_factory=dict)
+    errors: dict[str, Exception] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -443,8 +483,7 @@ def load_batch_exports(
     Returns
     -------
     BatchLoadReport
-        Per-batch results and typed errors. Errors that are not
-        :class:`~prolific_ingest.ProlificIngestError` (bugs) propagate.
+        Per-batch results and errors; one batch's failure never loses another's result.
     """
     ids = list(dict.fromkeys(batch_ids))
     report = BatchLoadReport()
@@ -455,5 +494,8 @@ def load_batch_exports(
                 report.results[bid] = future.result()
             except ProlificIngestError as exc:
                 logger.warning("batch %s failed: %s", bid, exc)
+                report.errors[bid] = exc
+            except Exception as exc:
+                logger.exception("batch %s failed unexpectedly", bid)
                 report.errors[bid] = exc
     return report

@@ -239,7 +239,9 @@ class ExportCache:
         limit = as_timedelta(max_age)
         now = datetime.now(UTC)
         for entry in self.list(ref):
-            if entry.filter != flt or (limit is not None and now - entry.fetched_at > limit):
+            if not entry.filter_known or entry.filter != flt:
+                continue
+            if limit is not None and now - entry.snapshot_at > limit:
                 continue
             valid = self.lookup(ref, entry.export_id)
             if valid is not None:
@@ -292,8 +294,13 @@ class ExportCache:
         sha256: str,
         etag: str | None,
         source_url: str | None,
+        filter_known: bool = True,
+        created_at: datetime | None = None,
     ) -> CachedExport:
         """Move a downloaded archive into place, then write its manifest (the commit).
+
+        ``filter_known=False`` records that the export's filter is unknown (loaded by id);
+        ``created_at`` is the server's creation time of the export, when known.
 
         The staging file is removed in any case. Call it while holding :meth:`lock`.
 
@@ -314,6 +321,8 @@ class ExportCache:
             sha256=sha256,
             etag=etag,
             source_url=source_url,
+            filter_known=filter_known,
+            created_at=created_at,
         )
         try:
             actual = self._fs.size(staged)

@@ -39,6 +39,7 @@ EXIT_CODES: tuple[tuple[type[BaseException], int, str], ...] = (
     (errors.ArchiveError, 6, ""),
     (errors.SinkError, 7, ""),
     (errors.ProlificIngestError, 1, ""),
+    (OSError, 1, "a local or remote file operation failed"),
 )
 
 
@@ -79,7 +80,7 @@ def _summary(export: Any) -> dict[str, Any]:
         "kind": export.kind,
         "id": export.owner_id,
         "export_id": export.export_id,
-        "filter": export.filter.to_json(),
+        "filter": export.filter.to_json() if export.filter is not None else None,
         "fetched_at": export.fetched_at,
         "archive": export.archive_url,
         "rows": export.row_counts,
@@ -138,15 +139,24 @@ def cmd_load(args: argparse.Namespace) -> int:
     ids = _ids(args)
     kw = _load_kwargs(args)
     if args.export_id:
+        if len(ids) != 1:
+            msg = "--export-id names one export: give exactly one id with it"
+            raise errors.ConfigurationError(msg)
         kw["export_id"] = args.export_id
-    if args.kind == "collection" or len(ids) == 1:
+    if len(ids) == 1:
         loader = api.load_collection_export if args.kind == "collection" else api.load_batch_export
-        results = [loader(i, **kw) for i in ids]
-        summaries = [_summary(e) for e in results]
-        text = "\n".join(map(_summary_text, results))
-        _emit(args, summaries if len(summaries) > 1 else summaries[0], text)
+        export = loader(ids[0], **kw)
+        _emit(args, _summary(export), _summary_text(export))
         return 0
-    report = api.load_batch_exports(ids, max_workers=args.max_workers, **kw)
+    if args.kind == "collection":
+        report = api.BatchLoadReport()
+        for cid in dict.fromkeys(ids):
+            try:
+                report.results[cid] = api.load_collection_export(cid, **kw)
+            except errors.ProlificIngestError as exc:
+                report.errors[cid] = exc
+    else:
+        report = api.load_batch_exports(ids, max_workers=args.max_workers, **kw)
     payload = {
         "results": {k: _summary(v) for k, v in report.results.items()},
         "errors": {k: f"{type(v).__name__}: {v}" for k, v in report.errors.items()},
@@ -383,12 +393,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             level=logging.DEBUG if args.verbose > 1 else logging.INFO,
             format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         )
+        # urllib3 logs whole request lines: a presigned URL's query string is a credential.
+        logging.getLogger("urllib3").setLevel(logging.WARNING)
     try:
         return int(args.func(args))
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except errors.ProlificIngestError as exc:
+    except (errors.ProlificIngestError, OSError) as exc:
         if args.debug:
             raise
         return _fail(exc)

@@ -228,7 +228,7 @@ class ProlificClient:
 
     def __repr__(self) -> str:
         return (
-            f"ProlificClient(base_url={self._settings.base_url!r}, "
+            f"ProlificClient(base_url={redact_url(self._settings.base_url)!r}, "
             f"token={'set' if self._settings.token is not None else 'missing'})"
         )
 

@@ -163,6 +163,9 @@ def request_export(
         job = job_from_body(ref, {**body, "status": "complete"}, export_id=export_id, filter=flt)
     else:
         job = job_from_body(ref, body, export_id=None, filter=flt)
+        if job is not None and job.created_at is None:
+            # A new job snapshots the responses now (a reused generating one a little earlier).
+            job = job.replace(created_at=datetime.now(UTC))
     if job is None:
         msg = f"POST {path} -> {resp.status_code}: the answer has no export_id"
         raise APIError(msg, status=resp.status_code, method="POST", url=resp.url)
@@ -180,16 +183,15 @@ def get_export(
 ) -> ExportJob:
     """Return the current state of one job (``GET .../export/<export_id>``).
 
-    ``filter`` is carried into the returned job (the status body does not repeat it).
+    ``filter`` is carried into the returned job (the status body does not repeat it);
+    without it the job's filter is unknown (``filter_known=False``).
     """
     path = f"{ref.path}/export/{export_id}"
     body = client.get_json(path)
     if not isinstance(body, dict):
         msg = f"GET {path}: expected a JSON object"
         raise APIError(msg, status=200, method="GET", url=client.url_for(path))
-    job = job_from_body(
-        ref, {**body, "export_id": export_id}, export_id=export_id, filter=filter or ExportFilter()
-    )
+    job = job_from_body(ref, {**body, "export_id": export_id}, export_id=export_id, filter=filter)
     if job is None:  # only an unreadable body can get here
         msg = f"GET {path}: unreadable export status"
         raise APIError(msg, status=200, method="GET", url=client.url_for(path))
@@ -197,6 +199,11 @@ def get_export(
         logger.warning("export %s: 'complete' without a url; polling again", export_id)
         return job.replace(status="generating")
     return job
+
+
+def _carry(old: ExportJob, new: ExportJob) -> ExportJob:
+    """Keep what a status body does not repeat: whether the filter is known, the creation time."""
+    return new.replace(filter_known=old.filter_known, created_at=new.created_at or old.created_at)
 
 
 def _fresh_enough(job: ExportJob) -> bool:
@@ -253,7 +260,7 @@ def wait_for_export(
     last_status: str = job.status
     with make_progress(progress, desc=f"export {job.export_id}", unit="poll") as bar:
         while True:
-            current = get_export(client, job.ref, job.export_id, job.filter)
+            current = _carry(job, get_export(client, job.ref, job.export_id, job.filter))
             elapsed = clock() - start
             bar.set_postfix_str(f"{current.status}, {elapsed:.0f}s")
             if current.status != last_status:
@@ -295,7 +302,7 @@ def refresh_url(client: ProlificClient, job: ExportJob) -> ExportJob:
         if not fresh.is_complete:
             fresh = wait_for_export(client, fresh)
         return job.replace(status="complete", url=fresh.url, expires_at=fresh.expires_at)
-    fresh = get_export(client, job.ref, job.export_id, job.filter)
+    fresh = _carry(job, get_export(client, job.ref, job.export_id, job.filter))
     if fresh.status == "failed":
         raise _failed(fresh)
     if not fresh.is_complete:
@@ -355,7 +362,7 @@ def find_reusable_job(
     current = now or datetime.now(UTC)
     if current.tzinfo is None:
         current = current.replace(tzinfo=UTC)
-    candidates = [j for j in jobs if j.status == "complete" and j.filter == flt]
+    candidates = [j for j in jobs if j.status == "complete" and j.filter_known and j.filter == flt]
     if max_age is not None:
         candidates = [
             j for j in candidates if j.created_at is not None and current - j.created_at <= max_age

@@ -8,6 +8,7 @@ which hold no data).
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from . import exports as lifecycle
@@ -94,7 +95,11 @@ def prune_exports(
     api = _client(client, token, base_url)
     ref = ExportRef(kind, owner_id)
     store = ExportCache(cache or api.settings.cache_dir)
-    finished = [j for j in lifecycle.list_exports(api, ref) if j.status in ("complete", "failed")]
+    listed = lifecycle.list_exports(api, ref)
+    # Newest first by creation time (the list order itself is an ASSUMED detail).
+    floor = datetime.min.replace(tzinfo=UTC)
+    listed.sort(key=lambda j: j.created_at or floor, reverse=True)
+    finished = [j for j in listed if j.status in ("complete", "failed")]
     plan = [
         job
         for job in finished[max(keep, 0) :]

@@ -34,8 +34,10 @@ class Export:
         What was exported.
     owner_id : str
         The batch or collection id (also available as ``batch_id`` / ``collection_id``).
-    filter : ExportFilter
-        The ``study_id`` / ``since`` / ``until`` filter the export was made with.
+    filter : ExportFilter or None
+        The ``study_id`` / ``since`` / ``until`` filter the export was made with; ``None``
+        when unknown (an export loaded by id that the API's job list does not describe,
+        or an archive read with :func:`~prolific_ingest.read_export`).
     fetched_at : datetime
         When the archive was downloaded (UTC).
     metadata : dict
@@ -60,7 +62,7 @@ class Export:
     export_id: str
     kind: str
     owner_id: str
-    filter: ExportFilter
+    filter: ExportFilter | None
     fetched_at: datetime
     metadata: dict[str, Any]
     archive_url: str
@@ -205,8 +207,10 @@ class Export:
         )
 
 
-def describe_filter(flt: ExportFilter) -> str:
+def describe_filter(flt: ExportFilter | None) -> str:
     """``study_id=… since=… until=…`` for the parts of the filter that are set."""
+    if flt is None:
+        return "filter=unknown"
     parts = [
         f"{name}={value.strftime('%Y-%m-%dT%H:%M:%SZ') if isinstance(value, datetime) else value}"
         for name, value in (("study_id", flt.study_id), ("since", flt.since), ("until", flt.until))

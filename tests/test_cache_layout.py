@@ -58,6 +58,8 @@ def test_manifest_fields(tmp_path: Path) -> None:
         "export_id",
         "kind",
         "owner_id",
+        "filter_known",
+        "created_at",
         "filter",
         "fetched_at",
         "size",
