@@ -298,7 +298,9 @@ def read_dataset(
         Passed to fsspec.
     dedup : bool
         Keep each row once (keys in :data:`DEDUP_KEYS`), the row of the latest
-        export (in :func:`committed_exports` order) winning.
+        export (in :func:`committed_exports` order) winning. For ``submissions``,
+        ``n_responses`` is then recounted from the de-duplicated ``responses``, since a
+        windowed (incremental) export only holds part of a submission's responses.
 
     Returns
     -------
@@ -334,7 +336,38 @@ def read_dataset(
         known = sorted({name for m in manifests for name in m["files"]})
         msg = f"no committed export in {safe_url(output)} has table {table!r} (tables: {known})"
         raise ValueError(msg)
-    return to_frame(parts, table, dedup=dedup)
+    frame = to_frame(parts, table, dedup=dedup)
+    if table == "submissions" and dedup and len(frame):
+        frame = _recount_responses(frame, output, batch_id, collection_id, storage_options)
+    return frame
+
+
+def _recount_responses(
+    submissions: pd.DataFrame,
+    output: str,
+    batch_id: str | None,
+    collection_id: str | None,
+    storage_options: dict[str, Any] | None,
+) -> pd.DataFrame:
+    """Recompute ``n_responses`` from the de-duplicated ``responses`` of every export.
+
+    A windowed export (``since`` / ``study_id``) carries only part of a submission's
+    responses; the union's count is the true one.
+    """
+    responses = read_dataset(
+        output,
+        "responses",
+        batch_id=batch_id,
+        collection_id=collection_id,
+        storage_options=storage_options,
+    )
+    if not len(responses):
+        return submissions
+    counts = responses.groupby("submission_id", dropna=False).size()
+    recounted = submissions["submission_id"].map(counts).fillna(0).astype("int64")
+    out = submissions.copy()
+    out["n_responses"] = pd.array(recounted.to_numpy(), dtype=submissions["n_responses"].dtype)
+    return out
 
 
 def cleanup(

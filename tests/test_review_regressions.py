@@ -140,3 +140,19 @@ def test_unexpected_errors_of_one_batch_are_reported_not_raised(prolific_emulato
 def test_cli_rejects_export_id_with_several_ids(capsys):
     assert cli_main(["batch", "a", "b", "--export-id", "e"]) == 2
     assert "--export-id" in capsys.readouterr().err
+
+
+def test_read_dataset_recounts_n_responses_after_a_windowed_export(
+    prolific_emulator, conn, tmp_path
+):
+    emu = prolific_emulator
+    batch_id = emu.add_batch(seed=35, n_submissions=10)
+    truth = emu.ground_truth(batch_id)
+    out = str(tmp_path / "lake")
+    load_batch_export(batch_id, output=out, **conn)
+    times = sorted(r["created_at"] for r in truth.responses)
+    load_batch_export(batch_id, output=out, since=times[len(times) // 2], **conn)
+    subs = read_dataset(out, "submissions", batch_id=batch_id)
+    assert int(subs["n_responses"].sum()) == truth.counts["responses"]
+    expected = {s["submission_id"]: s["n_responses"] for s in truth.submissions}
+    assert dict(zip(subs["submission_id"], subs["n_responses"], strict=True)) == expected
