@@ -58,6 +58,7 @@ from datetime import timedelta
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
 
 from . import _sinks_cleanup as _cleanup
 from . import _sinks_commit as _commit
@@ -366,7 +367,7 @@ def _recount_responses(
     counts = responses.groupby("submission_id", dropna=False).size()
     recounted = submissions["submission_id"].map(counts).fillna(0).astype("int64")
     out = submissions.copy()
-    out["n_responses"] = pd.array(recounted.to_numpy(), dtype=submissions["n_responses"].dtype)
+    out["n_responses"] = recounted.astype(pd.ArrowDtype(pa.int64()))
     return out
 
 
