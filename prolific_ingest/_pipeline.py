@@ -89,7 +89,7 @@ def _cache_hit(plan: LoadPlan, cache: ExportCache) -> CachedExport | None:
     if plan.export_id is not None:
         return cache.lookup(plan.ref, plan.export_id)
     if plan.offline:
-        return cache.find(plan.ref, plan.filter, max_age=None)
+        return cache.find(plan.ref, plan.filter, max_age=plan.max_age)
     if plan.max_age > timedelta(0):
         return cache.find(plan.ref, plan.filter, max_age=plan.max_age)
     return None

@@ -98,8 +98,8 @@ def load_batch_export(
         Use it to resume after :class:`~prolific_ingest.ExportTimeoutError`.
     max_age : timedelta or seconds, default 15 minutes
         Reuse a cached or server-side complete export with the same filter younger than
-        this; ``0`` forces a new export. With ``offline=True`` and no explicit value, any
-        age is accepted.
+        this (measured from the export's creation); ``0`` forces a new export. With no
+        explicit value, ``offline=True`` accepts any age and ``incremental=True`` uses 0.
     offline : bool, default False
         Use the cache only, with no network call at all; raises
         :class:`~prolific_ingest.CacheMissError` when nothing suitable is cached.
@@ -231,6 +231,8 @@ def _load(
     age = _as_timedelta(max_age if explicit_age else DEFAULT_MAX_AGE)
     if offline and not explicit_age:
         age = timedelta.max
+    elif incremental and not explicit_age:
+        age = timedelta(0)  # a scheduled incremental run wants the newest responses
     settings = (
         client.settings
         if client is not None

@@ -164,11 +164,20 @@ class ExportCache:
         Parameters
         ----------
         ref : ExportRef
+            The batch or collection.
         export_id : str
+            The export's id.
         verify : bool or "full"
             ``False``: manifest and archive exist; ``True`` (default): also the
             archive size; ``"full"``: also its SHA-256 (reads the whole file).
 
+        Returns
+        -------
+        CachedExport or None
+            The entry, or ``None`` when absent or damaged.
+
+        Notes
+        -----
         A damaged entry is logged at WARNING, removed and reported as ``None``.
         """
         try:

@@ -156,3 +156,23 @@ def test_read_dataset_recounts_n_responses_after_a_windowed_export(
     assert int(subs["n_responses"].sum()) == truth.counts["responses"]
     expected = {s["submission_id"]: s["n_responses"] for s in truth.submissions}
     assert dict(zip(subs["submission_id"], subs["n_responses"], strict=True)) == expected
+
+
+def test_offline_honours_an_explicit_max_age(prolific_emulator, conn):
+    from prolific_ingest import CacheMissError
+
+    batch_id = prolific_emulator.add_batch(seed=36, n_submissions=2)
+    load_batch_export(batch_id, **conn)
+    assert load_batch_export(batch_id, offline=True, **conn).batch_id == batch_id
+    with pytest.raises(CacheMissError):
+        load_batch_export(batch_id, offline=True, max_age=0, **conn)
+
+
+def test_incremental_requests_a_new_export_by_default(prolific_emulator, conn, tmp_path):
+    emu = prolific_emulator
+    batch_id = emu.add_batch(seed=37, n_submissions=3)
+    out = str(tmp_path / "lake")
+    first = load_batch_export(batch_id, output=out, incremental=True, **conn)
+    second = load_batch_export(batch_id, output=out, incremental=True, **conn)
+    third = load_batch_export(batch_id, output=out, incremental=True, **conn)
+    assert len({first.export_id, second.export_id, third.export_id}) == 3
