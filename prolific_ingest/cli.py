@@ -202,7 +202,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_emulator(args: argparse.Namespace) -> int:
     from .testing import serve
 
-    serve(port=args.port, seed=args.seed, n_batches=args.batches, announce=print)
+    serve(port=args.port, seed=args.seed, n_batches=args.batches, tls=args.tls, announce=print)
     return 0
 
 
@@ -351,6 +351,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=0, help="API port (default: a free port)")
     p.add_argument("--seed", type=int, default=0, help="seed of the generated data")
     p.add_argument("--batches", type=int, default=1, help="generated batches to serve")
+    p.add_argument(
+        "--tls",
+        action="store_true",
+        help="serve downloads over https with a generated CA (printed as PROLIFIC_CA_BUNDLE)",
+    )
 
     p = add("exports", cmd_exports, "list, delete or prune export jobs on the server")
     p.add_argument(

@@ -154,3 +154,47 @@ def test_batch_ids_from_file_and_incremental_flag(env, tmp_path, capsys):
     assert payload["errors"] == {}
     for batch_id in ids:
         assert (out / "_manifests" / f"batch_id={batch_id}").is_dir()
+
+
+def test_emulator_command_prints_url_and_token_then_serves(tmp_path):
+    import os
+    import signal
+
+    exe = shutil.which("prolific-ingest") or str(Path(sys.executable).parent / "prolific-ingest")
+    proc = subprocess.Popen(
+        [exe, "emulator", "--port", "0", "--batches", "2"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ, PYTHONUNBUFFERED="1"),
+    )
+    with proc:
+        try:
+            _check_emulator_banner(proc)
+        finally:
+            proc.send_signal(signal.SIGINT)
+            proc.wait(timeout=30)
+
+
+def _check_emulator_banner(proc):
+    """The banner names the API URL, the token and the batches; the API answers."""
+    import requests
+
+    lines = []
+    while not any(line.strip().startswith("export PROLIFIC_TOKEN=") for line in lines):
+        line = proc.stdout.readline()
+        assert line, proc.stderr.read()
+        lines.append(line)
+    text = "".join(lines)
+    base_url = next(l.split("=", 1)[1].strip() for l in lines if "PROLIFIC_API_URL=" in l)
+    token = next(l.split("=", 1)[1].strip() for l in lines if "PROLIFIC_TOKEN=" in l)
+    assert base_url.startswith("http://127.0.0.1:")
+    assert text.count("batch") >= 2
+    batch_id = next(l.split(":", 1)[1].strip() for l in lines if l.strip().startswith("batch"))
+    resp = requests.get(
+        f"{base_url}/api/v1/data-collection/batches/{batch_id}",
+        headers={"Authorization": f"Token {token}"},
+        timeout=10,
+    )
+    assert resp.status_code == 200
+    assert resp.json()["id"] == batch_id

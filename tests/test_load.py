@@ -231,3 +231,22 @@ def test_warm_load_reads_the_parsed_table_cache(emu, conn, caplog):
     assert "parsed-table cache" not in caplog.text
     assert third.arrow.tables["answers"].equals(first.arrow.tables["answers"])
     assert (table_dir / "_tables.json").exists()
+
+
+def test_tls_download_host_with_the_emulator_ca(tmp_path, monkeypatch):
+    from prolific_ingest import DownloadError
+    from prolific_ingest.testing import Emulator
+
+    with Emulator(polls_until_complete=1, tls=True) as emu:
+        batch_id = emu.add_batch(seed=8, n_submissions=4)
+        kw = {"base_url": emu.base_url, "token": emu.token, "progress": False}
+        with pytest.raises(DownloadError):  # an untrusted certificate is refused
+            load_batch_export(batch_id, cache=str(tmp_path / "untrusted"), **kw)
+        monkeypatch.setenv("PROLIFIC_CA_BUNDLE", emu.ca_bundle)
+        exp = load_batch_export(batch_id, cache=str(tmp_path / "trusted"), max_age=0, **kw)
+        assert all(
+            r.headers.get("Host", "").startswith("localhost")
+            for r in emu.requests
+            if r.host == "download"
+        )
+        assert_matches_truth(exp.arrow.tables, emu.ground_truth(batch_id))
