@@ -270,3 +270,14 @@ def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: Any
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("PROLIFIC_INGEST_CACHE", str(tmp_path_factory.mktemp("user-cache")))
     monkeypatch.setenv("PROLIFIC_POLL_INTERVAL", "0.01")
+
+
+@pytest.fixture
+def conn(prolific_emulator: Any, tmp_path: Path) -> dict[str, Any]:
+    """Keyword arguments that point a load at the emulator and a private cache."""
+    return {
+        "base_url": prolific_emulator.base_url,
+        "token": prolific_emulator.token,
+        "cache": str(tmp_path / "cache"),
+        "progress": False,
+    }

@@ -10,12 +10,10 @@ from __future__ import annotations
 import json
 import logging
 import socket
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -40,6 +38,7 @@ from prolific_ingest.errors import (
     ServerError,
     TransportError,
 )
+from tests._helpers import FakeClock, QuietHandler, serve
 
 TOKEN = "tok-SUPERSECRET-123"
 
@@ -68,7 +67,7 @@ class Script:
             self.responses.append((status, raw, headers or {}))
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(QuietHandler):
     script: Script
 
     def _answer(self) -> None:
@@ -92,46 +91,16 @@ class _Handler(BaseHTTPRequestHandler):
 
     do_GET = do_POST = do_DELETE = _answer
 
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
-class QuietServer(ThreadingHTTPServer):
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        pass  # clients hanging up mid-request are part of these tests
-
 
 @pytest.fixture
 def stub() -> Iterator[tuple[str, Script]]:
     script = Script()
-    handler = type("Handler", (_Handler,), {"script": script})
-    server = QuietServer(("127.0.0.1", 0), handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, args=(0.01,), daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", script
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(10)
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self.sleeps: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
+    with serve(type("Handler", (_Handler,), {"script": script})) as url:
+        yield url, script
 
 
 def make(base_url: str, **kw: Any) -> tuple[ProlificClient, FakeClock]:
-    clock = FakeClock()
+    clock = FakeClock(start=1000.0)
     kw.setdefault("token", TOKEN)
     settings = Settings(base_url=base_url, connect_timeout=5.0, read_timeout=10.0)
     return ProlificClient(settings, sleep=clock.sleep, clock=clock, **kw), clock
@@ -457,7 +426,7 @@ def test_read_timeout_is_retried() -> None:
     silent.listen(8)
     try:
         port = silent.getsockname()[1]
-        clock = FakeClock()
+        clock = FakeClock(start=1000.0)
         settings = Settings(base_url=f"http://127.0.0.1:{port}", read_timeout=0.2)
         client = ProlificClient(
             settings,

@@ -14,16 +14,6 @@ from prolific_ingest import (
 )
 
 
-@pytest.fixture
-def conn(prolific_emulator, tmp_path):
-    return {
-        "base_url": prolific_emulator.base_url,
-        "token": prolific_emulator.token,
-        "cache": str(tmp_path / "cache"),
-        "progress": False,
-    }
-
-
 def _ids(frame, column):
     return sorted(frame[column].astype(str))
 

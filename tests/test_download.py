@@ -10,12 +10,9 @@ import hashlib
 import logging
 import os
 import socket
-import threading
-import time
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -44,6 +41,7 @@ from prolific_ingest.exports import (
     wait_for_export,
 )
 from prolific_ingest.testing import Emulator
+from tests._helpers import FakeClock, QuietHandler, logged, serve
 
 DATA = os.urandom(300_000)
 
@@ -60,7 +58,7 @@ class Store:
         return self.etag or hashlib.md5(self.data).hexdigest()
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(QuietHandler):
     store: Store
     protocol_version = "HTTP/1.1"
 
@@ -104,42 +102,12 @@ class _Handler(BaseHTTPRequestHandler):
             return
         self.wfile.write(body)
 
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
-class QuietServer(ThreadingHTTPServer):
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        pass  # clients hanging up mid-request are part of these tests
-
 
 @pytest.fixture
 def store() -> Iterator[tuple[str, Store]]:
     st = Store()
-    handler = type("Handler", (_Handler,), {"store": st})
-    server = QuietServer(("127.0.0.1", 0), handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, args=(0.01,), daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/exports/a.zip?X-Amz-Signature=SIG", st
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(10)
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.sleeps: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
+    with serve(type("Handler", (_Handler,), {"store": st})) as url:
+        yield f"{url}/exports/a.zip?X-Amz-Signature=SIG", st
 
 
 def fetch(url: str, dest: Path | str, **kw: Any) -> DownloadResult:
@@ -439,14 +407,6 @@ def _server() -> Iterator[Emulator]:
 def emu(_server: Emulator) -> Emulator:
     _server.reset()
     return _server
-
-
-def logged(emu: Emulator, n: int) -> list[Any]:
-    """The request log once it holds ``n`` records (the emulator logs just after answering)."""
-    deadline = time.monotonic() + 10.0
-    while len(emu.requests) < n and time.monotonic() < deadline:
-        time.sleep(0.005)
-    return emu.requests
 
 
 def complete_job(emu: Emulator, n: int = 30) -> tuple[ProlificClient, ExportJob]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
@@ -40,6 +39,7 @@ from prolific_ingest.exports import (
     wait_for_export,
 )
 from prolific_ingest.testing import Emulator
+from tests._helpers import FakeClock, logged
 
 REF = ExportRef("batch", "B1")
 T0 = datetime(2026, 11, 1, 12, 0, 0, tzinfo=UTC)
@@ -180,19 +180,6 @@ def test_reuse_ties_keep_list_order_and_accept_naive_now() -> None:
 # -- the lifecycle against the emulator (real sockets) ---------------------------------------
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.sleeps: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
-
-
 @pytest.fixture(scope="module")
 def _server() -> Iterator[Emulator]:
     with Emulator() as emu:
@@ -203,14 +190,6 @@ def _server() -> Iterator[Emulator]:
 def emu(_server: Emulator) -> Emulator:
     _server.reset()
     return _server
-
-
-def logged(emu: Emulator, n: int) -> list[Any]:
-    """The request log once it holds ``n`` records (the emulator logs just after answering)."""
-    deadline = time.monotonic() + 10.0
-    while len(emu.requests) < n and time.monotonic() < deadline:
-        time.sleep(0.005)
-    return emu.requests
 
 
 def connect(emu: Emulator, **kw: Any) -> tuple[ProlificClient, FakeClock]:

@@ -38,14 +38,9 @@ def emu(prolific_emulator):
 
 
 @pytest.fixture
-def conn(emu, tmp_path):
-    return {
-        "base_url": emu.base_url,
-        "token": emu.token,
-        "cache": str(tmp_path / "cache"),
-        "progress": False,
-        "retry": FAST_RETRY,
-    }
+def conn(conn):
+    """The shared emulator ``conn`` with fast retries."""
+    return {**conn, "retry": FAST_RETRY}
 
 
 def _manifests(conn) -> list[Path]:

@@ -43,17 +43,6 @@ def emu(prolific_emulator):
     return prolific_emulator
 
 
-@pytest.fixture
-def conn(emu, tmp_path):
-    """Keyword arguments that point a load at the emulator and a private cache."""
-    return {
-        "base_url": emu.base_url,
-        "token": emu.token,
-        "cache": str(tmp_path / "cache"),
-        "progress": False,
-    }
-
-
 @pytest.mark.parametrize("variation", sorted(VARIATIONS))
 def test_every_spec_variation_loads_exactly(emu, conn, variation):
     batch_id = emu.add_batch(seed=7, **{"n_submissions": 12, **VARIATIONS[variation]})

@@ -26,19 +26,7 @@ from prolific_ingest.errors import (
     RateLimitedError,
     ServerError,
 )
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.sleeps: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
+from tests._helpers import FakeClock
 
 
 def test_policy_defaults_and_frozen() -> None:

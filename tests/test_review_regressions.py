@@ -21,16 +21,6 @@ REF = ExportRef("batch", "b1")
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
 
 
-@pytest.fixture
-def conn(prolific_emulator, tmp_path):
-    return {
-        "base_url": prolific_emulator.base_url,
-        "token": prolific_emulator.token,
-        "cache": str(tmp_path / "cache"),
-        "progress": False,
-    }
-
-
 @pytest.mark.parametrize(
     ("item", "known"),
     [
