@@ -1,12 +1,24 @@
-"""Arrow tables -> pandas DataFrames with ``pd.ArrowDtype`` columns and expanded JSON objects."""
+"""Arrow tables -> pandas DataFrames with ``pd.ArrowDtype`` columns and expanded JSON objects.
+
+The expansion of a JSON-text column works on its *distinct* texts only (parsed with
+orjson, the stdlib where orjson would differ) and spreads the per-key columns back to
+every row with one Arrow ``take``. The result is exactly that of the row-by-row
+definition: for every row, ``json.loads`` the text, flatten a JSON object (nested
+non-empty objects joined with dots), one column per key in order of first appearance,
+``pa.array`` of the key's values, or their JSON text when the values mix types.
+"""
 
 from __future__ import annotations
 
+import gc
 import json
+from itertools import chain
 from typing import Any
 
+import orjson
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ._tables_arrow import dumps
 
@@ -18,6 +30,9 @@ EXPANDED: dict[str, dict[str, str]] = {
     "tasks": {"datapoint": "datapoint.", "metadata": "metadata.", "extra": ""},
 }
 
+#: A number token of 19+ digits: orjson would read an integer beyond 64 bits as a float.
+_LONG_DIGITS = r"[:,\[]\s*-?[0-9]{19}"
+
 
 def _flatten(obj: dict[str, Any], prefix: str, out: dict[str, Any]) -> None:
     for key, value in obj.items():
@@ -26,6 +41,28 @@ def _flatten(obj: dict[str, Any], prefix: str, out: dict[str, Any]) -> None:
             _flatten(value, name + ".", out)
         else:
             out[name] = value
+
+
+def _loads(text: str, long_digits: bool) -> Any:
+    """``json.loads(text)``, with orjson wherever it gives the same objects."""
+    if not long_digits:
+        try:
+            return orjson.loads(text)
+        except orjson.JSONDecodeError:  # NaN, Infinity, 1e400 ...: the stdlib decides
+            pass
+    return json.loads(text)
+
+
+def _flat(text: str, long_digits: bool) -> dict[str, Any]:
+    """The flattened keys of one JSON text (``{}`` unless it is an object)."""
+    obj = _loads(text, long_digits)
+    if type(obj) is not dict:
+        return {}
+    if dict not in set(map(type, obj.values())):
+        return obj  # already flat: the common case
+    out: dict[str, Any] = {}
+    _flatten(obj, "", out)
+    return out
 
 
 def _column(values: list[Any]) -> pa.Array:
@@ -37,18 +74,20 @@ def _column(values: list[Any]) -> pa.Array:
 
 
 def _expand(table: pa.Table, column: str, prefix: str) -> dict[str, pa.Array]:
-    rows: list[dict[str, Any]] = []
-    for text in table.column(column).to_pylist():
-        flat: dict[str, Any] = {}
-        if text is not None:
-            obj = json.loads(text)
-            if isinstance(obj, dict):
-                _flatten(obj, prefix, flat)
-        rows.append(flat)
-    keys: dict[str, None] = {}
-    for flat in rows:
-        keys.update(dict.fromkeys(flat))
-    return {key: _column([flat.get(key) for flat in rows]) for key in keys}
+    """One column per (flattened) key of the JSON objects in ``table[column]``."""
+    texts = table.column(column)
+    if texts.null_count == len(texts):
+        return {}
+    encoded = pc.dictionary_encode(texts.combine_chunks())
+    distinct = encoded.dictionary
+    long_digits = pc.match_substring_regex(distinct, _LONG_DIGITS).to_pylist()
+    flats = list(map(_flat, distinct.to_pylist(), long_digits))
+    keys = dict.fromkeys(chain.from_iterable(flats))
+    # Inference over the distinct values gives the type the full column would have:
+    # every value (and a null for absent keys) occurs in both.
+    return {
+        prefix + key: _column([f.get(key) for f in flats]).take(encoded.indices) for key in keys
+    }
 
 
 def to_pandas(name: str, table: pa.Table) -> pd.DataFrame:
@@ -57,12 +96,29 @@ def to_pandas(name: str, table: pa.Table) -> pd.DataFrame:
     The original JSON-text columns are kept; each expanded key becomes one more column
     (nested keys joined with dots). A key that would clash with an existing column is
     prefixed with ``"<column>."``.
+
+    Parameters
+    ----------
+    name : str
+        The table's name (selects the columns to expand, see :data:`EXPANDED`).
+    table : pyarrow.Table
+        The table, with its fixed schema.
+
+    Returns
+    -------
+    pandas.DataFrame
     """
-    for column, prefix in EXPANDED.get(name, {}).items():
-        for key, array in _expand(table, column, prefix).items():
-            label = key if key not in table.column_names else f"{column}.{key}"
-            if label in table.column_names:
-                continue
-            table = table.append_column(label, array)
+    gc_enabled = gc.isenabled()
+    gc.disable()  # many short-lived containers: collections would dominate
+    try:
+        for column, prefix in EXPANDED.get(name, {}).items():
+            for key, array in _expand(table, column, prefix).items():
+                label = key if key not in table.column_names else f"{column}.{key}"
+                if label in table.column_names:
+                    continue
+                table = table.append_column(label, array)
+    finally:
+        if gc_enabled:
+            gc.enable()
     frame: pd.DataFrame = table.to_pandas(types_mapper=pd.ArrowDtype)
     return frame
