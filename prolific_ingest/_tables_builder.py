@@ -19,7 +19,14 @@ import pyarrow as pa
 from ._tables_arrow import dumps, file_paths, json_column, timestamps, typed_column
 from ._tables_schema import schema_for
 
-__all__ = ["BadLine", "RecordBuilder", "check_record", "maybe_big_int", "parse_line"]
+__all__ = [
+    "BadLine",
+    "RecordBuilder",
+    "answer_items",
+    "check_record",
+    "maybe_big_int",
+    "parse_line",
+]
 
 _ABSENT: Any = object()
 _ANSWER_KNOWN = frozenset(
@@ -110,6 +117,28 @@ def _as_list(value: Any, what: str) -> list[Any]:
     return value
 
 
+def answer_items(answer: Any) -> tuple[list[Any], int]:
+    """Return ``answer`` as a list of answer objects, and how many items were coerced.
+
+    The documented shape is a list of objects. Anything else is kept rather than
+    rejected (``video_narration`` answers are undocumented): ``null`` or absent is no
+    item; a single object is a one-item list; a bare scalar (or any non-object list
+    item, arrays included) becomes an item ``{"value": <it>}``, so the usual ``value``
+    / ``value_type`` semantics apply. Each such object or scalar counts as coerced.
+    """
+    if answer is None:
+        return [], 0
+    kind = type(answer)
+    if kind is list:
+        odd = sum(type(item) is not dict for item in answer)
+        if not odd:
+            return answer, 0
+        return [item if type(item) is dict else {"value": item} for item in answer], odd
+    if kind is dict:
+        return [answer], 1
+    return [{"value": answer}], 1
+
+
 def _as_dict(value: Any, what: str) -> dict[str, Any]:
     if type(value) is not dict:
         raise BadLine(f"{what} is a {type(value).__name__}, not an object")  # noqa: EM102
@@ -158,11 +187,14 @@ class RecordBuilder:
         self.seen_tasks: set[Any] = set()
         self.responses: list[tuple[Any, ...]] = []
         self.answers: list[tuple[Any, ...]] = []
+        #: Answer items that were not objects in a list (see :func:`answer_items`).
+        self.coerced = 0
 
     # -- records -------------------------------------------------------------------------
     def add(self, record: dict[str, Any]) -> None:
         """Add the rows of one parsed record; on :class:`BadLine` nothing is kept."""
         marks = (len(self.submissions), len(self.tasks), len(self.responses), len(self.answers))
+        coerced = self.coerced
         new_tasks: list[Any] = []
         pending: list[tuple[Any, ...]] = []
         try:
@@ -176,6 +208,7 @@ class RecordBuilder:
             del self.submissions[marks[0] :], self.tasks[marks[1] :]
             del self.responses[marks[2] :], self.answers[marks[3] :]
             self.seen_tasks.difference_update(new_tasks)
+            self.coerced = coerced
             raise
         for key, sub, part, study, owner in pending:
             row = self.aggregated.get(key)
@@ -286,7 +319,8 @@ class RecordBuilder:
         rid = r.get("id")
         iid = r.get("instruction_id")
         rtype = r.get("type")
-        answer = _as_list(r.get("answer"), "answer")
+        answer, coerced = answer_items(r.get("answer"))
+        self.coerced += coerced
         created = r.get("created_at")
         if created is _ABSENT:
             created = None
@@ -295,8 +329,6 @@ class RecordBuilder:
         )
         append = self.answers.append
         for index, item in enumerate(answer):
-            if type(item) is not dict:
-                raise BadLine(f"an answer item is a {type(item).__name__}, not an object")  # noqa: EM102
             text, vtype = _value(item)
             get = item.get
             append(

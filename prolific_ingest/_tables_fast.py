@@ -32,7 +32,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ._tables_arrow import dumps, file_paths, json_column, timestamps
-from ._tables_builder import _ANSWER_KNOWN, _TASK_KNOWN, RecordBuilder, _extra
+from ._tables_builder import _ANSWER_KNOWN, _TASK_KNOWN, RecordBuilder, _extra, answer_items
 
 __all__ = ["Fallback", "build_block", "long_number_lines", "split_block"]
 
@@ -140,12 +140,42 @@ def build_block(block: bytes, b: RecordBuilder) -> list[tuple[str, pa.RecordBatc
     recs = _parse(block)
     if not recs:
         return []
+    undo: list[tuple[dict[str, Any], Any]] = []
     try:
-        return _build(recs, b)
+        return _build(recs, b, undo)
     except Fallback:
+        _restore(undo)
         raise Fallback(recs) from None
     except (pa.ArrowInvalid, pa.ArrowTypeError, LookupError, TypeError, ValueError) as exc:
+        _restore(undo)
         raise Fallback(recs) from exc
+
+
+def _restore(undo: list[tuple[dict[str, Any], Any]]) -> None:
+    """Put back the original ``answer`` values that :func:`_coerce_answers` replaced."""
+    for response, answer in undo:
+        response["answer"] = answer
+
+
+def _coerce_answers(resps: list[dict[str, Any]], undo: list[tuple[dict[str, Any], Any]]) -> int:
+    """Make every ``answer`` a list of objects in place (see ``answer_items``).
+
+    Returns the number of coerced items; the replaced values are appended to ``undo``.
+    """
+    answers = list(map(dict.get, resps, repeat("answer")))
+    kinds = set(map(type, answers))
+    if kinds <= {list, type(None)}:
+        items = set(map(type, chain.from_iterable(filter(None, answers))))
+        if items <= {dict}:
+            return 0  # the documented shape: nothing to do
+    coerced = 0
+    for response, answer in zip(resps, answers, strict=True):
+        fixed, n = answer_items(answer)
+        if n:
+            undo.append((response, answer))
+            response["answer"] = fixed
+            coerced += n
+    return coerced
 
 
 def _grouped(r: Any) -> bool:
@@ -165,8 +195,9 @@ def _extras(items: list[dict[str, Any]], known: frozenset[str]) -> list[dict[str
 def _children(parents: list[dict[str, Any]], key: str) -> list[Any]:
     """The concatenated ``parent[key]`` lists.
 
-    Arrow has already checked that each is a list of objects or null, except that it reads
-    a string as a list of characters: a string there is refused.
+    A string there is refused (Arrow would read it as a list of characters); any other
+    non-list raises ``TypeError`` here or in the next ``dict.get``, or is refused by the
+    Arrow conversion of the whole block, which checks every known key's JSON type.
     """
     lists = list(map(dict.get, parents, repeat(key)))
     if str in set(map(type, lists)):
@@ -225,28 +256,31 @@ def _offsets(lists: pa.ListArray) -> tuple[np.ndarray, np.ndarray]:
     return parents, counts
 
 
-def _build(recs: list[Any], b: RecordBuilder) -> list[tuple[str, pa.RecordBatch]]:
+def _build(
+    recs: list[Any], b: RecordBuilder, undo: list[tuple[dict[str, Any], Any]]
+) -> list[tuple[str, pa.RecordBatch]]:
     batch = b.kind == "batch"
     if not all(map(_grouped, recs)):
         raise Fallback
     if batch and any("responses" in r for r in recs):
         raise Fallback
     n_recs = len(recs)
+    # A non-object where an object belongs raises TypeError here (-> Fallback); a string
+    # where a list belongs is refused by _children.
+    tasks = _children(recs, "tasks") if batch else []
+    resps = _children(tasks, "responses") if batch else _children(recs, "responses")
+    coerced = _coerce_answers(resps, undo)
     top = pa.array(recs, type=_RECORD_T[b.kind])  # all known keys, type-checked, in C
     sub, part, study, owner = (top.field(i) for i in range(4))
     if batch:
         task_lists = top.field(4)
-        tasks = _children(recs, "tasks")
         task_rec, _ = _offsets(task_lists)
         task_arr = task_lists.flatten()
         resp_lists = task_arr.field(1)
-        resps = _children(tasks, "responses")
         resp_task, _ = _offsets(resp_lists)
         resp_rec = task_rec[resp_task]
     else:
-        tasks = []
         resp_lists = top.field(4)
-        resps = _children(recs, "responses")
         resp_rec, _ = _offsets(resp_lists)
     resp_arr = resp_lists.flatten()
     ans_lists = resp_arr.field(4)
@@ -282,6 +316,7 @@ def _build(recs: list[Any], b: RecordBuilder) -> list[tuple[str, pa.RecordBatch]
     )
 
     # -- nothing below can fall back: commit state --------------------------------------
+    b.coerced += coerced
     out: list[tuple[str, pa.RecordBatch]] = []
     if batch:
         task_rows = _new_tasks(tasks, task_rec, owner, b)

@@ -19,8 +19,12 @@ Choices the contract leaves open:
   unparseable ``created_at`` is kept as ``{"created_at": raw}`` in ``extra``.
 * In the flat shape, unknown keys inside ``response`` go to ``extra["response"]``;
   ``metadata`` (and ``task_group_id``) feed the ``tasks`` table.
-* A line whose structure is wrong (``tasks``/``responses``/``answer`` not a list, items not
-  objects) is a bad record, like an unparseable one.
+* An ``answer`` that is not a list of objects is kept, not rejected (the shape of
+  ``video_narration`` answers is undocumented): a single object is a one-item list, a
+  bare scalar or a non-object list item becomes an item whose ``value`` is that scalar
+  (arrays/objects as JSON text, as usual). One WARNING per member gives the count.
+* A line whose structure is otherwise wrong (``tasks``/``responses`` not a list, a task
+  or response not an object) is a bad record, like an unparseable one.
 """
 
 from __future__ import annotations
@@ -262,6 +266,13 @@ def iter_record_batches(
     yield from _sliced(
         iter([("files", files), ("instructions", _instructions_batch(archive))]), batch_rows
     )
+    if builder.coerced:
+        logger.warning(
+            "%s of %s: %d answer items were not objects in a list; kept as answer items",
+            reader.member,
+            reader.shown,
+            builder.coerced,
+        )
     if reader.skipped:
         logger.warning(
             "skipped %d bad records in %s of %s", reader.skipped, reader.member, reader.shown

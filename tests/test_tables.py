@@ -536,7 +536,7 @@ BAD_LINES = [
     (b'"just a string"', "not an object"),
     (b'{"submission_id": "caf\xe9"}', "invalid JSON"),
     (b'{"submission_id": "s", "tasks": {"task_id": "t"}}', "not a list"),
-    (b'{"submission_id": "s", "tasks": [{"responses": [{"answer": ["x"]}]}]}', "not an object"),
+    (b'{"submission_id": "s", "tasks": [{"responses": ["x"]}]}', "not an object"),
 ]
 
 
@@ -709,16 +709,14 @@ def test_boolean_file_sizes_are_not_read_as_numbers(tmp_path: Path, size: Any) -
         assert got["extra"] is None
 
 
-@pytest.mark.parametrize("where", ["tasks", "responses", "answer"])
+@pytest.mark.parametrize("where", ["tasks", "responses"])
 def test_a_string_where_a_list_belongs_is_a_bad_record(tmp_path: Path, where: str) -> None:
     for text in ("", "abc"):
         record: dict[str, Any] = {"submission_id": "s", "tasks": [{"task_id": "t"}]}
         if where == "tasks":
             record["tasks"] = text
-        elif where == "responses":
-            record["tasks"][0]["responses"] = text
         else:
-            record["tasks"][0]["responses"] = [{"id": "r", "answer": text}]
+            record["tasks"][0]["responses"] = text
         tables = read(tmp_path, [GOOD, record], on_bad_records="quarantine")
         assert [r["line_number"] for r in rows(tables, "rejected")] == [2]
         assert "not a list" in rows(tables, "rejected")[0]["error"]
@@ -757,3 +755,173 @@ def test_generated_blocks_take_the_fast_path(
         with open_archive(archive_path) as archive:
             build_tables(archive)
     assert calls == (["fast", "fast"] if path == "fast" else [])
+
+
+# -- tolerant answer shapes: anything that is not a list of objects is kept ---------------
+
+
+def _answer_record(*answers: Any, sub: str = "s") -> dict[str, Any]:
+    responses = [
+        {"id": f"{sub}-r{i}", "instruction_id": "i", "type": "video_narration", "answer": a}
+        for i, a in enumerate(answers)
+    ]
+    return {"submission_id": sub, "tasks": [{"task_id": "t", "responses": responses}]}
+
+
+def _answer_cells(tables: ExportTables) -> list[tuple[Any, ...]]:
+    return [
+        (a["response_id"], a["answer_index"], a["value"], a["value_type"], a["extra"])
+        for a in rows(tables, "answers")
+    ]
+
+
+def _coerced_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.levelno == logging.WARNING and "were not objects in a list" in r.getMessage()
+    ]
+
+
+def test_a_single_object_answer_is_a_one_item_list(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    record = _answer_record({"value": "v", "file_key": "k", "x_new": 1})
+    with caplog.at_level(logging.WARNING, logger="prolific_ingest"):
+        tables = read(tmp_path, [record])
+    assert _answer_cells(tables) == [("s-r0", 0, "v", "string", '{"x_new":1}')]
+    assert rows(tables, "answers")[0]["file_key"] == "k"
+    assert rows(tables, "responses")[0]["n_answers"] == 1
+    assert len(_coerced_warnings(caplog)) == 1
+    assert "1 answer items" in _coerced_warnings(caplog)[0]
+
+
+@pytest.mark.parametrize(
+    ("answer", "value", "value_type"),
+    [
+        ("a video.mp4", "a video.mp4", "string"),
+        ("", "", "string"),
+        (3, "3", "number"),
+        (2.5, "2.5", "number"),
+        (True, "true", "boolean"),
+    ],
+)
+def test_a_bare_scalar_answer_is_one_item_with_that_value(
+    tmp_path: Path, answer: Any, value: str, value_type: str
+) -> None:
+    tables = read(tmp_path, [_answer_record(answer)])
+    assert _answer_cells(tables) == [("s-r0", 0, value, value_type, None)]
+    assert rows(tables, "responses")[0]["n_answers"] == 1
+    assert tables.row_counts["rejected"] == 0
+
+
+def test_non_object_list_items_become_items_with_that_value(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    answer = ["a", 3, {"value": "v", "unit": "kg"}, [1, "x"], None, False, 1.5e-7]
+    with caplog.at_level(logging.WARNING, logger="prolific_ingest"):
+        tables = read(tmp_path, [_answer_record(answer)])
+    assert _answer_cells(tables) == [
+        ("s-r0", 0, "a", "string", None),
+        ("s-r0", 1, "3", "number", None),
+        ("s-r0", 2, "v", "string", None),
+        ("s-r0", 3, '[1,"x"]', "array", None),
+        ("s-r0", 4, None, "null", None),
+        ("s-r0", 5, "false", "boolean", None),
+        ("s-r0", 6, "1.5e-07", "number", None),
+    ]
+    assert rows(tables, "answers")[2]["unit"] == "kg"
+    assert rows(tables, "responses")[0]["n_answers"] == 7
+    assert len(_coerced_warnings(caplog)) == 1
+    assert "6 answer items" in _coerced_warnings(caplog)[0]
+
+
+@pytest.mark.parametrize("answer", [None, "missing", []])
+def test_a_null_or_missing_answer_is_zero_items(
+    tmp_path: Path, answer: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    record = _answer_record(answer)
+    if answer == "missing":
+        del record["tasks"][0]["responses"][0]["answer"]
+    with caplog.at_level(logging.WARNING, logger="prolific_ingest"):
+        tables = read(tmp_path, [record])
+    assert tables.row_counts["answers"] == 0
+    assert rows(tables, "responses")[0]["n_answers"] == 0
+    assert _coerced_warnings(caplog) == []
+
+
+def test_every_shape_in_one_member_one_warning_with_the_total(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    records = [
+        _answer_record({"value": 1}, "text", sub="a"),
+        GOOD,
+        _answer_record([{"value": "ok"}], ["x", {"value": "y"}, 7], None, sub="b"),
+    ]
+    with caplog.at_level(logging.WARNING, logger="prolific_ingest"):
+        tables = read(tmp_path, records)
+    assert [r["n_answers"] for r in rows(tables, "responses")] == [1, 1, 0, 1, 3, 0]
+    warnings = _coerced_warnings(caplog)
+    assert len(warnings) == 1
+    assert "4 answer items" in warnings[0]
+    assert BATCH_MEMBER in warnings[0]
+
+
+def test_collection_and_flat_shapes_coerce_answers_too(tmp_path: Path) -> None:
+    collection = {"submission_id": "s", "responses": [{"id": "r", "answer": "said"}]}
+    tables = read(tmp_path, [collection], member="responses.jsonl")
+    assert _answer_cells(tables) == [("r", 0, "said", "string", None)]
+    flat = {"id": "r", "submission_id": "s", "response": {"type": "x", "answer": {"value": 2}}}
+    tables = read(tmp_path, [flat])
+    assert _answer_cells(tables) == [("r", 0, "2", "number", None)]
+
+
+def _both_paths(tmp_path: Path, records: list[Any], **kwargs: Any) -> tuple[Any, ...]:
+    out = []
+    for fast in (True, False):
+        tables_mod.FAST_PATH = fast
+        tables = read(tmp_path, records, **kwargs)
+        out.append({name: rows(tables, name) for name in tables.tables})
+    return tuple(out)
+
+
+@pytest.mark.parametrize(
+    "others",
+    [
+        [],  # the fast path coerces the block itself
+        [dict(GOOD, participant_id=5)],  # ... then falls back (wrong type): state restored
+        [{"submission_id": "o", "tasks": [{"responses": [{"answer": "kept?"}]}, 5]}],  # rejected
+    ],
+)
+def test_fast_path_and_per_line_give_identical_tables_and_counts(
+    tmp_path: Path,
+    others: list[Any],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    records = [
+        _answer_record({"value": "one"}, "bare", ["x", {"value": "y"}, [1]], None, sub="a"),
+        GOOD,
+        *others,
+        _answer_record(7, sub="z"),
+    ]
+    monkeypatch.setattr(tables_mod, "FAST_PATH", True)
+    with caplog.at_level(logging.WARNING, logger="prolific_ingest"):
+        fast, slow = _both_paths(tmp_path, records, on_bad_records="quarantine")
+    assert fast == slow
+    assert [a["value"] for a in fast["answers"]][:6] == ["one", "bare", "x", "y", "[1]", "7"]
+    warnings = _coerced_warnings(caplog)
+    assert len(warnings) == 2
+    assert all("5 answer items" in w for w in warnings)  # the rejected line counts nothing
+
+
+def test_fast_path_handles_coerced_answers_without_falling_back() -> None:
+    from prolific_ingest._tables_builder import RecordBuilder
+    from prolific_ingest._tables_fast import build_block
+
+    builder = RecordBuilder("batch", files_prefix="files/", existing_files=[], batch_rows=100)
+    block = b"\n".join([_line(_answer_record({"value": 1}, ["a", {"value": "b"}])), _line(GOOD)])
+    out = dict(build_block(block, builder))
+    assert out["answers"].column("value").to_pylist() == ["1", "a", "b"]
+    assert out["responses"].column("n_answers").to_pylist() == [1, 2, 0]
+    assert builder.coerced == 2
