@@ -1,8 +1,10 @@
 """Private streaming writer of :mod:`prolific_ingest.sinks`: record batches -> staged Parquet.
 
-One :class:`_Leaf` per output file keeps a ``pq.ParquetWriter`` open and buffers
-incoming batches until ``row_group_rows`` rows (or ``_MAX_BUFFER_BYTES``) are
-pending, so many small batches become few row groups and memory stays flat.
+One :class:`RowGroupWriter` per output file keeps a ``pq.ParquetWriter`` open and
+buffers incoming batches until ``row_group_rows`` rows are pending, so many small
+batches become few row groups; all the writers of one export share one
+:class:`BufferBudget` (:data:`BUFFER_BYTES`), so memory stays flat however many files
+are open. The parsed-table cache uses the same writer.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from ._sinks_layout import NULL_PARTITION, Location, leaf_rel
 
 log = logging.getLogger(__name__)
 
-_MAX_BUFFER_BYTES = 128 * 1024 * 1024
+#: Bytes of record batches one export's writers may buffer together (see BufferBudget).
+BUFFER_BYTES = 48 * 1024 * 1024
 COMPRESSION = "zstd"
 
 
@@ -70,55 +73,114 @@ def split_by_date(batch: Any) -> list[tuple[str, Any]]:
     return parts
 
 
-class _Leaf:
-    """One Parquet file being written into staging."""
+class BufferBudget:
+    """Bytes that several :class:`RowGroupWriter` may buffer together.
 
-    def __init__(self, loc: Location, path: str, schema: Any, row_group_rows: int) -> None:
-        loc.ensure_parent(path)
-        self._fh = loc.fs.open(path, "wb")
+    When the total is over ``limit``, the writers holding the most are flushed (as a
+    shorter row group) until it is under; so memory stays bounded however many files are
+    open, and a row group is never much smaller than ``limit`` / number of writers.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.writers: list[RowGroupWriter] = []
+
+    def pending(self) -> int:
+        """Bytes buffered by every writer."""
+        return sum(w.pending_bytes for w in self.writers)
+
+    def enforce(self) -> None:
+        """Flush the biggest buffers until the total is within the limit."""
+        total = self.pending()
+        while total > self.limit:
+            biggest = max(self.writers, key=lambda w: w.pending_bytes)
+            total -= biggest.pending_bytes
+            biggest.flush()
+
+
+class RowGroupWriter:
+    """A ``pq.ParquetWriter`` that gathers incoming batches into row groups.
+
+    Batches are buffered until ``row_group_rows`` rows are pending (or ``budget`` needs
+    the memory back), so a stream of many small batches becomes few row groups.
+
+    Parameters
+    ----------
+    fh : file-like
+        Opened for writing; closed by :meth:`close` / :meth:`abort`.
+    schema : pyarrow.Schema
+    row_group_rows : int
+        Rows per row group.
+    budget : BufferBudget
+        Shared limit on buffered bytes.
+    **options
+        Passed to ``pq.ParquetWriter`` (``compression`` defaults to zstd).
+    """
+
+    def __init__(
+        self, fh: Any, schema: Any, row_group_rows: int, budget: BufferBudget, **options: Any
+    ) -> None:
+        self._fh = fh
         try:
-            self._writer = pq.ParquetWriter(self._fh, schema, compression=COMPRESSION)
+            options.setdefault("compression", COMPRESSION)
+            self._writer = pq.ParquetWriter(fh, schema, **options)
         except BaseException:
-            self._fh.close()
+            fh.close()
             raise
         self._schema = schema
         self._rows = row_group_rows
+        self._budget = budget
         self._pending: list[Any] = []
         self._pending_rows = 0
-        self._pending_bytes = 0
+        self.pending_bytes = 0
+        self.row_groups = 0
+        budget.writers.append(self)
 
     def write(self, batch: Any) -> None:
+        """Buffer ``batch``; write every complete row group."""
         if not batch.num_rows:
             return
         self._pending.append(batch)
         self._pending_rows += batch.num_rows
-        self._pending_bytes += batch.nbytes
+        self.pending_bytes += batch.nbytes
         if self._pending_rows >= self._rows:
-            self._flush(complete_groups_only=True)
-        elif self._pending_bytes >= _MAX_BUFFER_BYTES:
-            self._flush(complete_groups_only=False)
+            self._write(complete_groups_only=True)
+        self._budget.enforce()
 
-    def _flush(self, *, complete_groups_only: bool) -> None:
+    def flush(self) -> None:
+        """Write everything buffered (the last row group may be short)."""
+        if self._pending:
+            self._write(complete_groups_only=False)
+
+    def _write(self, *, complete_groups_only: bool) -> None:
         table = pa.Table.from_batches(self._pending, schema=self._schema)
+        self._pending = []
         while table.num_rows >= self._rows:
             self._writer.write_table(table.slice(0, self._rows), row_group_size=self._rows)
+            self.row_groups += 1
             table = table.slice(self._rows)
         if table.num_rows and not complete_groups_only:
             self._writer.write_table(table, row_group_size=self._rows)
+            self.row_groups += 1
             table = table.slice(table.num_rows)
-        self._pending = table.to_batches() if table.num_rows else []
+        # The rest is copied out of the written batches so that they can be freed now.
+        self._pending = [table.combine_chunks().to_batches()[0]] if table.num_rows else []
         self._pending_rows = table.num_rows
-        self._pending_bytes = sum(b.nbytes for b in self._pending)
+        self.pending_bytes = sum(b.nbytes for b in self._pending)
 
     def close(self) -> None:
+        """Write what is buffered, close the writer and the file."""
         try:
-            if self._pending:
-                self._flush(complete_groups_only=False)
+            self.flush()
             self._writer.close()
         finally:
+            self._release()
             self._fh.close()
 
     def abort(self) -> None:
+        """Close after a failure, writing nothing more (best effort)."""
+        self._pending = []
+        self._release()
         try:
             self._writer.close()
         except Exception:  # best effort while already failing
@@ -127,6 +189,17 @@ class _Leaf:
             self._fh.close()
         except Exception:
             log.debug("closing an aborted file failed", exc_info=True)
+
+    def _release(self) -> None:
+        self.pending_bytes = 0
+        if self in self._budget.writers:
+            self._budget.writers.remove(self)
+
+
+def _leaf(loc: Location, path: str, schema: Any, rows: int, budget: BufferBudget) -> RowGroupWriter:
+    """One Parquet file being written into staging."""
+    loc.ensure_parent(path)
+    return RowGroupWriter(loc.fs.open(path, "wb"), schema, rows, budget)
 
 
 class StagedExport:
@@ -166,7 +239,8 @@ class StagedExport:
         self._col, self._owner, self._export = col, owner_id, export_id
         self._schemas = dict(schemas)
         self._rows = row_group_rows
-        self._leaves: dict[tuple[str, str | None], _Leaf] = {}
+        self._leaves: dict[tuple[str, str | None], RowGroupWriter] = {}
+        self._budget = BufferBudget(BUFFER_BYTES)
         self._files: dict[str, list[str]] = {name: [] for name in self._schemas}
         self.counts: dict[str, int] = dict.fromkeys(self._schemas, 0)
         self.max_response_created_at: datetime | None = None
@@ -198,13 +272,14 @@ class StagedExport:
             raise ValueError(msg)
         return batch.drop_columns([self._col])
 
-    def _leaf(self, table: str, date: str | None) -> _Leaf:
+    def _leaf(self, table: str, date: str | None) -> RowGroupWriter:
         key = (table, date)
         leaf = self._leaves.get(key)
         if leaf is None:
             rel = leaf_rel(table, self._col, self._owner, self._export, date, 0)
             path = self._loc.path(f"{self._staging}/{rel}")
-            leaf = self._leaves[key] = _Leaf(self._loc, path, self.file_schema(table), self._rows)
+            schema = self.file_schema(table)
+            leaf = self._leaves[key] = _leaf(self._loc, path, schema, self._rows, self._budget)
             self._files[table].append(rel)
         return leaf
 

@@ -43,8 +43,10 @@ logger = logging.getLogger(__name__)
 
 BATCH, COLLECTION = "batch", "collection"
 
-#: Bytes read from a member per ``read`` call.
-CHUNK_BYTES = 8 * 2**20
+#: Bytes read from a member per ``read`` call; also about the size of a parse block. The
+#: parser holds one block as Python objects (about ten times its size), so this bounds
+#: the parse's memory; below ~2 MiB the per-block overhead starts to show.
+CHUNK_BYTES = 2 * 2**20
 #: Largest metadata (``batch.json`` / ``collection.json``) member that is parsed.
 MAX_METADATA_BYTES = 256 * 2**20
 

@@ -152,3 +152,100 @@ def test_expansion_of_a_chunked_column() -> None:
     assert chunked.column("datapoint").num_chunks == 2
     got = assert_same_frames("tasks", chunked)
     pd.testing.assert_frame_equal(got, to_pandas("tasks", table))
+
+
+# -- row groups: memory-bounded buffering, and never a swarm of tiny row groups ---------------
+
+
+def _batch(start: int, n: int, width: int = 100) -> pa.RecordBatch:
+    return pa.RecordBatch.from_pydict(
+        {"i": list(range(start, start + n)), "s": ["x" * width] * n},
+        schema=pa.schema([("i", pa.int64()), ("s", pa.string())]),
+    )
+
+
+def test_writers_sharing_a_budget_stay_within_it_and_keep_every_row() -> None:
+    import io
+
+    from prolific_ingest._sinks_writer import BufferBudget, RowGroupWriter
+
+    limit = 200_000
+    budget = BufferBudget(limit)
+    sinks = [io.BytesIO() for _ in range(3)]
+    schema = _batch(0, 1).schema
+    writers = [RowGroupWriter(fh, schema, 10_000, budget) for fh in sinks]
+    for fh in sinks:
+        fh.close = lambda: None  # type: ignore[method-assign]  # read back below
+    one = _batch(0, 100).nbytes
+    for step in range(60):
+        writers[step % 3].write(_batch(step * 100, 100))
+        assert budget.pending() <= limit
+    assert budget.pending() > 0
+    for writer in writers:
+        writer.close()
+    assert budget.writers == []
+    import pyarrow.parquet as pq
+
+    for k, fh in enumerate(sinks):
+        meta = pq.ParquetFile(io.BytesIO(fh.getvalue())).metadata
+        read = pq.read_table(io.BytesIO(fh.getvalue()))
+        assert read.column("i").to_pylist() == [
+            i for step in range(k, 60, 3) for i in range(step * 100, step * 100 + 100)
+        ]
+        # flushed only when over budget, biggest first: row groups of about limit / 3
+        sizes = [meta.row_group(g).num_rows for g in range(meta.num_row_groups)]
+        assert all(size * one // 100 >= limit // 4 for size in sizes[:-1])
+        assert meta.num_row_groups <= 3
+
+
+def test_the_parsed_table_cache_gathers_small_batches_into_few_row_groups(
+    tmp_path: Any,
+) -> None:
+    import types
+    import zipfile
+
+    import pyarrow.parquet as pq
+
+    from prolific_ingest._table_cache import TableCache
+    from prolific_ingest.archive import open_archive
+    from prolific_ingest.tables import build_tables, iter_record_batches
+
+    lines = [
+        {
+            "submission_id": f"s{i}",
+            "tasks": [
+                {"task_id": f"t{i}", "responses": [{"id": f"r{i}", "answer": [{"value": i}]}]}
+            ],
+        }
+        for i in range(3000)
+    ]
+    path = tmp_path / "a.zip"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("responses-by-submission.jsonl", "\n".join(map(json.dumps, lines)))
+    entry: Any = types.SimpleNamespace(
+        path=str(tmp_path / "entry"),
+        export_id="e",
+        manifest={"sha256": "abc"},
+        ref=types.SimpleNamespace(kind="batch"),
+    )
+    store = TableCache(entry, None)
+    counts: dict[str, int] = {}
+    with open_archive(path) as archive:
+        stream = list(store.tee(iter_record_batches(archive, batch_rows=7), counts))
+    assert sum(1 for name, _ in stream if name == "answers") > 400  # many tiny batches
+    assert store.commit(counts, {})
+    info = store.info()
+    assert info is not None
+    cached = store.read(info)
+    assert cached is not None
+    with open_archive(path) as archive:
+        direct = build_tables(archive)
+    for name, table in direct.tables.items():
+        assert cached[name].equals(table)
+        meta = pq.read_metadata(f"{entry.path}/tables/{name}.parquet")
+        assert meta.num_row_groups == (1 if table.num_rows else 0), (
+            name,
+            [meta.row_group(g).num_rows for g in range(meta.num_row_groups)],
+        )
+        if table.num_rows:  # dictionary pages slow warm reads down: none
+            assert "RLE_DICTIONARY" not in meta.row_group(0).column(0).encodings
