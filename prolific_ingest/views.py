@@ -12,6 +12,7 @@ from typing import Any
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 __all__ = ["option_labels", "wide", "with_labels"]
 
@@ -41,15 +42,34 @@ def option_labels(instructions: pd.DataFrame) -> dict[tuple[str, str], str]:
     return labels
 
 
+def _strings(series: pd.Series) -> pa.Array | pa.ChunkedArray:
+    """The column as Arrow strings: ``str()`` of every non-null value (zero copy if already)."""
+    if isinstance(series.dtype, pd.ArrowDtype) and pa.types.is_string(series.dtype.pyarrow_dtype):
+        arrow: pa.Array | pa.ChunkedArray = pa.array(series)
+        return arrow
+    texts = [None if v is None or v is pd.NA else str(v) for v in series]
+    return pa.array(texts, type=pa.string())
+
+
 def with_labels(answers: pd.DataFrame, instructions: pd.DataFrame) -> pd.DataFrame:
     """Return ``answers`` with a ``value_label`` column (the option label, else null)."""
-    labels = option_labels(instructions)
+    by_instruction: dict[str, dict[str, str]] = {}
+    for (instruction_id, value), label in option_labels(instructions).items():
+        by_instruction.setdefault(instruction_id, {})[value] = label
     out = answers.copy()
-    keys = zip(out["instruction_id"], out["value"], strict=True)
-    values = [
-        labels.get((str(i), str(v))) if i is not pd.NA and v is not pd.NA else None for i, v in keys
-    ]
-    out["value_label"] = pd.Series(values, index=out.index, dtype=_STRING)
+    ids = _strings(out["instruction_id"])
+    values = _strings(out["value"])
+    result: pa.ChunkedArray | pa.Array = pa.nulls(len(out), type=pa.string())
+    for instruction_id, options in by_instruction.items():
+        rows = pc.fill_null(pc.equal(ids, instruction_id), False)
+        if not pc.any(rows).as_py():
+            continue
+        found = pc.take(
+            pa.array(list(options.values()), type=pa.string()),
+            pc.index_in(values, value_set=pa.array(list(options), type=pa.string())),
+        )
+        result = pc.if_else(rows, found, result)
+    out["value_label"] = pd.Series(pd.arrays.ArrowExtensionArray(result), index=out.index)
     return out
 
 
