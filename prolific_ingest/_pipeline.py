@@ -76,7 +76,7 @@ def fetch(
         )
         raise CacheMissError(msg)
     api = client()
-    job = _resolve_job(plan, cache, api)
+    job = _resolve_job(plan, api)
     hit = cache.lookup(plan.ref, job.export_id)
     if hit is not None:
         return hit
@@ -95,7 +95,7 @@ def _cache_hit(plan: LoadPlan, cache: ExportCache) -> CachedExport | None:
     return None
 
 
-def _resolve_job(plan: LoadPlan, cache: ExportCache, api: ProlificClient) -> ExportJob:
+def _resolve_job(plan: LoadPlan, api: ProlificClient) -> ExportJob:
     if plan.export_id is not None:
         return _job_by_id(plan, api)
     if plan.max_age > timedelta(0):
@@ -115,30 +115,29 @@ def _job_by_id(plan: LoadPlan, api: ProlificClient) -> ExportJob:
     """
     assert plan.export_id is not None
     job = lifecycle.get_export(api, plan.ref, plan.export_id)
-    try:
-        listed = lifecycle.list_exports(api, plan.ref)
-    except AuthenticationError:
-        raise
-    except APIError as exc:
-        logger.info(
-            "listing exports failed (%s); the filter of %s is unknown", exc.status, job.export_id
-        )
-        return job
-    for item in listed:
+    for item in _listed_jobs(api, plan.ref):
         if item.export_id == job.export_id and item.filter_known:
             return job.replace(filter=item.filter, filter_known=True, created_at=item.created_at)
     return job
 
 
 def _server_side_reusable(plan: LoadPlan, api: ProlificClient) -> ExportJob | None:
+    jobs = _listed_jobs(api, plan.ref)
+    return lifecycle.find_reusable_job(jobs, plan.filter, plan.max_age, datetime.now(UTC))
+
+
+def _listed_jobs(api: ProlificClient, ref: ExportRef) -> list[ExportJob]:
+    """The job list, or ``[]`` when the endpoint fails with anything but 401.
+
+    The list endpoint is newer than the rest of the API: it never blocks a load.
+    """
     try:
-        jobs = lifecycle.list_exports(api, plan.ref)
+        return lifecycle.list_exports(api, ref)
     except AuthenticationError:
         raise
-    except APIError as exc:  # the list endpoint is newer than the rest: never let it block a load
-        logger.info("listing exports failed (%s); requesting a new export", exc.status)
-        return None
-    return lifecycle.find_reusable_job(jobs, plan.filter, plan.max_age, datetime.now(UTC))
+    except APIError as exc:
+        logger.info("listing exports of %s %s failed (%s)", ref.kind, ref.id, exc.status)
+        return []
 
 
 def download_into_cache(

@@ -20,6 +20,7 @@ from typing import Any
 import fsspec
 
 from . import _pipeline
+from ._cache_entry import as_timedelta
 from ._pipeline import OnBadRecords
 from ._retry import RetryPolicy
 from .archive import open_archive
@@ -189,12 +190,6 @@ def load_collection_export(
     )
 
 
-def _as_timedelta(value: timedelta | float | None) -> timedelta:
-    if value is None:
-        return timedelta(0)
-    return value if isinstance(value, timedelta) else timedelta(seconds=float(value))
-
-
 def _load(
     ref: ExportRef,
     *,
@@ -228,7 +223,8 @@ def _load(
             raise ConfigurationError(msg)
         flt = _incremental_filter(ref, flt, output, storage_options)
     explicit_age = max_age is not _UNSET
-    age = _as_timedelta(max_age if explicit_age else DEFAULT_MAX_AGE)
+    # max_age=None means 0 here (no reuse), unlike the cache's "any age".
+    age = as_timedelta(max_age if explicit_age else DEFAULT_MAX_AGE) or timedelta(0)
     if offline and not explicit_age:
         age = timedelta.max
     elif incremental and not explicit_age:
