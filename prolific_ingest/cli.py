@@ -266,10 +266,6 @@ def _cached_summary(entry: Any) -> dict[str, Any]:
 # -- parser ---------------------------------------------------------------------------------
 
 
-def _seconds(text: str) -> float:
-    return float(text)
-
-
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser (exposed for documentation and tests)."""
     common = argparse.ArgumentParser(add_help=False)
@@ -311,7 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--export-id", help="load this existing export (resume after a timeout)")
         p.add_argument(
             "--max-age",
-            type=_seconds,
+            type=float,
             help="reuse an export younger than this many seconds (0: new)",
         )
         p.add_argument("--offline", action="store_true", help="use the cache only; no network")
@@ -381,9 +377,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("list", "clear", "path"),
         help="path: where the cache is; list: cached exports; clear: remove them",
     )
-    p.add_argument(
-        "--older-than", type=_seconds, help="with clear: only entries older than N seconds"
-    )
+    p.add_argument("--older-than", type=float, help="with clear: only entries older than N seconds")
     p.add_argument(
         "--dry-run", action="store_true", help="with clear: only show what would be removed"
     )
