@@ -6,6 +6,7 @@ import io
 import logging
 import os
 import stat
+import threading
 import warnings
 import zipfile
 from pathlib import Path
@@ -153,6 +154,27 @@ def test_verify_and_reading_catch_a_flipped_byte(tmp_path: Path) -> None:
     assert "responses-by-submission.jsonl" in str(info.value)
     with open_archive(path) as archive, pytest.raises(CorruptArchiveError):
         list(archive.iter_lines("responses-by-submission.jsonl"))
+
+
+@pytest.mark.parametrize("corrupt", ["big.jsonl", "files/s/k/small-7.txt"])
+def test_verify_checks_every_member_on_two_threads(tmp_path: Path, corrupt: str) -> None:
+    """verify() splits the members over threads; whichever is corrupt is still named,
+    the smallest and the largest alike, and no checking thread is left running."""
+    big = b'{"submission_id": "s1"}\n' * 5000
+    smalls = [(f"files/s/k/small-{i}.txt", f"payload {i:04d} ".encode() * 40) for i in range(12)]
+    entries = [("README.md", b"ok"), ("big.jsonl", big), *smalls]
+    path = make_zip(tmp_path / "a.zip", entries, compression=zipfile.ZIP_STORED)
+    raw = bytearray(path.read_bytes())
+    payload = dict(entries)[corrupt]
+    raw[raw.index(payload) + len(payload) // 2] ^= 0x01
+    path.write_bytes(bytes(raw))
+    before = {t.name for t in threading.enumerate()}
+    with open_archive(path) as archive, pytest.raises(CorruptArchiveError) as info:
+        archive.verify()
+    assert info.value.member == corrupt
+    assert isinstance(info.value.__cause__, zipfile.BadZipFile)
+    left = {t.name for t in threading.enumerate()} - before
+    assert not [name for name in left if name.startswith("prolific-ingest-verify")]
 
 
 def test_invalid_metadata_is_a_bad_record(tmp_path: Path) -> None:
