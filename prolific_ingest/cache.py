@@ -53,6 +53,9 @@ __all__ = ["ARCHIVE_NAME", "FORMAT_VERSION", "MANIFEST_NAME", "CachedExport", "E
 
 logger = logging.getLogger(__name__)
 
+#: A temporary file not written to for this long was left by a killed process.
+STALE_STAGING = timedelta(hours=1)
+
 
 class ExportCache:
     """Downloaded export archives under ``root`` (a local path or fsspec URL).
@@ -260,15 +263,53 @@ class ExportCache:
     # -- writing -------------------------------------------------------------------------------
 
     def staging(self, ref: ExportRef, export_id: str) -> str:
-        """Return a process-unique temporary archive path inside the entry directory."""
+        """Return a process-unique temporary archive path inside the entry directory.
+
+        Call it while holding :meth:`lock`. Staging files of the entry left by a killed
+        process are removed first (see :meth:`sweep_staging`).
+        """
         entry = self._entry(ref, export_id)
         try:
             self._fs.makedirs(entry, exist_ok=True)
         except OSError as exc:
             msg = f"cannot create cache directory {self._external(entry)}: {exc}"
             raise CacheError(msg) from exc
+        self.sweep_staging(ref, export_id)
         name = f"{ARCHIVE_NAME}.tmp-{os.getpid()}-{uuid.uuid4().hex}"
         return self._external(f"{entry}/{name}")
+
+    def sweep_staging(self, ref: ExportRef, export_id: str) -> builtins.list[str]:
+        """Remove the entry's stale temporary files; return the removed paths.
+
+        A temporary file (``*.tmp-*``: a staged archive, manifest or parsed table) that
+        has not been written to for :data:`STALE_STAGING` was left by a process that was
+        killed: a live download or parse writes to its file continuously. The age rule,
+        not the lock alone, decides, because the locks of a remote cache are per machine.
+        Never raises.
+        """
+        entry = self._entry(ref, export_id)
+        cutoff = datetime.now(UTC) - STALE_STAGING
+        removed: builtins.list[str] = []
+        for folder in (entry, f"{entry}/{TABLES_DIR}"):
+            try:
+                names = self._fs.ls(folder, detail=False)
+            except (OSError, ValueError):
+                continue
+            for path in names:
+                if ".tmp-" not in path.rsplit("/", 1)[-1]:
+                    continue
+                try:
+                    modified = self._fs.modified(path)
+                    if modified.tzinfo is None:
+                        modified = modified.replace(tzinfo=UTC)
+                    if modified < cutoff:
+                        self._fs.rm(path)
+                        removed.append(self._external(path))
+                except (OSError, NotImplementedError, ValueError):
+                    continue
+        if removed:
+            logger.info("removed %d stale staging files of export %s", len(removed), export_id)
+        return removed
 
     def discard(self, staging_path: str) -> None:
         """Remove a staging file if it exists (never raises)."""

@@ -341,6 +341,58 @@ def test_s3_root(s3: Any) -> None:
     assert [e.export_id for e in cache.clear()] == ["E1"]
 
 
+# -- staging files left by killed processes ------------------------------------------------
+
+
+def test_stale_staging_files_are_swept_under_the_lock(cache: ExportCache) -> None:
+    """A killed download or parse leaves ``*.tmp-*`` files; the next staging of the same
+    entry removes those not written to for an hour, and keeps fresh ones (a live writer)."""
+    entry = Path(cache.entry_path(REF, "E1"))
+    (entry / "tables").mkdir(parents=True)
+    stale = [
+        entry / "archive.zip.tmp-4242-dead",
+        entry / "manifest.json.tmp-4242-dead",
+        entry / "tables" / "answers.parquet.tmp-dead",
+    ]
+    fresh = entry / "archive.zip.tmp-4343-live"
+    two_hours_ago = (datetime.now(UTC) - timedelta(hours=2)).timestamp()
+    for path in [*stale, fresh]:
+        path.write_bytes(b"partial")
+    for path in stale:
+        os.utime(path, (two_hours_ago, two_hours_ago))
+    with cache.lock(REF, "E1"):
+        staging = cache.staging(REF, "E1")
+    assert [p for p in stale if p.exists()] == []
+    assert fresh.exists()
+    assert not Path(staging).exists()  # a name only; the download creates it
+    put(cache, "E1")
+    assert cache.lookup(REF, "E1") is not None
+    assert sorted(p.name for p in entry.iterdir()) == [
+        "archive.zip",
+        fresh.name,
+        "manifest.json",
+        "tables",
+    ]
+
+
+def test_stale_staging_sweep_on_s3(s3: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    import prolific_ingest.cache as cache_module
+
+    cache = ExportCache(s3.url("cache"), storage_options=s3.storage_options)
+    left = f"{s3.bucket}/cache/batch/B1/E1/archive.zip.tmp-1-dead"
+    s3.fs.pipe(left, b"partial")
+    assert cache.sweep_staging(REF, "E1") == []  # written just now: maybe a live writer
+    assert s3.fs.exists(left)
+    monkeypatch.setattr(cache_module, "STALE_STAGING", timedelta(0))
+    assert cache.sweep_staging(REF, "E1") == [f"s3://{left}"]
+    assert not s3.fs.exists(left)
+    put(cache, "E1")
+    assert sorted(s3.fs.ls(f"{s3.bucket}/cache/batch/B1/E1", detail=False)) == [
+        f"{s3.bucket}/cache/batch/B1/E1/archive.zip",
+        f"{s3.bucket}/cache/batch/B1/E1/manifest.json",
+    ]
+
+
 # -- one download per export, across threads and processes ---------------------------------
 
 
