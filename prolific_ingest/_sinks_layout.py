@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -164,11 +164,6 @@ def parse_iso(text: Any) -> datetime | None:
     except ValueError:
         return None
     return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
-def as_timedelta(value: timedelta | float) -> timedelta:
-    """Accept a ``timedelta`` or a number of seconds."""
-    return value if isinstance(value, timedelta) else timedelta(seconds=float(value))
 
 
 def mtime(fs: Any, path: str) -> datetime | None:
