@@ -21,7 +21,6 @@ from urllib.parse import urlsplit
 
 import fsspec
 import requests
-from fsspec.implementations.local import LocalFileSystem
 
 from ._progress import ProgressLike, make_progress
 from ._retry import RetryPolicy, RetryState, is_loopback_host, is_retriable, parse_retry_after
@@ -91,24 +90,35 @@ def _clean_etag(raw: str | None) -> str | None:
 
 
 class _Sink:
-    """The destination file, with running hashes; appends locally, restarts elsewhere."""
+    """The destination file, with running hashes.
+
+    The file stays open across retries, so a resumed response is appended to the same
+    handle: that works for every fsspec destination alike (an object store's upload in
+    progress included), not only for local files that can be reopened for appending.
+    """
 
     def __init__(self, dest: str, storage_options: Mapping[str, Any] | None) -> None:
         self.dest = dest
         self.fs, self.path = fsspec.core.url_to_fs(dest, **dict(storage_options or {}))
-        self.can_append = isinstance(self.fs, LocalFileSystem)
         self.handle: Any = None
         self.written = 0
         self.sha256 = hashlib.sha256()
         self.md5 = hashlib.md5(usedforsecurity=False)
 
+    @property
+    def resumable(self) -> bool:
+        """Whether bytes were written to a handle that is still open."""
+        return self.written > 0 and self.handle is not None
+
     def open(self, *, resume: bool) -> None:
+        """Keep appending (``resume``, open handle) or start the file over from byte 0."""
+        if resume and self.handle is not None:
+            return
         self.close()
-        if not resume:
-            self.written = 0
-            self.sha256 = hashlib.sha256()
-            self.md5 = hashlib.md5(usedforsecurity=False)
-        self.handle = self.fs.open(self.path, "ab" if resume else "wb")
+        self.written = 0
+        self.sha256 = hashlib.sha256()
+        self.md5 = hashlib.md5(usedforsecurity=False)
+        self.handle = self.fs.open(self.path, "wb")
 
     def write(self, chunk: bytes) -> None:
         self.handle.write(chunk)
@@ -190,7 +200,7 @@ class _Download:
 
     def run(self) -> None:
         while True:
-            resume = self.sink.written > 0 and self.sink.can_append
+            resume = self.sink.resumable
             # identity: byte ranges and Content-Length must refer to the stored object itself.
             headers = {"User-Agent": _USER_AGENT, "Accept-Encoding": "identity"}
             if resume:
@@ -260,12 +270,9 @@ class _Download:
                     self.sink.write(chunk)
                     self.bar.update(len(chunk))
         except (requests.RequestException, ConnectionError) as exc:
-            self.sink.close()
             if self.sink.written > before:
                 self.state.reset()  # progress was made: a fresh retry budget
             what = f"connection lost at byte {self.sink.written} ({type(exc).__name__})"
-            if not self.sink.can_append:
-                self.sink.written = 0
             self._retry_or_raise(what, None, None)
             return False
         self.sink.close()
@@ -355,9 +362,9 @@ def download_archive(
 
     Notes
     -----
-    After a dropped connection a local ``dest`` is resumed with
-    ``Range: bytes=<n>-`` and ``If-Range: <etag>``; a changed object (other ETag,
-    or a ``200``) restarts from byte 0. Remote destinations restart from 0.
+    After a dropped connection the download resumes with ``Range: bytes=<n>-`` and
+    ``If-Range: <etag>``, appending to the still-open ``dest`` (local or remote); a
+    changed object (other ETag, or a ``200``) restarts from byte 0.
     """
     _check_url(url, export_id)
     own = session is None
