@@ -248,9 +248,8 @@ def parse(
         stream = store.tee(iter_record_batches(archive, on_bad_records=on_bad_records), counts)
         if sink is not None:
             written = sink(stream)
-        else:
-            for _ in stream:
-                pass
+        for _ in stream:  # a sink that found the export committed read nothing: parse anyway
+            pass
     reusable = on_bad_records != "skip" and counts.get("rejected", 0) == 0
     if reusable and store.commit(counts, metadata):
         return Parsed(counts, metadata, lambda: _read_committed(store), written)
