@@ -143,3 +143,31 @@ def test_every_page_is_in_the_nav() -> None:
     pages = sorted(p.name for p in DOCS.glob("*.md"))
     missing = [p for p in pages if f": {p}" not in config]
     assert missing == [], f"pages missing from the mkdocs nav: {missing}"
+
+
+def _python_blocks() -> list[tuple[str, int, str]]:
+    """Every fenced ```python block of README.md and docs/*.md: (file, first line, code)."""
+    blocks = []
+    for path in [ROOT / "README.md", *sorted(DOCS.glob("*.md"))]:
+        text = path.read_text(encoding="utf-8")
+        pattern = r"^([ \t]*)```python[^\n]*\n(.*?)^\1```"
+        for match in re.finditer(pattern, text, re.MULTILINE | re.DOTALL):
+            indent = len(match.group(1))
+            code = "\n".join(line[indent:] for line in match.group(2).splitlines())
+            line = text[: match.start()].count("\n") + 2
+            blocks.append((path.relative_to(ROOT).as_posix(), line, code))
+    return blocks
+
+
+def test_every_python_block_in_the_docs_parses() -> None:
+    import ast
+
+    blocks = _python_blocks()
+    assert len(blocks) > 20, "the fenced-block pattern no longer finds the docs' examples"
+    broken = []
+    for name, line, code in blocks:
+        try:
+            ast.parse(code)
+        except SyntaxError as exc:
+            broken.append(f"{name}:{line + (exc.lineno or 1) - 1}: {exc.msg}")
+    assert broken == [], f"python blocks that do not parse: {broken}"
