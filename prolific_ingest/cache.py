@@ -55,6 +55,7 @@ logger = logging.getLogger(__name__)
 
 #: A temporary file not written to for this long was left by a killed process.
 STALE_STAGING = timedelta(hours=1)
+_NO_MANIFEST = "archive.zip without manifest.json"
 
 
 class ExportCache:
@@ -142,7 +143,7 @@ class ExportCache:
         data = self._read_manifest(entry)
         if data is None:
             if self._fs.exists(archive):
-                msg = "archive.zip without manifest.json (interrupted commit)"
+                msg = f"{_NO_MANIFEST} (interrupted commit)"
                 raise DamagedEntryError(msg)
             return None
         found = self._build(ref, export_id, entry, data)
@@ -191,6 +192,8 @@ class ExportCache:
             try:
                 return self._check(ref, export_id, verify)
             except DamagedEntryError as exc:
+                if self._maybe_committing(ref, export_id, exc):
+                    return None
                 logger.warning(
                     "cache entry %s of %s %s is damaged (%s); removing it",
                     export_id,
@@ -200,6 +203,32 @@ class ExportCache:
                 )
                 self._remove_committed(self._entry(ref, export_id))
                 return None
+
+    def _maybe_committing(self, ref: ExportRef, export_id: str, exc: DamagedEntryError) -> bool:
+        """Whether an archive without manifest may be another machine's commit in flight.
+
+        The locks of a remote cache are per machine, so on a remote root a fresh archive
+        without a manifest is left alone (reported absent) until it is
+        :data:`STALE_STAGING` old; a local root's lock already rules that out.
+        """
+        if self._local or not str(exc).startswith(_NO_MANIFEST):
+            return False
+        archive = f"{self._entry(ref, export_id)}/{ARCHIVE_NAME}"
+        try:
+            modified = self._fs.modified(archive)
+        except (OSError, NotImplementedError, ValueError):
+            return True  # cannot tell its age: never delete what may be in use
+        if modified.tzinfo is None:
+            modified = modified.replace(tzinfo=UTC)
+        if datetime.now(UTC) - modified < STALE_STAGING:
+            logger.info(
+                "export %s: archive without manifest, written %s; maybe a commit in progress "
+                "elsewhere, left alone",
+                export_id,
+                modified.isoformat(timespec="seconds"),
+            )
+            return True
+        return False
 
     def _owner_dirs(self, ref: ExportRef | None) -> Iterator[tuple[ExportRef, str]]:
         if ref is not None:

@@ -26,3 +26,37 @@ def test_output_already_committed_with_a_fresh_cache_still_loads(
         assert second.written is not None and second.written.skipped
         assert second.row_counts == first.row_counts
         assert len(second.answers) == len(first.answers) > 0
+
+
+def test_remote_cache_leaves_a_fresh_archive_without_manifest_alone(
+    s3: Any, monkeypatch: Any
+) -> None:
+    """On a shared s3:// cache another machine (its own locks) may be between moving its
+    archive into place and writing the manifest: a fresh archive without a manifest is
+    reported absent but not deleted; once stale it is removed as an interrupted commit."""
+    import prolific_ingest.cache as cache_module
+    from prolific_ingest.cache import ExportCache
+    from prolific_ingest.exports import ExportRef
+
+    ref = ExportRef("batch", "B1")
+    cache = ExportCache(s3.url("cache"), storage_options=s3.storage_options)
+    archive = f"{s3.bucket}/cache/batch/B1/E1/archive.zip"
+    s3.fs.pipe(archive, b"PK in flight")
+    assert cache.lookup(ref, "E1") is None
+    assert s3.fs.exists(archive)
+    monkeypatch.setattr(cache_module, "STALE_STAGING", cache_module.timedelta(0))
+    assert cache.lookup(ref, "E1") is None
+    assert not s3.fs.exists(archive)
+
+
+def test_local_cache_still_removes_an_interrupted_commit_at_once(tmp_path: Path) -> None:
+    from prolific_ingest.cache import ExportCache
+    from prolific_ingest.exports import ExportRef
+
+    ref = ExportRef("batch", "B1")
+    cache = ExportCache(str(tmp_path / "cache"))
+    entry = Path(cache.entry_path(ref, "E1"))
+    entry.mkdir(parents=True)
+    (entry / "archive.zip").write_bytes(b"PK")
+    assert cache.lookup(ref, "E1") is None  # under the lock: no commit can be in flight
+    assert not (entry / "archive.zip").exists()
