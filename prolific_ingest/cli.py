@@ -172,7 +172,9 @@ def cmd_load(args: argparse.Namespace) -> int:
 def cmd_read(args: argparse.Namespace) -> int:
     from . import api
 
-    export = api.read_export(args.archive, on_bad_records=args.on_bad_records)
+    export = api.read_export(
+        args.archive, export_id=args.export_id, on_bad_records=args.on_bad_records
+    )
     if args.out:
         export.written = export.to_parquet(args.out)
     _emit(args, _summary(export), _summary_text(export))
@@ -329,6 +331,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("read", cmd_read, "read an export ZIP already on disk or in a bucket (no API call)")
     p.add_argument("archive", help="path or fsspec URL of the ZIP")
     p.add_argument("--out", help="also write Parquet here")
+    p.add_argument(
+        "--export-id",
+        help="the export id in the Parquet output (default: its cache entry id, else sha256-<checksum>)",
+    )
     p.add_argument(
         "--on-bad-records",
         choices=("raise", "quarantine", "skip"),
