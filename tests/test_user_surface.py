@@ -93,3 +93,25 @@ def test_a_cache_archive_keeps_its_export_id_and_a_copy_of_it_gets_a_checksum(
     copied = read_export(str(copy))
     assert copied.export_id.startswith("sha256-")
     assert copied.export_id != "archive"
+
+
+# -- exports list: readable text ----------------------------------------------------------------
+
+
+def test_exports_list_text_shows_iso_times_and_compact_json_filters(env, capsys):
+    batch_id = env.add_batch(seed=6, n_submissions=2)
+    since = "2020-01-02T03:04:05Z"
+    assert main(["batch", batch_id, "--json"]) == 0
+    assert main(["batch", batch_id, "--since", since, "--study-id", "s1", "--json"]) == 0
+    capsys.readouterr()
+    jobs = _cli_json(capsys, ["exports", "list", batch_id])
+    assert main(["exports", "list", batch_id]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 and "<25" not in "".join(lines)
+    for job, line in zip(jobs, lines, strict=True):
+        export_id, status, created, flt = line.split(maxsplit=3)
+        assert (export_id, status) == (job["export_id"], "complete")
+        assert created.endswith("Z") and created[:19] == job["created_at"][:19]
+        assert json.loads(flt) == {k: v for k, v in job["filter"].items() if v is not None}
+    assert '{"study_id":"s1","from":"2020-01-02T03:04:05Z"}' in lines[0]
+    assert lines[1].endswith("  {}")
