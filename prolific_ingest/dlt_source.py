@@ -5,7 +5,9 @@ Install with ``pip install "prolific-ingest[dlt]"``, then::
     import dlt
     from prolific_ingest.dlt_source import prolific_source
 
-    pipeline = dlt.pipeline("prolific", destination="duckdb", dataset_name="prolific")
+    # A dataset name other than the pipeline name: DuckDB names its catalog after the
+    # database file (prolific.duckdb), and a schema of the same name is ambiguous.
+    pipeline = dlt.pipeline("prolific", destination="duckdb", dataset_name="prolific_data")
     pipeline.run(prolific_source(batch_ids=["<batch id>"]))
 
 One resource per table (``submissions``, ``tasks``, ``responses``, ``answers``, ``files``,

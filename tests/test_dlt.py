@@ -259,3 +259,28 @@ def test_nothing_is_requested_for_a_collection_when_only_tasks_are_selected(
     pipeline.run(prolific_source((), [collection_id], **conn).with_resources("tasks"))
     assert prolific_emulator.requests == []
     assert "tasks" not in _tables(db)
+
+
+def _documented_pipeline_calls() -> list[str]:
+    """The ``dlt.pipeline(...)`` call of docs/data-lakes.md and of the module docstring."""
+    import re
+
+    import prolific_ingest.dlt_source as module
+
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "data-lakes.md").read_text("utf-8")
+    pattern = r"dlt\.pipeline\([^\n]*\)"
+    return [*re.findall(pattern, docs), *re.findall(pattern, module.__doc__ or "")]
+
+
+def test_the_documented_pipeline_runs_with_the_default_duckdb_file(
+    prolific_emulator, conn, tmp_path, monkeypatch
+):
+    calls = _documented_pipeline_calls()
+    assert len(calls) == 2 and calls[0] == calls[1], calls
+    monkeypatch.chdir(tmp_path)  # destination="duckdb" writes <pipeline name>.duckdb here
+    batch_id = prolific_emulator.add_batch(seed=47, n_submissions=3)
+    pipeline = eval(calls[0], {"dlt": dlt})  # exactly as documented
+    pipeline.run(prolific_source(batch_ids=[batch_id], **conn))
+    db = tmp_path / f"{pipeline.pipeline_name}.duckdb"
+    answers = _query(db, f"SELECT count(*) FROM {pipeline.dataset_name}.answers")[0][0]
+    assert answers == prolific_emulator.ground_truth(batch_id).counts["answers"]
