@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import random
@@ -291,5 +292,5 @@ def test_read_export_from_bytes_in_memory_fs():
     with fsspec.open("memory://faults/x.zip", "wb") as fh:
         fh.write(buf.getvalue())
     exp = read_export("memory://faults/x.zip")
-    assert exp.export_id == "x"
+    assert exp.export_id == f"sha256-{hashlib.sha256(buf.getvalue()).hexdigest()[:16]}"
     assert list(exp.answers["value"]) == ["ok"]
