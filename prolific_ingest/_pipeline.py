@@ -27,9 +27,11 @@ from .errors import (
     CacheError,
     CacheMissError,
     CorruptArchiveError,
+    ExportLimitError,
     IntegrityError,
 )
 from .exports import ExportFilter, ExportJob, ExportRef
+from .manage import delete_finished_job, prunable_jobs
 from .sinks import WriteResult, write_parquet
 from .tables import ExportTables, iter_record_batches, schema_for, table_names
 
@@ -76,7 +78,7 @@ def fetch(
         )
         raise CacheMissError(msg)
     api = client()
-    job = _resolve_job(plan, api)
+    job = _resolve_job(plan, api, cache)
     hit = cache.lookup(plan.ref, job.export_id)
     if hit is not None:
         return hit
@@ -95,7 +97,7 @@ def _cache_hit(plan: LoadPlan, cache: ExportCache) -> CachedExport | None:
     return None
 
 
-def _resolve_job(plan: LoadPlan, api: ProlificClient) -> ExportJob:
+def _resolve_job(plan: LoadPlan, api: ProlificClient, cache: ExportCache) -> ExportJob:
     if plan.export_id is not None:
         return _job_by_id(plan, api)
     if plan.max_age > timedelta(0):
@@ -103,7 +105,37 @@ def _resolve_job(plan: LoadPlan, api: ProlificClient) -> ExportJob:
         if reusable is not None:
             logger.info("export %s: reusing a complete server-side export", reusable.export_id)
             return reusable
+    try:
+        return lifecycle.request_export(api, plan.ref, plan.filter)
+    except ExportLimitError as exc:
+        if not _free_a_slot(exc, plan.ref, api, cache):
+            raise
     return lifecycle.request_export(api, plan.ref, plan.filter)
+
+
+def _free_a_slot(
+    exc: ExportLimitError, ref: ExportRef, api: ProlificClient, cache: ExportCache
+) -> bool:
+    """At the job cap, delete the oldest job that holds nothing new; ``False`` if none.
+
+    Only a ``failed`` job, or a ``complete`` one whose archive is committed in this
+    cache, qualifies (the rule of :func:`~prolific_ingest.prune_exports`), so scheduled
+    loads (incremental ones request a new export every run) keep working at the cap.
+    """
+    jobs = exc.existing_jobs or _listed_jobs(api, ref)
+    candidates = prunable_jobs(jobs, cache, keep=0)
+    if not candidates:
+        return False
+    oldest = candidates[-1]
+    logger.warning(
+        "%s %s is at the export job cap; deleting export %s (%s, already cached) to make room",
+        ref.kind,
+        ref.id,
+        oldest.export_id,
+        oldest.status,
+    )
+    delete_finished_job(api, oldest)
+    return True
 
 
 def _job_by_id(plan: LoadPlan, api: ProlificClient) -> ExportJob:

@@ -15,6 +15,7 @@ from . import exports as lifecycle
 from .cache import ExportCache
 from .client import ProlificClient
 from .config import Settings
+from .errors import NotFoundError
 from .exports import ExportJob, ExportRef
 
 __all__ = ["delete_export", "job_summary", "list_exports", "prune_exports"]
@@ -81,11 +82,15 @@ def prune_exports(
     client: ProlificClient | None = None,
     token: str | None = None,
     base_url: str | None = None,
+    storage_options: dict[str, Any] | None = None,
 ) -> list[ExportJob]:
     """Delete old finished export jobs on the server, keeping the newest ``keep``.
 
     Only ``failed`` jobs and ``complete`` jobs that are committed in the cache are deleted;
-    ``generating`` jobs and complete ones that are not cached are never touched.
+    ``generating`` jobs and complete ones that are not cached are never touched. A job
+    that is already gone (404) counts as deleted.
+
+    ``storage_options`` are fsspec options for a remote ``cache`` (``s3://`` ...).
 
     Returns
     -------
@@ -94,21 +99,39 @@ def prune_exports(
     """
     api = _client(client, token, base_url)
     ref = ExportRef(kind, owner_id)
-    store = ExportCache(cache or api.settings.cache_dir)
+    root = cache or api.settings.cache_dir
+    store = ExportCache(root, storage_options=storage_options if "://" in root else None)
     listed = lifecycle.list_exports(api, ref)
+    plan = prunable_jobs(listed, store, keep=keep)
+    for job in plan if not dry_run else ():
+        delete_finished_job(api, job)
+    return plan
+
+
+def prunable_jobs(jobs: list[ExportJob], store: ExportCache, *, keep: int) -> list[ExportJob]:
+    """The finished jobs that can go, oldest last: all but the newest ``keep`` finished
+    jobs, of which only ``failed`` ones and ``complete`` ones committed in ``store``."""
     # Newest first by creation time (the list order itself is an ASSUMED detail).
     floor = datetime.min.replace(tzinfo=UTC)
-    listed.sort(key=lambda j: j.created_at or floor, reverse=True)
-    finished = [j for j in listed if j.status in ("complete", "failed")]
-    plan = [
+    ordered = sorted(jobs, key=lambda j: j.created_at or floor, reverse=True)
+    finished = [j for j in ordered if j.status in ("complete", "failed")]
+    return [
         job
         for job in finished[max(keep, 0) :]
-        if job.status == "failed" or store.lookup(ref, job.export_id) is not None
+        if job.status == "failed" or store.lookup(job.ref, job.export_id) is not None
     ]
-    for job in plan if not dry_run else ():
+
+
+def delete_finished_job(api: ProlificClient, job: ExportJob) -> None:
+    """Delete ``job`` on the server; a 404 counts as done (a retried DELETE whose first
+    response was lost, or another process that pruned it first)."""
+    ref = job.ref
+    try:
         lifecycle.delete_export(api, ref, job.export_id)
-        logger.info("%s %s: deleted export %s (%s)", kind, owner_id, job.export_id, job.status)
-    return plan
+    except NotFoundError:
+        logger.info("%s %s: export %s was already gone", ref.kind, ref.id, job.export_id)
+        return
+    logger.info("%s %s: deleted export %s (%s)", ref.kind, ref.id, job.export_id, job.status)
 
 
 def job_summary(job: ExportJob) -> dict[str, Any]:

@@ -7,6 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from prolific_ingest import load_batch_export
 
 
@@ -60,3 +62,65 @@ def test_local_cache_still_removes_an_interrupted_commit_at_once(tmp_path: Path)
     (entry / "archive.zip").write_bytes(b"PK")
     assert cache.lookup(ref, "E1") is None  # under the lock: no commit can be in flight
     assert not (entry / "archive.zip").exists()
+
+
+def _since(i: int) -> str:
+    return f"2020-01-01T00:00:{i:02d}Z"
+
+
+def test_scheduled_loads_keep_working_at_the_export_job_cap(
+    prolific_emulator: Any, conn: dict[str, Any], caplog: Any
+) -> None:
+    """Incremental (windowed) runs request a new export each time; at the cap of 10 jobs
+    the load deletes the oldest job whose archive is already cached, then requests."""
+    from prolific_ingest import list_exports
+    from prolific_ingest.testing._routes import EXPORT_CAP
+
+    batch_id = prolific_emulator.add_batch(n_submissions=2)
+    kw = {**conn, "max_age": 0}
+    loaded = [load_batch_export(batch_id, since=_since(i), **kw) for i in range(EXPORT_CAP)]
+    client_kw = {"token": conn["token"], "base_url": conn["base_url"]}
+    assert len(list_exports(batch_id, **client_kw)) == EXPORT_CAP
+    with caplog.at_level("WARNING", logger="prolific_ingest"):
+        extra = load_batch_export(batch_id, since=_since(EXPORT_CAP), **kw)
+    ids = {job.export_id for job in list_exports(batch_id, **client_kw)}
+    assert extra.export_id in ids and len(ids) == EXPORT_CAP
+    assert loaded[0].export_id not in ids  # the oldest cached job made room
+    assert {e.export_id for e in loaded[1:]} <= ids
+    assert f"deleting export {loaded[0].export_id}" in caplog.text
+
+
+def test_at_the_cap_jobs_not_in_the_cache_are_never_deleted(
+    prolific_emulator: Any, conn: dict[str, Any], tmp_path: Path
+) -> None:
+    from prolific_ingest import ExportLimitError, list_exports
+    from prolific_ingest.testing._routes import EXPORT_CAP
+
+    batch_id = prolific_emulator.add_batch(n_submissions=2)
+    kw = {**conn, "max_age": 0}
+    for i in range(EXPORT_CAP):
+        load_batch_export(batch_id, since=_since(i), **kw)
+    elsewhere = {**kw, "cache": str(tmp_path / "another-cache")}
+    with pytest.raises(ExportLimitError) as info:
+        load_batch_export(batch_id, since=_since(EXPORT_CAP), **elsewhere)
+    assert len(info.value.existing_jobs) == EXPORT_CAP
+    client_kw = {"token": conn["token"], "base_url": conn["base_url"]}
+    assert len(list_exports(batch_id, **client_kw)) == EXPORT_CAP
+
+
+def test_prune_counts_a_delete_whose_response_was_lost_as_done(
+    prolific_emulator: Any, conn: dict[str, Any]
+) -> None:
+    """The client retries a DELETE whose response was lost; the retry meets 404, which
+    means the job is gone: prune_exports goes on and deletes every job it planned."""
+    from prolific_ingest import list_exports, prune_exports
+
+    batch_id = prolific_emulator.add_batch(n_submissions=2)
+    for i in range(2):
+        load_batch_export(batch_id, since=_since(i), max_age=0, **conn)
+    rule = prolific_emulator.faults.drop_api_response(method="DELETE")
+    client_kw = {"token": conn["token"], "base_url": conn["base_url"]}
+    pruned = prune_exports(batch_id, keep=0, cache=conn["cache"], **client_kw)
+    assert rule.triggered == 1
+    assert len(pruned) == 2
+    assert list_exports(batch_id, **client_kw) == []
