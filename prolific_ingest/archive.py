@@ -222,7 +222,9 @@ class ExportArchive:
         ``chunk_bytes`` makes one larger block. ``first_line_number`` is 1-based.
         """
         line_no = 1
-        pending = b""
+        # The pieces of the unfinished line, joined once: ``+=`` per chunk would copy a
+        # line spanning many chunks again and again (quadratic in its length).
+        pending: list[bytes] = []
         first = True
         for chunk in self.iter_chunks(logical, chunk_bytes):
             if first:
@@ -230,14 +232,19 @@ class ExportArchive:
                 chunk = chunk.removeprefix(_BOM)
             cut = chunk.rfind(b"\n")
             if cut < 0:
-                pending += chunk
+                pending.append(chunk)
                 continue
-            block = pending + chunk[: cut + 1] if pending else chunk[: cut + 1]
-            pending = chunk[cut + 1 :]
+            if pending:
+                pending.append(chunk[: cut + 1])
+                block = b"".join(pending)
+            else:
+                block = chunk[: cut + 1]
+            rest = chunk[cut + 1 :]
+            pending = [rest] if rest else []
             yield line_no, block
             line_no += block.count(b"\n")
         if pending:
-            yield line_no, pending
+            yield line_no, b"".join(pending)
 
     def iter_lines(self, logical: str) -> Iterator[tuple[int, bytes]]:
         """Yield ``(line_number, raw_line)`` for every non-blank line of a JSONL member.

@@ -7,6 +7,7 @@ import logging
 import os
 import stat
 import threading
+import time
 import warnings
 import zipfile
 from pathlib import Path
@@ -378,3 +379,25 @@ def test_extract_files_to_memory_url() -> None:
         for d in ("/src", "/out"):
             if fs.exists(d):
                 fs.rm(d, recursive=True)
+
+
+def test_a_line_spanning_many_chunks_is_joined_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One 4 MiB line in 32768 chunks: appending each chunk to the pending bytes copied
+    # the line so far every time (seconds); joining the pieces once takes milliseconds.
+    monkeypatch.setattr(archive_mod, "CHUNK_BYTES", 128)
+    huge = b'{"v": "' + b"x" * (4 * 2**20) + b'"}'
+    data = b'{"a": 1}\n' + huge + b"\n" + b'{"b": 2}'
+    path = make_zip(tmp_path / "a.zip", [("responses.jsonl", data)])
+    with open_archive(path) as archive:
+        started = time.perf_counter()
+        n_chunks = sum(1 for _ in archive.iter_chunks("responses.jsonl"))
+        chunk_time = time.perf_counter() - started
+        started = time.perf_counter()
+        blocks = list(archive.iter_blocks("responses.jsonl"))
+        block_time = time.perf_counter() - started
+    assert n_chunks > 30_000
+    assert b"".join(block for _, block in blocks) == data
+    assert [line for _, line in blocks if line.startswith(b'{"v"')] == [huge + b"\n"]
+    assert block_time < 10 * chunk_time + 0.5
