@@ -119,7 +119,8 @@ def load_batch_export(
         Cache location (path or fsspec URL); default ``$PROLIFIC_INGEST_CACHE`` or the
         per-user cache directory.
     storage_options : dict, optional
-        Passed to fsspec for ``output`` and for a remote ``cache``.
+        Passed to fsspec for ``output`` and for a remote cache (given as ``cache`` or
+        set by ``$PROLIFIC_INGEST_CACHE``).
     token : str, optional
         API token; default ``$PROLIFIC_TOKEN``. Never logged or written anywhere.
     base_url : str, optional
@@ -237,9 +238,8 @@ def _load(
             token=token, base_url=base_url, **({"cache_dir": cache} if cache else {})
         )
     )
-    store = ExportCache(
-        cache or settings.cache_dir, storage_options=_remote_only(cache, storage_options)
-    )
+    location = cache or settings.cache_dir  # $PROLIFIC_INGEST_CACHE may be a bucket too
+    store = ExportCache(location, storage_options=_remote_only(location, storage_options))
     plan = _pipeline.LoadPlan(
         ref=ref, filter=flt, export_id=export_id, max_age=age, offline=offline
     )
@@ -281,9 +281,13 @@ def _load(
     )
 
 
-def _remote_only(url: str | None, storage_options: dict[str, Any] | None) -> dict[str, Any] | None:
-    """Storage options apply to remote URLs only (a local cache takes none)."""
-    if url is None or "://" not in url or url.startswith("file://"):
+def _remote_only(url: str, storage_options: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Storage options apply to a remote cache only (a local one takes none).
+
+    ``url`` is the resolved cache location: the ``cache=`` argument, else the settings'
+    ``cache_dir`` (``$PROLIFIC_INGEST_CACHE``, which may be an fsspec URL too).
+    """
+    if "://" not in url or url.startswith("file://"):
         return None
     return storage_options
 
@@ -352,9 +356,8 @@ def download_export(
             f"export {job.export_id} is {job.status!r}, not 'complete': call wait_for_export first"
         )
         raise ConfigurationError(msg)
-    store = ExportCache(
-        cache or client.settings.cache_dir, storage_options=_remote_only(cache, storage_options)
-    )
+    location = cache or client.settings.cache_dir
+    store = ExportCache(location, storage_options=_remote_only(location, storage_options))
     hit = store.lookup(job.ref, job.export_id)
     if hit is not None:
         return hit

@@ -115,3 +115,31 @@ def test_exports_list_text_shows_iso_times_and_compact_json_filters(env, capsys)
         assert json.loads(flt) == {k: v for k, v in job["filter"].items() if v is not None}
     assert '{"study_id":"s1","from":"2020-01-02T03:04:05Z"}' in lines[0]
     assert lines[1].endswith("  {}")
+
+
+# -- storage_options reach a remote cache set by $PROLIFIC_INGEST_CACHE --------------------------
+
+
+def test_storage_options_apply_to_a_bucket_cache_from_the_environment(
+    prolific_emulator, s3, monkeypatch
+):
+    from prolific_ingest import ProlificClient, download_export, request_export, wait_for_export
+    from prolific_ingest.exports import ExportRef
+
+    monkeypatch.setenv("PROLIFIC_INGEST_CACHE", s3.url("cache"))
+    emu = prolific_emulator
+    batch_id = emu.add_batch(seed=7, n_submissions=2)
+    conn = {"base_url": emu.base_url, "token": emu.token, "progress": False}
+    # The endpoint of the (moto) bucket is only in storage_options.
+    exp = load_batch_export(batch_id, storage_options=s3.storage_options, **conn)
+    assert exp.archive_url.startswith(f"s3://{s3.bucket}/cache/")
+    s3.fs.invalidate_cache()
+    assert s3.fs.exists(f"{s3.bucket}/cache/batch/{batch_id}/{exp.export_id}/archive.zip")
+    again = load_batch_export(batch_id, storage_options=s3.storage_options, offline=True)
+    assert again.export_id == exp.export_id
+    assert len(again.answers) == emu.ground_truth(batch_id).counts["answers"]
+
+    with ProlificClient(base_url=emu.base_url, token=emu.token) as client:
+        job = wait_for_export(client, request_export(client, ExportRef("batch", batch_id)))
+        entry = download_export(job, client=client, storage_options=s3.storage_options)
+    assert entry.archive_path.startswith(f"s3://{s3.bucket}/cache/batch/{batch_id}/")
