@@ -205,7 +205,7 @@ class _BlockReader:
             {
                 "member": self.member,
                 "line_number": number,
-                "raw": line.decode("utf-8", errors="replace"),
+                "raw": line.decode("utf-8", errors="backslashreplace"),
                 "error": str(exc),
             }
         )
