@@ -14,14 +14,17 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ._tables_arrow import dumps
+
 __all__ = ["option_labels", "wide", "with_labels"]
 
 _STRING = pd.ArrowDtype(pa.string())
 
 
 def _value_text(value: Any) -> str:
-    # Same text semantics as answers.value: strings verbatim, other scalars as JSON text.
-    return value if isinstance(value, str) else json.dumps(value)
+    # Same text as answers.value: strings verbatim, anything else as the compact JSON text
+    # of the tables (objects and arrays included: json.dumps' default separators differ).
+    return value if isinstance(value, str) else dumps(value)
 
 
 def option_labels(instructions: pd.DataFrame) -> dict[tuple[str, str], str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import zipfile
 
 import pandas as pd
 
@@ -119,3 +120,53 @@ def test_export_answers_carry_value_label(tmp_path):
     assert "value_label" not in exp.arrow.tables["answers"].column_names
     mc = exp.answers[(exp.answers["type"] == "multiple_choice") & exp.answers["value"].notna()]
     assert mc["value_label"].notna().any()
+
+
+def test_options_with_object_array_and_non_ascii_values_get_labels(tmp_path):
+    # answers.value holds compact JSON text for objects/arrays: the labels must match it.
+    options = [
+        {"label": "Object", "value": {"k": 1, "j": [2, "é"]}},
+        {"label": "Array", "value": [1, 2.5]},
+        {"label": "Number", "value": 3},
+        {"label": "Text", "value": "naïve"},
+    ]
+    values = [{"k": 1, "j": [2, "é"]}, [1, 2.5], 3, "naïve", {"k": 2}]
+    record = {
+        "submission_id": "s1",
+        "participant_id": "p1",
+        "batch_id": "b1",
+        "tasks": [
+            {
+                "task_id": "t1",
+                "responses": [
+                    {
+                        "id": "r1",
+                        "instruction_id": "i1",
+                        "type": "multiple_choice",
+                        "answer": [{"value": v} for v in values],
+                    }
+                ],
+            }
+        ],
+    }
+    metadata = {
+        "id": "b1",
+        "instructions": [
+            {"id": "i1", "type": "multiple_choice", "description": "Pick", "options": options}
+        ],
+    }
+    path = tmp_path / "e.zip"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("responses-by-submission.jsonl", json.dumps(record))
+        zf.writestr("batch.json", json.dumps(metadata))
+    exp = read_export(str(path))
+    assert exp.answers["value"].tolist() == [
+        '{"k":1,"j":[2,"é"]}',
+        "[1,2.5]",
+        "3",
+        "naïve",
+        '{"k":2}',
+    ]
+    labels = [None if pd.isna(v) else v for v in exp.answers["value_label"]]
+    assert labels == ["Object", "Array", "Number", "Text", None]
+    assert exp.wide()["Pick"].tolist() == ['Object; Array; Number; Text; {"k":2}']
