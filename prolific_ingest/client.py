@@ -20,7 +20,7 @@ import requests
 
 from ._retry import RetryPolicy, RetryState, is_loopback_host, is_retriable, parse_retry_after
 from ._version import __version__
-from .config import Secret, Settings
+from .config import Secret, Settings, normalize_base_url
 from .errors import (
     APIError,
     AuthenticationError,
@@ -48,7 +48,18 @@ Params = Mapping[str, str | int | float | None]
 
 
 def check_base_url(base_url: str) -> str:
-    """Validate an API base URL and return it without a trailing slash.
+    """Validate an API base URL and return it without a trailing slash or ``/api/v1``.
+
+    Parameters
+    ----------
+    base_url : str
+        The API root; a trailing ``/api/v1`` (or ``/api/v1/data-collection``) is
+        dropped, since requests add it themselves.
+
+    Returns
+    -------
+    str
+        The normalised API root.
 
     Raises
     ------
@@ -61,9 +72,9 @@ def check_base_url(base_url: str) -> str:
         msg = f"Invalid Prolific API URL {redact_url(base_url)!r}: no host"
         raise ConfigurationError(msg)
     if parts.scheme == "https":
-        return base_url.rstrip("/")
+        return normalize_base_url(base_url)
     if parts.scheme == "http" and is_loopback_host(parts.hostname):
-        return base_url.rstrip("/")
+        return normalize_base_url(base_url)
     msg = (
         f"Refusing Prolific API URL {redact_url(base_url)!r}: it must use https "
         "(plain http is only allowed for loopback hosts such as 127.0.0.1)"

@@ -19,6 +19,7 @@ Environment variables (all optional):
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -27,9 +28,40 @@ import platformdirs
 
 from .errors import ConfigurationError, MissingTokenError
 
-__all__ = ["DEFAULT_BASE_URL", "Secret", "Settings", "default_cache_dir"]
+__all__ = ["DEFAULT_BASE_URL", "Secret", "Settings", "default_cache_dir", "normalize_base_url"]
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_BASE_URL = "https://api.prolific.com"
+
+# Paths the client adds itself; a base URL copied with them would double them.
+_API_SUFFIXES = ("/api/v1/data-collection", "/api/v1")
+
+
+def normalize_base_url(base_url: str) -> str:
+    """Return an API base URL without trailing slashes or a trailing ``/api/v1``.
+
+    The client adds ``/api/v1/data-collection/`` itself, so a URL copied together with
+    ``/api/v1`` (or ``/api/v1/data-collection``) is cut back to the API root; this is
+    logged at DEBUG.
+
+    Parameters
+    ----------
+    base_url : str
+        The URL as given (argument, ``PROLIFIC_API_URL`` or settings).
+
+    Returns
+    -------
+    str
+        The API root, for example ``https://api.prolific.com``.
+    """
+    url = base_url.strip().rstrip("/")
+    for suffix in _API_SUFFIXES:
+        if url.lower().endswith(suffix):
+            root = url[: -len(suffix)].rstrip("/")
+            logger.debug("API base URL: dropping %r (the client adds it itself)", suffix)
+            return root
+    return url
 
 
 class Secret:
@@ -93,7 +125,8 @@ class Settings:
     Parameters
     ----------
     base_url : str
-        API root, without ``/api/v1``.
+        API root. A trailing ``/api/v1`` (or ``/api/v1/data-collection``) and trailing
+        slashes are removed (see :func:`normalize_base_url`).
     token : Secret or None
         The API token; ``None`` means "not configured" (API calls then raise
         :class:`~prolific_ingest.MissingTokenError`).
@@ -120,6 +153,10 @@ class Settings:
     cache_dir: str = field(default_factory=default_cache_dir)
     ca_bundle: str | None = None
 
+    def __post_init__(self) -> None:
+        if isinstance(self.base_url, str):
+            object.__setattr__(self, "base_url", normalize_base_url(self.base_url))
+
     @classmethod
     def from_env(
         cls, *, token: str | Secret | None = None, base_url: str | None = None, **overrides: Any
@@ -136,7 +173,7 @@ class Settings:
         if secret is not None and not secret:
             secret = None
         url = base_url or os.environ.get("PROLIFIC_API_URL") or DEFAULT_BASE_URL
-        values: dict[str, Any] = {"base_url": url.rstrip("/"), "token": secret}
+        values: dict[str, Any] = {"base_url": url, "token": secret}
         if os.environ.get("PROLIFIC_CA_BUNDLE"):
             values["ca_bundle"] = os.environ["PROLIFIC_CA_BUNDLE"]
         if os.environ.get("PROLIFIC_POLL_INTERVAL"):

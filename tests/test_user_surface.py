@@ -143,3 +143,31 @@ def test_storage_options_apply_to_a_bucket_cache_from_the_environment(
         job = wait_for_export(client, request_export(client, ExportRef("batch", batch_id)))
         entry = download_export(job, client=client, storage_options=s3.storage_options)
     assert entry.archive_path.startswith(f"s3://{s3.bucket}/cache/batch/{batch_id}/")
+
+
+# -- a base URL copied with /api/v1 -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("suffix", ["/api/v1", "/api/v1/", "/api/v1/data-collection/"])
+def test_a_base_url_ending_in_api_v1_reaches_the_api(prolific_emulator, conn, suffix, caplog):
+    import logging
+
+    from prolific_ingest import ProlificClient
+
+    emu = prolific_emulator
+    batch_id = emu.add_batch(seed=8, n_submissions=2)
+    with caplog.at_level(logging.DEBUG, logger="prolific_ingest.config"):
+        client = ProlificClient(base_url=emu.base_url + suffix, token=emu.token)
+    assert client.settings.base_url == emu.base_url
+    assert "/api/v1" in caplog.text
+    exp = load_batch_export(batch_id, **dict(conn, base_url=emu.base_url + suffix))
+    assert len(exp.answers) == emu.ground_truth(batch_id).counts["answers"]
+    api_paths = [r.path for r in emu.requests if r.host == "api"]
+    assert api_paths and all(p.startswith("/api/v1/data-collection/") for p in api_paths)
+
+
+def test_the_cli_accepts_prolific_api_url_with_api_v1(env, monkeypatch, capsys):
+    monkeypatch.setenv("PROLIFIC_API_URL", env.base_url + "/api/v1")
+    batch_id = env.add_batch(seed=9, n_submissions=2)
+    payload = _cli_json(capsys, ["batch", batch_id])
+    assert payload["rows"]["answers"] == env.ground_truth(batch_id).counts["answers"]
