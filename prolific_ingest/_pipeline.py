@@ -6,6 +6,7 @@ it holds no I/O code of its own beyond the parsed-table cache beside each archiv
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -26,6 +27,7 @@ from .errors import (
     AuthenticationError,
     CacheError,
     CacheMissError,
+    ConfigurationError,
     CorruptArchiveError,
     ExportLimitError,
     IntegrityError,
@@ -68,6 +70,8 @@ def fetch(
     """
     hit = _cache_hit(plan, cache)
     if hit is not None:
+        if plan.export_id is not None:
+            _check_filter(plan, hit.filter, known=hit.filter_known)
         logger.info("export %s: loaded from cache %s", hit.export_id, hit.path)
         return hit
     if plan.offline:
@@ -79,12 +83,43 @@ def fetch(
         raise CacheMissError(msg)
     api = client()
     job = _resolve_job(plan, api, cache)
+    if plan.export_id is not None:
+        _check_filter(plan, job.filter, known=job.filter_known)
     hit = cache.lookup(plan.ref, job.export_id)
     if hit is not None:
         return hit
     if job.status != "complete" or not job.url:
         job = lifecycle.wait_for_export(api, job, timeout=wait_timeout, progress=progress)
     return download_into_cache(job, cache, api, progress=progress)
+
+
+def _check_filter(plan: LoadPlan, actual: ExportFilter, *, known: bool) -> None:
+    """Refuse filter arguments that contradict the export named by ``export_id``.
+
+    An export's filter is fixed when it is requested; silently returning the rows of
+    another window or study would be wrong data. Without filter arguments, or when the
+    export's own filter is unknown (loaded by id, not listed), nothing is checked.
+    """
+    if plan.filter == ExportFilter() or not known or plan.filter == actual:
+        if plan.filter != ExportFilter() and not known:
+            logger.warning(
+                "export %s: its filter is unknown, so the filter arguments (%s) cannot be "
+                "checked against it; they do not change what it contains",
+                plan.export_id,
+                _describe(plan.filter),
+            )
+        return
+    msg = (
+        f"export {plan.export_id} was made with filter {_describe(actual)}, but "
+        f"{_describe(plan.filter)} was asked for; drop export_id= to request a new export "
+        "with that filter, or drop the filter arguments"
+    )
+    raise ConfigurationError(msg)
+
+
+def _describe(flt: ExportFilter) -> str:
+    shown = {k: v for k, v in flt.to_json().items() if v is not None}
+    return json.dumps(shown, separators=(",", ":")) if shown else "{} (none)"
 
 
 def _cache_hit(plan: LoadPlan, cache: ExportCache) -> CachedExport | None:

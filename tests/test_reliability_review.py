@@ -124,3 +124,23 @@ def test_prune_counts_a_delete_whose_response_was_lost_as_done(
     assert rule.triggered == 1
     assert len(pruned) == 2
     assert list_exports(batch_id, **client_kw) == []
+
+
+def test_export_id_with_contradicting_filter_arguments_is_refused(
+    prolific_emulator: Any, conn: dict[str, Any], tmp_path: Path
+) -> None:
+    """An export's filter is fixed when requested: asking for study S2 by the id of a
+    study-S1 export must not silently return S1's rows (cache hit or not)."""
+    from prolific_ingest import ConfigurationError
+
+    batch_id = prolific_emulator.add_batch(n_submissions=3)
+    first = load_batch_export(batch_id, study_id="S1", **conn)
+    fresh = {**conn, "cache": str(tmp_path / "fresh")}
+    for kw in (conn, fresh):
+        with pytest.raises(ConfigurationError, match="S1") as info:
+            load_batch_export(batch_id, study_id="S2", export_id=first.export_id, **kw)
+        assert "S2" in str(info.value) and first.export_id in str(info.value)
+    same = load_batch_export(batch_id, study_id="S1", export_id=first.export_id, **fresh)
+    assert same.export_id == first.export_id
+    bare = load_batch_export(batch_id, export_id=first.export_id, **conn)
+    assert bare.row_counts == first.row_counts
