@@ -62,6 +62,8 @@ FAST_PATH = True
 
 OnBadRecords = Literal["raise", "quarantine", "skip"]
 _INSTRUCTION_KNOWN = frozenset(("id", "type", "description", "options"))
+#: (column, key in batch.json) of the instructions table's text columns.
+_INSTRUCTION_TEXT = (("instruction_id", "id"), ("type", "type"), ("description", "description"))
 
 
 @dataclass(frozen=True)
@@ -123,10 +125,6 @@ def _files_batch(archive: ExportArchive) -> pa.RecordBatch:
     )
 
 
-def _text(value: Any) -> str | None:
-    return value if value is None or isinstance(value, str) else dumps(value)
-
-
 def _instructions_batch(archive: ExportArchive) -> pa.RecordBatch:
     rows: list[dict[str, str | None]] = []
     items = archive.metadata.get("instructions")
@@ -136,15 +134,18 @@ def _instructions_batch(archive: ExportArchive) -> pa.RecordBatch:
             continue
         extra = {k: v for k, v in item.items() if k not in _INSTRUCTION_KNOWN}
         options = item.get("options")
-        rows.append(
-            {
-                "instruction_id": _text(item.get("id")),
-                "type": _text(item.get("type")),
-                "description": _text(item.get("description")),
-                "options": None if options is None else dumps(options),
-                "extra": dumps(extra) if extra else None,
-            }
-        )
+        row: dict[str, str | None] = {
+            "options": None if options is None else dumps(options),
+        }
+        for column, key in _INSTRUCTION_TEXT:
+            value = item.get(key)
+            if value is None or type(value) is str:
+                row[column] = value
+            else:  # a wrong JSON type is not coerced: null cell, the value kept in extra
+                row[column] = None
+                extra[key] = value
+        row["extra"] = dumps(extra) if extra else None
+        rows.append(row)
     return pa.RecordBatch.from_pylist(rows, schema=schema_for("instructions", archive.kind))
 
 

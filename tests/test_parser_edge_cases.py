@@ -116,3 +116,51 @@ def test_rejected_raw_escapes_undecodable_bytes_instead_of_replacing_them(
     assert rejected["line_number"] == 2
     assert rejected["raw"] == '{"submission_id": "caf\\xe9 \\xff\\xfe"}'
     assert rejected["raw"].encode("ascii").decode("unicode_escape").encode("latin-1") == bad
+
+
+# -- instructions: wrong-typed known keys are not coerced --------------------------------
+
+
+def test_wrong_typed_instruction_keys_are_null_and_kept_in_extra(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    metadata = {
+        "id": "b1",
+        "instructions": [
+            {"id": 5, "type": "free_text", "description": "Say", "answer_limit": 1},
+            {"id": "i2", "type": ["multiple_choice"], "description": {"en": "Pick"}},
+            {"id": "i3", "type": "free_text", "description": None, "options": "odd"},
+            "not an object",
+        ],
+    }
+    tables = read(tmp_path, monkeypatch, [GOOD], metadata=metadata)
+    assert rows(tables, "instructions") == [
+        {
+            "instruction_id": None,
+            "type": "free_text",
+            "description": "Say",
+            "options": None,
+            "extra": '{"answer_limit":1,"id":5}',
+        },
+        {
+            "instruction_id": "i2",
+            "type": None,
+            "description": None,
+            "options": None,
+            "extra": '{"type":["multiple_choice"],"description":{"en":"Pick"}}',
+        },
+        {
+            "instruction_id": "i3",
+            "type": "free_text",
+            "description": None,
+            "options": '"odd"',
+            "extra": None,
+        },
+        {
+            "instruction_id": None,
+            "type": None,
+            "description": None,
+            "options": None,
+            "extra": '{"instruction":"not an object"}',
+        },
+    ]
