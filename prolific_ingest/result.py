@@ -12,6 +12,7 @@ from typing import IO, TYPE_CHECKING, Any
 import pandas as pd
 
 from . import views
+from ._tables_schema import TABLE_NAMES
 from .archive import open_archive
 from .exports import ExportFilter
 
@@ -71,6 +72,10 @@ class Export:
     storage_options: dict[str, Any] | None = field(default=None, repr=False)
     written: WriteResult | None = field(default=None, repr=False)
     _frames: dict[str, pd.DataFrame] | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        # One table order whichever path built the counts (fresh parse, table cache, …).
+        self.row_counts = _in_table_order(self.row_counts)
 
     # -- identity ---------------------------------------------------------------------------
     @property
@@ -196,15 +201,31 @@ class Export:
         )
 
     def __repr__(self) -> str:
-        counts = ", ".join(f"{k}={v}" for k, v in self.row_counts.items() if k != "rejected")
-        rejected = self.row_counts.get("rejected", 0)
-        extra = f", rejected={rejected}" if rejected else ""
+        """``<Export KIND ID export_id=… [filter] fetched_at=… table=rows …>``.
+
+        Every field is ``name=value`` separated by single spaces; tables are in the fixed
+        order of :data:`~prolific_ingest.tables.TABLE_NAMES`, and ``rejected`` is shown only
+        when lines were set aside.
+        """
+        counts = [
+            f"{name}={rows}"
+            for name, rows in _in_table_order(self.row_counts).items()
+            if name != "rejected" or rows
+        ]
         flt = describe_filter(self.filter)
-        return (
-            f"<Export {self.kind} {self.owner_id} export_id={self.export_id}"
-            f"{' ' + flt if flt else ''} fetched_at={self.fetched_at:%Y-%m-%dT%H:%M:%SZ} "
-            f"{counts}{extra}>"
-        )
+        fields = [
+            f"export_id={self.export_id}",
+            *([flt] if flt else []),
+            f"fetched_at={self.fetched_at:%Y-%m-%dT%H:%M:%SZ}",
+            *counts,
+        ]
+        return f"<Export {self.kind} {self.owner_id} {' '.join(fields)}>"
+
+
+def _in_table_order(counts: dict[str, int]) -> dict[str, int]:
+    """``counts`` with the tables in :data:`TABLE_NAMES` order (others after, as given)."""
+    known = {name: counts[name] for name in TABLE_NAMES if name in counts}
+    return known | {name: rows for name, rows in counts.items() if name not in known}
 
 
 def describe_filter(flt: ExportFilter | None) -> str:

@@ -171,3 +171,25 @@ def test_the_cli_accepts_prolific_api_url_with_api_v1(env, monkeypatch, capsys):
     batch_id = env.add_batch(seed=9, n_submissions=2)
     payload = _cli_json(capsys, ["batch", batch_id])
     assert payload["rows"]["answers"] == env.ground_truth(batch_id).counts["answers"]
+
+
+# -- Export repr: one table order and one separator, fresh or cached ------------------------------
+
+
+def test_export_repr_is_the_same_for_a_fresh_and_a_cached_load(prolific_emulator, conn):
+    import re
+
+    from prolific_ingest.tables import TABLE_NAMES
+
+    batch_id = prolific_emulator.add_batch(seed=10, n_submissions=3)
+    fresh = load_batch_export(batch_id, **conn)
+    cached = load_batch_export(batch_id, **conn)
+    offline = load_batch_export(batch_id, **dict(conn, offline=True))
+    assert cached.export_id == fresh.export_id
+    assert repr(fresh) == repr(cached) == repr(offline)
+    for exp in (fresh, cached, offline):
+        assert list(exp.row_counts) == list(TABLE_NAMES)
+    text = repr(fresh)
+    assert re.fullmatch(r"<Export batch \S+( [a-z_]+=\S+)+>", text), text
+    names = re.findall(r" ([a-z_]+)=", text)
+    assert names == ["export_id", "fetched_at", *TABLE_NAMES[:-1]]  # rejected only if > 0
