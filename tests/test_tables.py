@@ -561,7 +561,7 @@ def test_quarantine_keeps_every_bad_line_whole(tmp_path: Path) -> None:
     assert tables.row_counts["tasks"] == 1
     rejected = rows(tables, "rejected")
     assert [r["line_number"] for r in rejected] == list(range(2, 2 + len(bad)))
-    assert [r["raw"] for r in rejected] == [b.decode("utf-8", "replace") for b in bad]
+    assert [r["raw"] for r in rejected] == [b.decode("utf-8", "backslashreplace") for b in bad]
     assert {r["member"] for r in rejected} == {BATCH_MEMBER}
     assert all(r["error"] for r in rejected)
 
