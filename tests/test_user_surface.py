@@ -193,3 +193,21 @@ def test_export_repr_is_the_same_for_a_fresh_and_a_cached_load(prolific_emulator
     assert re.fullmatch(r"<Export batch \S+( [a-z_]+=\S+)+>", text), text
     names = re.findall(r" ([a-z_]+)=", text)
     assert names == ["export_id", "fetched_at", *TABLE_NAMES[:-1]]  # rejected only if > 0
+
+
+# -- incremental loads request a fresh export (notebooks/03 §4) ----------------------------------
+
+
+def test_an_incremental_load_requests_a_new_export_even_with_the_same_filter(
+    prolific_emulator, conn, tmp_path
+):
+    emu = prolific_emulator
+    batch_id = emu.add_batch(seed=11, n_submissions=2)
+    lake = str(tmp_path / "lake")
+    load_batch_export(batch_id, output=lake, incremental=True, **conn)
+    second = load_batch_export(batch_id, output=lake, incremental=True, **conn)
+    third = load_batch_export(batch_id, output=lake, incremental=True, **conn)
+    assert second.filter == third.filter  # same watermark, same request ...
+    assert third.export_id != second.export_id  # ... yet a new export, not a reused one
+    posts = [r for r in emu.requests if r.host == "api" and r.method == "POST"]
+    assert len(posts) == 3
