@@ -297,11 +297,15 @@ class RecordBuilder:
         items = _as_list(items, "responses")
         for r in items:
             r = _as_dict(r, "a response")
+            # The response's own id, else (absent or null) the enclosing record's.
+            own_sub = r.get("submission_id")
+            own_part = r.get("participant_id")
+            own_study = r.get("study_id")
             self._response(
                 r,
-                r.get("submission_id", sub),
-                r.get("participant_id", part),
-                r.get("study_id", study),
+                sub if own_sub is None else own_sub,
+                part if own_part is None else own_part,
+                study if own_study is None else own_study,
                 task_id,
                 _extra(r, _RESPONSE_KNOWN),
             )

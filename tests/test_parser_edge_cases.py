@@ -164,3 +164,39 @@ def test_wrong_typed_instruction_keys_are_null_and_kept_in_extra(
             "extra": '{"instruction":"not an object"}',
         },
     ]
+
+
+# -- a null id on a response inherits its submission's -----------------------------------
+
+
+def test_a_null_id_on_a_response_inherits_the_submissions(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    nulls = {"submission_id": None, "participant_id": None, "study_id": None}
+    responses = [
+        {"id": "r1", **nulls, "answer": [{"value": "a"}]},
+        {"id": "r2", "submission_id": "other", "participant_id": None, "answer": []},
+        {"id": "r3", "study_id": None, "answer": []},
+    ]
+    tables = read(tmp_path, monkeypatch, [submission(tasks=[task(responses=responses)])])
+    ids = [
+        (r["submission_id"], r["participant_id"], r["study_id"]) for r in rows(tables, "responses")
+    ]
+    assert ids == [("s1", "p1", "st1"), ("other", "p1", "st1"), ("s1", "p1", "st1")]
+    assert [r["extra"] for r in rows(tables, "responses")] == [None, None, None]
+    [answer] = rows(tables, "answers")
+    assert (answer["submission_id"], answer["participant_id"]) == ("s1", "p1")
+    collection = {
+        "submission_id": "s1",
+        "participant_id": "p1",
+        "study_id": "st1",
+        "collection_id": "c1",
+        "responses": [{"id": "r1", **nulls, "answer": []}],
+    }
+    tables = read(tmp_path, monkeypatch, [collection], member=COLLECTION)
+    [response] = rows(tables, "responses")
+    assert (response["submission_id"], response["participant_id"], response["study_id"]) == (
+        "s1",
+        "p1",
+        "st1",
+    )
