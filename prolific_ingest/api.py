@@ -98,10 +98,12 @@ def load_batch_export(
     export_id : str, optional
         Load this existing export: from the cache if present, else via its status URL.
         Use it to resume after :class:`~prolific_ingest.ExportTimeoutError`.
-    max_age : timedelta or seconds, default 15 minutes
+    max_age : timedelta, seconds or None, default 15 minutes
         Reuse a cached or server-side complete export with the same filter younger than
-        this (measured from the export's creation); ``0`` forces a new export. With no
-        explicit value, ``offline=True`` accepts any age and ``incremental=True`` uses 0.
+        this (measured from the export's creation). ``0`` and ``None`` both mean "never
+        reuse": a new export is requested (and ``offline=True`` then finds nothing unless
+        ``export_id`` is given). With no explicit value, ``offline=True`` accepts any age
+        and ``incremental=True`` uses 0.
     offline : bool, default False
         Use the cache only, with no network call at all; raises
         :class:`~prolific_ingest.CacheMissError` when nothing suitable is cached.
@@ -182,6 +184,8 @@ def load_collection_export(
     client: ProlificClient | None = None,
 ) -> Export:
     """Load a Task Builder collection export; parameters as :func:`load_batch_export`.
+
+    That includes ``max_age``: ``0`` or ``None`` never reuses an export.
 
     A collection export has the tables ``submissions``, ``responses``, ``answers``,
     ``files``, ``instructions`` and ``rejected`` (no ``tasks``), keyed by ``collection_id``.
@@ -530,7 +534,8 @@ def load_batch_exports(
     max_workers : int, default 4
         Concurrent loads.
     **kwargs
-        Passed to :func:`load_batch_export` for every batch (``output=``, ``incremental=`` …).
+        Passed to :func:`load_batch_export` for every batch (``output=``, ``incremental=``,
+        ``max_age=`` where ``0`` or ``None`` never reuses an export …).
 
     Returns
     -------

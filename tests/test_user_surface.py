@@ -211,3 +211,12 @@ def test_an_incremental_load_requests_a_new_export_even_with_the_same_filter(
     assert third.export_id != second.export_id  # ... yet a new export, not a reused one
     posts = [r for r in emu.requests if r.host == "api" and r.method == "POST"]
     assert len(posts) == 3
+
+
+def test_max_age_none_never_reuses_an_export_as_documented(prolific_emulator, conn):
+    batch_id = prolific_emulator.add_batch(seed=12, n_submissions=2)
+    first = load_batch_export(batch_id, **conn)
+    assert load_batch_export(batch_id, **conn).export_id == first.export_id  # default: reuse
+    fresh = load_batch_export(batch_id, max_age=None, **conn)
+    assert fresh.export_id != first.export_id
+    assert "``None`` both mean" in (load_batch_export.__doc__ or "")
