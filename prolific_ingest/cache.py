@@ -16,14 +16,15 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import functools
 import hashlib
 import json
 import logging
 import os
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Concatenate, Literal, ParamSpec, TypeVar
 
 import fsspec
 import platformdirs
@@ -46,7 +47,7 @@ from ._cache_entry import (
     parse_manifest,
 )
 from .config import default_cache_dir
-from .errors import CacheError
+from .errors import CacheError, redact_url, storage_errors
 from .exports import ExportFilter, ExportRef
 
 __all__ = ["ARCHIVE_NAME", "FORMAT_VERSION", "MANIFEST_NAME", "CachedExport", "ExportCache"]
@@ -56,6 +57,24 @@ logger = logging.getLogger(__name__)
 #: A temporary file not written to for this long was left by a killed process.
 STALE_STAGING = timedelta(hours=1)
 _NO_MANIFEST = "archive.zip without manifest.json"
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _typed_storage_errors(
+    method: Callable[Concatenate[ExportCache, P], R],
+) -> Callable[Concatenate[ExportCache, P], R]:
+    """Raise a storage backend's own exceptions (credentials ...) as :class:`CacheError`."""
+
+    @functools.wraps(method)
+    def guarded(self: ExportCache, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        shown = redact_url(self.root) or self.root
+        with storage_errors(lambda detail: CacheError(f"cache {shown}: {detail}")):
+            return method(self, *args, **kwargs)
+
+    return guarded
 
 
 class ExportCache:
@@ -76,7 +95,8 @@ class ExportCache:
         raw = root or default_cache_dir()
         self.root: str = os.path.expanduser(raw) if "://" not in raw else raw
         self.storage_options: dict[str, Any] = dict(storage_options or {})
-        self._fs, path = fsspec.core.url_to_fs(self.root, **self.storage_options)
+        with storage_errors(lambda detail: CacheError(f"cache {redact_url(raw)}: {detail}")):
+            self._fs, path = fsspec.core.url_to_fs(self.root, **self.storage_options)
         self._local = isinstance(self._fs, LocalFileSystem)
         self._base = path.rstrip("/") or "/"
         if self._local:
@@ -160,6 +180,7 @@ class ExportCache:
             raise DamagedEntryError(msg)
         return found
 
+    @_typed_storage_errors
     def lookup(
         self, ref: ExportRef, export_id: str, *, verify: bool | Literal["full"] = True
     ) -> CachedExport | None:
@@ -247,6 +268,7 @@ class ExportCache:
             return []
         return sorted(i["name"] for i in items if i.get("type") == "directory")
 
+    @_typed_storage_errors
     def list(self, ref: ExportRef | None = None) -> builtins.list[CachedExport]:
         """Return committed entries (all, or one batch/collection's), newest first.
 
@@ -265,6 +287,7 @@ class ExportCache:
                     continue
         return sorted(found, key=lambda e: e.fetched_at, reverse=True)
 
+    @_typed_storage_errors
     def find(
         self,
         ref: ExportRef,
@@ -291,6 +314,7 @@ class ExportCache:
 
     # -- writing -------------------------------------------------------------------------------
 
+    @_typed_storage_errors
     def staging(self, ref: ExportRef, export_id: str) -> str:
         """Return a process-unique temporary archive path inside the entry directory.
 
@@ -362,6 +386,7 @@ class ExportCache:
         finally:
             self.discard(tmp)
 
+    @_typed_storage_errors
     def commit(
         self,
         ref: ExportRef,
@@ -445,6 +470,7 @@ class ExportCache:
             if not self._fs.ls(entry):
                 self._fs.rmdir(entry)
 
+    @_typed_storage_errors
     def delete(self, ref: ExportRef, export_id: str) -> bool:
         """Remove one entry; return whether it was committed."""
         with self.lock(ref, export_id):

@@ -39,6 +39,8 @@ working. The original low-level exception is always kept as ``__cause__``.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -72,6 +74,7 @@ __all__ = [
     "SinkError",
     "TransportError",
     "redact_url",
+    "storage_errors",
 ]
 
 
@@ -295,3 +298,25 @@ class SinkError(ProlificIngestError):
     def __init__(self, message: str, *, url: str | None = None) -> None:
         super().__init__(message)
         self.url = url
+
+
+#: Exceptions that keep their own type when they come out of a storage backend.
+_OWN_TYPES = (ProlificIngestError, OSError, ValueError, TypeError, LookupError)
+
+
+@contextlib.contextmanager
+def storage_errors(make: Callable[[str], ProlificIngestError]) -> Iterator[None]:
+    """Turn a storage backend's own exception into a typed error of this package.
+
+    fsspec backends raise ``OSError`` for most failures, but not all: botocore's
+    ``NoCredentialsError``, google-auth's ``DefaultCredentialsError``, the
+    ``ImportError`` asking to install ``s3fs``/``gcsfs`` ... Those become
+    ``make("<Type>: <message>")`` with the original as ``__cause__``; this package's
+    errors, ``OSError``, ``ValueError``, ``TypeError`` and ``LookupError`` pass unchanged.
+    """
+    try:
+        yield
+    except _OWN_TYPES:
+        raise
+    except Exception as exc:
+        raise make(f"{type(exc).__name__}: {exc}") from exc

@@ -52,10 +52,11 @@ abandoned. Two processes writing the *same* export at the same time are not supp
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 import pandas as pd
 import pyarrow as pa
@@ -75,6 +76,7 @@ from ._sinks_layout import (
     safe_url,
 )
 from ._sinks_read import DEDUP_KEYS, export_table, to_frame
+from .errors import ProlificIngestError, SinkError, storage_errors
 
 __all__ = [
     "DEDUP_KEYS",
@@ -211,7 +213,8 @@ def write_parquet(
         msg = f"manifest_extra may not set reserved manifest keys {extra_clash}"
         raise ValueError(msg)
 
-    loc = resolve(output, storage_options)
+    with storage_errors(_failure(output, "open the output")):
+        loc = resolve(output, storage_options)
     m_rel = manifest_rel(col, owner_id, export_id)
     try:
         existing = _manifest.read(loc, m_rel)
@@ -221,7 +224,9 @@ def write_parquet(
         _, remaining = _cleanup.sweep(
             loc, [f"{t}/{col}={owner_id}" for t in schemas], DEFAULT_STALE_AFTER
         )
-    except (OSError, ValueError) as exc:
+    except ProlificIngestError:
+        raise
+    except Exception as exc:  # OSError, a backend's own (credentials ...), a bad manifest
         raise _commit.sink_error(loc, export_id, exc) from exc
 
     manifest = _commit.stage_and_commit(
@@ -271,8 +276,9 @@ def committed_exports(
         owner_col(k)
     if owner_id is not None:
         check_id("owner_id", owner_id)
-    loc = resolve(output, storage_options)
-    return _manifest.list_manifests(loc, kinds, owner_id)
+    with storage_errors(_failure(output, "list the exports in")):
+        loc = resolve(output, storage_options)
+        return _manifest.list_manifests(loc, kinds, owner_id)
 
 
 def read_dataset(
@@ -315,6 +321,9 @@ def read_dataset(
         Both ids given, or exports are committed but none has ``table``.
     OSError
         A file listed by a manifest cannot be read.
+    SinkError
+        The storage backend failed with an error of its own (missing credentials,
+        ``s3fs`` not installed ...), kept as ``__cause__``.
     """
     if batch_id is not None and collection_id is not None:
         msg = "pass batch_id or collection_id, not both"
@@ -331,8 +340,9 @@ def read_dataset(
     )
     if not manifests:
         return pd.DataFrame()
-    loc = resolve(output, storage_options)
-    parts = [t for m in manifests if (t := export_table(loc, m, table)) is not None]
+    with storage_errors(_failure(output, "read")):
+        loc = resolve(output, storage_options)
+        parts = [t for m in manifests if (t := export_table(loc, m, table)) is not None]
     if not parts:
         known = sorted({name for m in manifests for name in m["files"]})
         msg = f"no committed export in {safe_url(output)} has table {table!r} (tables: {known})"
@@ -397,6 +407,20 @@ def cleanup(
     list[str]
         URLs of the removed prefixes.
     """
-    loc = resolve(output, storage_options)
     age = older_than if isinstance(older_than, timedelta) else timedelta(seconds=older_than)
-    return _cleanup.sweep(loc, _cleanup.top_level_tables(loc), age)[0]
+    with storage_errors(_failure(output, "clean up")):
+        loc = resolve(output, storage_options)
+        return _cleanup.sweep(loc, _cleanup.top_level_tables(loc), age)[0]
+
+
+def _failure(output: str, doing: str) -> Callable[[str], SinkError]:
+    """Build the :class:`SinkError` for a storage backend's own exception."""
+    shown = safe_url(output)
+    password = urlsplit(output).password if "://" in output else None
+
+    def make(detail: str) -> SinkError:
+        if password:
+            detail = detail.replace(password, "***")
+        return SinkError(f"could not {doing} {shown}: {detail}", url=shown)
+
+    return make

@@ -144,3 +144,44 @@ def test_export_id_with_contradicting_filter_arguments_is_refused(
     assert same.export_id == first.export_id
     bare = load_batch_export(batch_id, export_id=first.export_id, **conn)
     assert bare.row_counts == first.row_counts
+
+
+@pytest.fixture
+def s3_without_credentials(s3: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
+    """The moto bucket, reached with no credentials anywhere (env, files, metadata)."""
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SECURITY_TOKEN"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    options = {
+        "client_kwargs": {"endpoint_url": s3.endpoint},
+        "skip_instance_cache": True,
+        "use_listings_cache": False,
+    }
+    return s3, options
+
+
+def test_missing_s3_credentials_are_typed_errors(
+    s3_without_credentials: Any, prolific_emulator: Any, conn: dict[str, Any]
+) -> None:
+    """botocore's NoCredentialsError is not an OSError: it must still come out as the
+    package's SinkError / CacheError (CLI exit 7 / 1), never a raw traceback."""
+    from prolific_ingest import CacheError, ExportCache, SinkError, read_dataset
+    from prolific_ingest.cli import main as cli_main
+
+    s3, options = s3_without_credentials
+    batch_id = prolific_emulator.add_batch(n_submissions=2)
+    exp = load_batch_export(batch_id, **conn)
+    lake = s3.url("lake")
+    with pytest.raises(SinkError, match="NoCredentialsError") as info:
+        exp.to_parquet(lake, storage_options=options)
+    assert type(info.value.__cause__).__name__ == "NoCredentialsError"
+    with pytest.raises(SinkError, match="NoCredentialsError"):
+        read_dataset(lake, "answers", storage_options=options)
+    with pytest.raises(CacheError, match="NoCredentialsError"):
+        ExportCache(s3.url("cache"), storage_options=options).list()
+    args = ["batch", batch_id, "--export-id", exp.export_id, "--offline", "--out", lake]
+    args += ["--cache", conn["cache"]]
+    assert cli_main(args) == 7
