@@ -44,9 +44,19 @@ EXIT_CODES: tuple[tuple[type[BaseException], int, str], ...] = (
 )
 
 
+def _hint_for(exc: BaseException, hint: str) -> str:
+    if isinstance(exc, errors.ExportTimeoutError) and exc.export_id:
+        return (
+            f"the export is still being generated; resume it with --export-id {exc.export_id} "
+            "(and a longer --timeout if needed)"
+        )
+    return hint
+
+
 def _fail(exc: BaseException) -> int:
-    for cls, code, hint in EXIT_CODES:
+    for cls, code, default_hint in EXIT_CODES:
         if isinstance(exc, cls):
+            hint = _hint_for(exc, default_hint)
             text = f"error: {exc}"
             if hint:
                 text += f"\nhint: {hint}"
@@ -114,6 +124,7 @@ def _load_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         "incremental": args.incremental,
         "cache": args.cache,
         "on_bad_records": args.on_bad_records,
+        "timeout": args.timeout,
         "progress": False if args.json else None,
     }
     if args.max_age is not None:
@@ -325,6 +336,12 @@ def build_parser() -> argparse.ArgumentParser:
             help="reuse an export younger than this many seconds (0: new)",
         )
         p.add_argument("--offline", action="store_true", help="use the cache only; no network")
+        p.add_argument(
+            "--timeout",
+            type=float,
+            metavar="SECONDS",
+            help="wait this long for the export to complete (default 600)",
+        )
         p.add_argument(
             "--incremental",
             action="store_true",

@@ -220,3 +220,27 @@ def test_max_age_none_never_reuses_an_export_as_documented(prolific_emulator, co
     fresh = load_batch_export(batch_id, max_age=None, **conn)
     assert fresh.export_id != first.export_id
     assert "``None`` both mean" in (load_batch_export.__doc__ or "")
+
+
+# -- CLI: --timeout, and the resume hint of a timeout ---------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["batch", "collection"])
+def test_timeout_then_resume_with_the_hinted_export_id(env, capsys, kind):
+    import re
+
+    owner = env.add_batch(seed=13, n_submissions=2) if kind == "batch" else None
+    if owner is None:
+        owner = env.add_collection(seed=13, n_submissions=2)
+    env.polls_until_complete = 10**6  # the export keeps generating
+    assert main([kind, owner, "--timeout", "0.3"]) == 5
+    err = capsys.readouterr().err
+    found = re.search(r"^hint: .*--export-id (\S+)", err, re.MULTILINE)
+    assert found, err
+    export_id = found.group(1)
+
+    env.polls_until_complete = 0  # it completes
+    payload = _cli_json(capsys, [kind, owner, "--export-id", export_id])
+    assert payload["export_id"] == export_id
+    posts = [r for r in env.requests if r.host == "api" and r.method == "POST"]
+    assert len(posts) == 1, "resuming must not request another export"
