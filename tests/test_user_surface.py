@@ -244,3 +244,11 @@ def test_timeout_then_resume_with_the_hinted_export_id(env, capsys, kind):
     assert payload["export_id"] == export_id
     posts = [r for r in env.requests if r.host == "api" and r.method == "POST"]
     assert len(posts) == 1, "resuming must not request another export"
+
+
+def test_the_demo_default_output_is_git_ignored():
+    root = Path(__file__).resolve().parents[1]
+    source = (root / "prolific_ingest" / "cli.py").read_text(encoding="utf-8")
+    assert 'Path("prolific-demo-output")' in source  # the demo's default --out
+    ignored = (root / ".gitignore").read_text(encoding="utf-8").splitlines()
+    assert "prolific-demo-output/" in ignored
