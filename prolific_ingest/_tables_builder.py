@@ -9,6 +9,7 @@ and turned into Arrow columns once per flush (see :mod:`._tables_arrow`).
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -26,6 +27,7 @@ __all__ = [
     "check_record",
     "maybe_big_int",
     "parse_line",
+    "stdlib_loads",
 ]
 
 _ABSENT: Any = object()
@@ -49,6 +51,9 @@ _FLAT_INNER_KNOWN = frozenset(("instruction_id", "type", "answer"))
 #: A JSON number token of 19+ digits: maybe an integer beyond 64 bits.
 _DIGITS = re.compile(rb"[0-9]{19}")
 LONG_DIGITS = re.compile(rb"[:,\[]\s*-?[0-9]{19}")
+#: A surrogate escape (backslash, ``u``, ``D800``-``DFFF``), or text that looks like one.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+_STRICT = json.JSONEncoder(ensure_ascii=False)
 
 
 class BadLine(ValueError):
@@ -59,22 +64,49 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"invalid JSON constant {name}")  # noqa: EM102
 
 
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e400: orjson refuses it, so must we
+        raise ValueError(f"number {text} is out of range (infinity as a double)")  # noqa: EM102
+    return value
+
+
 def maybe_big_int(line: bytes) -> bool:
     """Whether ``line`` may hold an integer beyond 64 bits (a cheap scan first)."""
     return _DIGITS.search(line) is not None and LONG_DIGITS.search(line) is not None
+
+
+def stdlib_loads(line: bytes) -> Any:
+    """Parse ``line`` with the stdlib ``json``, refusing exactly what orjson refuses too.
+
+    orjson reads integers beyond 64 bits as floats, so lines that may hold one are parsed
+    here instead (integers stay exact). Everything else must be judged as orjson judges
+    it, so a line is a bad record whichever parser reads it: ``NaN``/``Infinity``, numbers
+    beyond the double range (``1e400``) and lone UTF-16 surrogate escapes (``"\\ud83d"``,
+    which no UTF-8 text can hold) raise :class:`ValueError`, as does nesting too deep.
+    """
+    try:
+        record = json.loads(
+            line.decode("utf-8"), parse_constant=_reject_constant, parse_float=_finite_float
+        )
+        if _SURROGATE_ESCAPE.search(line):  # maybe a lone surrogate: strict re-encoding
+            _STRICT.encode(record).encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError("lone surrogate escape in a string (not valid Unicode)") from exc  # noqa: EM101
+    except RecursionError as exc:
+        raise ValueError("nested too deeply") from exc  # noqa: EM101
+    return record
 
 
 def parse_line(line: bytes) -> dict[str, Any]:
     """Parse one JSONL line into a dict; raise :class:`BadLine` when it is not an object.
 
     orjson reads integers beyond 64 bits as floats; a line with a long run of digits is
-    therefore parsed with the stdlib instead, so such integers stay exact.
+    therefore parsed with the stdlib instead (:func:`stdlib_loads`), so such integers stay
+    exact.
     """
     try:
-        if maybe_big_int(line):
-            record = json.loads(line.decode("utf-8"), parse_constant=_reject_constant)
-        else:
-            record = orjson.loads(line)
+        record = stdlib_loads(line) if maybe_big_int(line) else orjson.loads(line)
     except ValueError as exc:  # orjson.JSONDecodeError, json.JSONDecodeError, UnicodeError
         raise BadLine(f"invalid JSON: {exc}") from exc  # noqa: EM102
     return check_record(record)

@@ -21,7 +21,6 @@ line, which produces exactly the same rows (the shared finishing code lives in
 
 from __future__ import annotations
 
-import json
 from itertools import chain, compress, count, repeat
 from operator import is_not, not_
 from typing import Any
@@ -32,7 +31,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ._tables_arrow import dumps, file_paths, json_column, timestamps
-from ._tables_builder import _ANSWER_KNOWN, _TASK_KNOWN, RecordBuilder, _extra, answer_items
+from ._tables_builder import (
+    _ANSWER_KNOWN,
+    _TASK_KNOWN,
+    RecordBuilder,
+    _extra,
+    answer_items,
+    stdlib_loads,
+)
 
 __all__ = ["Fallback", "build_block", "long_number_lines", "split_block"]
 
@@ -114,13 +120,6 @@ def long_number_lines(block: bytes) -> set[int]:
     return flagged
 
 
-def _stdlib_loads(line: bytes) -> Any:
-    def reject(name: str) -> Any:
-        raise ValueError(name)
-
-    return json.loads(line.decode("utf-8"), parse_constant=reject)
-
-
 def _parse(block: bytes) -> list[Any]:
     flagged = long_number_lines(block)
     try:
@@ -129,7 +128,7 @@ def _parse(block: bytes) -> list[Any]:
         records = []
         for i, line in enumerate(block.split(b"\n")):
             if line and not line.isspace():
-                records.append(_stdlib_loads(line) if i in flagged else orjson.loads(line))
+                records.append(stdlib_loads(line) if i in flagged else orjson.loads(line))
     except ValueError as exc:  # orjson.JSONDecodeError, json.JSONDecodeError, UnicodeError
         raise Fallback from exc
     return records

@@ -24,7 +24,10 @@ Choices the contract leaves open:
   bare scalar or a non-object list item becomes an item whose ``value`` is that scalar
   (arrays/objects as JSON text, as usual). One WARNING per member gives the count.
 * A line whose structure is otherwise wrong (``tasks``/``responses`` not a list, a task
-  or response not an object) is a bad record, like an unparseable one.
+  or response not an object) is a bad record, like an unparseable one. Unparseable
+  includes ``NaN``/``Infinity``, numbers beyond the double range (``1e400``) and lone
+  surrogate escapes, on the stdlib parser (lines with integers beyond 64 bits) as on
+  orjson.
 """
 
 from __future__ import annotations

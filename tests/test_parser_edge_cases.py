@@ -200,3 +200,82 @@ def test_a_null_id_on_a_response_inherits_the_submissions(
         "p1",
         "st1",
     )
+
+
+# -- both parsers refuse the same lines --------------------------------------------------
+
+LONG = b'"n":12345678901234567890,'  # sends the line to the stdlib parser (exact integers)
+
+
+def _with_value(value: bytes, long: bool, task_id: bytes = b"t") -> bytes:
+    return (
+        b'{"submission_id":"s","participant_id":"p","batch_id":"b",'
+        + (LONG if long else b"")
+        + b'"tasks":[{"task_id":"'
+        + task_id
+        + b'","metadata":{"v":'
+        + value
+        + b'},"responses":[{"id":"r","answer":[{"value":'
+        + value
+        + b"}]}]}]}"
+    )
+
+
+REFUSED = [
+    (b'"trunc \\ud83d"', "surrogate"),  # a high surrogate with no low one
+    (b'"\\udc00 low"', "surrogate"),
+    (b'"\\ude00\\ud83d"', "surrogate"),  # the pair in the wrong order
+    (b"1e400", "range"),
+    (b"-1e400", "range"),
+    (b"NaN", "NaN"),
+    (b"-Infinity", "Infinity"),
+]
+
+
+@pytest.mark.parametrize("long", [False, True], ids=["orjson", "stdlib"])
+@pytest.mark.parametrize(("value", "why"), REFUSED)
+def test_non_unicode_strings_and_non_finite_numbers_are_bad_records_on_both_parsers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, value: bytes, why: str, long: bool
+) -> None:
+    bad = _with_value(value, long)
+    for error in read_error(tmp_path, monkeypatch, [GOOD, bad, GOOD]):
+        assert (error.member, error.line) == (BY_SUBMISSION, 2)
+        assert "invalid JSON" in str(error)
+        if long:
+            assert why in str(error)
+    tables = read(tmp_path, monkeypatch, [GOOD, bad, GOOD], policy="quarantine")
+    assert [(r["line_number"], r["raw"]) for r in rows(tables, "rejected")] == [(2, bad.decode())]
+    assert tables.row_counts["responses"] == 2
+    tables = read(tmp_path, monkeypatch, [GOOD, bad, GOOD], policy="skip")
+    assert tables.row_counts["rejected"] == 0
+    assert [r["submission_id"] for r in rows(tables, "submissions")] == ["ok", "ok"]
+
+
+@pytest.mark.parametrize("long", [False, True], ids=["orjson", "stdlib"])
+def test_surrogate_pairs_and_escaped_backslashes_are_still_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, long: bool
+) -> None:
+    lines = [
+        _with_value(b'"smile \\ud83d\\ude00"', long, b"t1"),
+        _with_value(b'"not an escape: \\\\ud83d"', long, b"t2"),
+        _with_value(b"1e308", long, b"t3"),
+    ]
+    tables = read(tmp_path, monkeypatch, lines)
+    values = [a["value"] for a in rows(tables, "answers")]
+    assert values == ["smile \U0001f600", "not an escape: \\ud83d", "1e+308"]
+    assert [t["metadata"] for t in rows(tables, "tasks")] == [
+        '{"v":"smile \U0001f600"}',
+        '{"v":"not an escape: \\\\ud83d"}',
+        '{"v":1e+308}',
+    ]
+
+
+def test_a_line_nested_too_deeply_for_the_stdlib_parser_is_a_bad_record(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    deep = b"[" * 5000 + b"]" * 5000
+    bad = _with_value(deep, True)
+    [error, _] = read_error(tmp_path, monkeypatch, [GOOD, bad])
+    assert error.line == 2
+    tables = read(tmp_path, monkeypatch, [GOOD, bad], policy="quarantine")
+    assert [r["line_number"] for r in rows(tables, "rejected")] == [2]
