@@ -315,7 +315,7 @@ def build_parser() -> argparse.ArgumentParser:
         name: str, func: Callable[[argparse.Namespace], int], help_: str
     ) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_, description=help_, parents=[common])
-        p.set_defaults(func=func)
+        p.set_defaults(func=func, usage_error=p.error)
         return p
 
     for kind in ("batch", "collection"):
@@ -353,9 +353,10 @@ def build_parser() -> argparse.ArgumentParser:
             default="raise",
             help="what to do with unparseable JSONL lines (default: raise)",
         )
-        p.add_argument(
-            "--max-workers", type=int, default=4, help="concurrent loads for several ids"
-        )
+        if kind == "batch":  # several collections load one after the other
+            p.add_argument(
+                "--max-workers", type=int, default=4, help="concurrent loads for several ids"
+            )
 
     p = add("read", cmd_read, "read an export ZIP already on disk or in a bucket (no API call)")
     p.add_argument("archive", help="path or fsspec URL of the ZIP")
@@ -419,9 +420,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _check_usage(args: argparse.Namespace) -> None:
+    """Usage rules argparse cannot express; a violation exits with code 2 and the usage."""
+    if args.command == "exports":
+        if args.action == "delete" and not args.export_ids:
+            args.usage_error("delete needs at least one EXPORT_ID")
+        if args.action != "delete" and args.export_ids:
+            args.usage_error(f"EXPORT_ID is only for delete, not {args.action}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``prolific-ingest`` console script."""
     args = build_parser().parse_args(argv)
+    _check_usage(args)
     if args.verbose:
         logging.basicConfig(
             level=logging.DEBUG if args.verbose > 1 else logging.INFO,

@@ -171,3 +171,19 @@ def test_every_python_block_in_the_docs_parses() -> None:
         except SyntaxError as exc:
             broken.append(f"{name}:{line + (exc.lineno or 1) - 1}: {exc.msg}")
     assert broken == [], f"python blocks that do not parse: {broken}"
+
+
+def test_every_usage_block_in_the_cli_page_has_exactly_the_parser_options() -> None:
+    page = _read("cli.md")
+    blocks = re.findall(r"```text\n(usage: prolific-ingest (\w+) .*?)```", page, re.DOTALL)
+    subparsers = _subparsers()
+    assert sorted(name for _, name in blocks) == sorted(subparsers)
+    for block, name in blocks:
+        parser_options = {
+            option
+            for action in subparsers[name]._actions  # type: ignore[attr-defined]
+            for option in action.option_strings
+            if option.startswith("--")
+        }
+        shown = set(re.findall(r"(?<![\w-])--[a-z][a-z-]*", block))
+        assert shown == parser_options, (name, shown ^ parser_options)

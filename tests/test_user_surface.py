@@ -252,3 +252,29 @@ def test_the_demo_default_output_is_git_ignored():
     assert 'Path("prolific-demo-output")' in source  # the demo's default --out
     ignored = (root / ".gitignore").read_text(encoding="utf-8").splitlines()
     assert "prolific-demo-output/" in ignored
+
+
+# -- CLI options that did nothing --------------------------------------------------------------
+
+
+def test_exports_delete_needs_an_export_id_and_list_takes_none(env, capsys):
+    batch_id = env.add_batch(seed=14, n_submissions=2)
+    with pytest.raises(SystemExit) as info:
+        main(["exports", "delete", batch_id])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "usage: prolific-ingest exports" in err and "at least one EXPORT_ID" in err
+    with pytest.raises(SystemExit) as info:
+        main(["exports", "list", batch_id, "0f3c"])
+    assert info.value.code == 2
+    assert "only for delete" in capsys.readouterr().err
+    assert env.requests == [], "nothing is sent for a usage error"
+
+
+def test_collection_has_no_max_workers_option(env, capsys):
+    collection_id = env.add_collection(seed=15, n_submissions=2)
+    with pytest.raises(SystemExit) as info:
+        main(["collection", collection_id, "--max-workers", "2"])
+    assert info.value.code == 2
+    assert "--max-workers" in capsys.readouterr().err
+    assert main(["collection", collection_id, "--json"]) == 0
