@@ -141,6 +141,18 @@ def _extra(obj: dict[str, Any], known: frozenset[str]) -> dict[str, Any] | None:
     return {k: v for k, v in obj.items() if k not in known}
 
 
+def _hashable(value: Any) -> Any:
+    """``value`` if it is a string or null, else a hashable stand-in for it.
+
+    Ids are grouped and deduplicated by value; an id of the wrong JSON type (a list, an
+    object, a number) is grouped by its JSON type and text, so ``1``, ``1.0`` and ``true``
+    stay apart and a list or object never raises ``TypeError: unhashable type``.
+    """
+    if value is None or type(value) is str:
+        return value
+    return (type(value).__name__, dumps(value))
+
+
 def _as_list(value: Any, what: str) -> list[Any]:
     if value is None:
         return []
@@ -250,10 +262,11 @@ class RecordBuilder:
                 row[4] += 1
 
     def _task(self, task_id: Any, row: tuple[Any, ...], new_tasks: list[Any]) -> None:
-        if task_id is None or task_id in self.seen_tasks:
+        key = _hashable(task_id)
+        if key is None or key in self.seen_tasks:
             return
-        self.seen_tasks.add(task_id)
-        new_tasks.append(task_id)
+        self.seen_tasks.add(key)
+        new_tasks.append(key)
         self.tasks.append(row)
 
     def _grouped_submission(self, rec: dict[str, Any], new_tasks: list[Any]) -> None:
@@ -295,7 +308,7 @@ class RecordBuilder:
         start = len(self.responses)
         self._responses(rec.get("responses"), None, None, None, task_id)
         for r in self.responses[start:]:
-            key = (r[2],) if r[2] is not None else (None, r[3])
+            key = (_hashable(r[2]),) if r[2] is not None else (None, _hashable(r[3]))
             pending.append((key, r[2], r[3], r[4], owner))
 
     def _flat(
@@ -322,7 +335,7 @@ class RecordBuilder:
             "answer": inner.get("answer"),
         }
         self._response(merged, sub, part, study, task_id, extra)
-        key = (sub,) if sub is not None else (None, part)
+        key = (_hashable(sub),) if sub is not None else (None, _hashable(part))
         pending.append((key, sub, part, study, owner))
 
     def _responses(self, items: Any, sub: Any, part: Any, study: Any, task_id: Any) -> int:

@@ -13,7 +13,8 @@ Choices the contract leaves open:
 * In the flat and grouped-by-task shapes, ``submissions`` rows are aggregated per
   ``submission_id`` (first-seen ``participant_id``/``study_id``) and emitted last; records
   without a ``submission_id`` are counted under one row per ``participant_id`` with a null
-  ``submission_id``.
+  ``submission_id``. Ids of the wrong JSON type (lists and objects too) are grouped by
+  JSON type and value.
 * A known key holding a value of the wrong JSON type (e.g. a numeric ``submission_id``)
   is not coerced: the cell is null and the value is kept in that row's ``extra``. An
   unparseable ``created_at`` is kept as ``{"created_at": raw}`` in ``extra``.

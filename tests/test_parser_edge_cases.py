@@ -279,3 +279,93 @@ def test_a_line_nested_too_deeply_for_the_stdlib_parser_is_a_bad_record(
     assert error.line == 2
     tables = read(tmp_path, monkeypatch, [GOOD, bad], policy="quarantine")
     assert [r["line_number"] for r in rows(tables, "rejected")] == [2]
+
+
+# -- ids that are lists or objects -------------------------------------------------------
+
+
+def flat(rid: str, **keys: Any) -> dict[str, Any]:
+    record = {
+        "id": rid,
+        "batch_id": "b1",
+        "participant_id": "p1",
+        "submission_id": "s1",
+        "task_id": "t1",
+        "response": {"instruction_id": "i1", "type": "free_text", "answer": [{"value": rid}]},
+    }
+    return {**record, **keys}
+
+
+@pytest.mark.parametrize("policy", ["raise", "quarantine", "skip"])
+@pytest.mark.parametrize("task_id", [["t1"], {"id": "t1"}])
+def test_a_task_id_that_is_a_list_or_object_is_a_wrong_typed_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, task_id: Any, policy: str
+) -> None:
+    record = submission(tasks=[task(task_id, datapoint={"d": 1})])
+    tables = read(tmp_path, monkeypatch, [GOOD, record], policy=policy)
+    assert tables.row_counts["rejected"] == 0
+    odd = [t for t in rows(tables, "tasks") if t["task_id"] is None]
+    assert [(t["datapoint"], extra(t)) for t in odd] == [('{"d":1}', {"task_id": task_id})]
+    response = rows(tables, "responses")[1]
+    assert (response["task_id"], extra(response)) == (None, {"task_id": task_id})
+    answer = rows(tables, "answers")[1]
+    assert (answer["task_id"], extra(answer)) == (None, {"task_id": task_id})
+
+
+def test_list_and_object_ids_in_flat_records_are_aggregated_without_coercion(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    records = [
+        flat("r1", submission_id=["s1"]),
+        flat("r2", submission_id=["s1"]),
+        flat("r3", submission_id="s1"),
+        flat("r4", submission_id=None, participant_id={"p": 1}),
+        flat("r5", submission_id=None, participant_id={"p": 1}, task_id=["t1"]),
+        flat("r6", submission_id=1),
+        flat("r7", submission_id=True),  # not merged with 1
+    ]
+    tables = read(tmp_path, monkeypatch, records, policy="skip")
+    subs = [
+        (s["submission_id"], s["participant_id"], s["n_responses"], extra(s))
+        for s in rows(tables, "submissions")
+    ]
+    assert subs == [
+        (None, "p1", 2, {"submission_id": ["s1"]}),
+        ("s1", "p1", 1, None),
+        (None, None, 2, {"participant_id": {"p": 1}}),
+        (None, "p1", 1, {"submission_id": 1}),
+        (None, "p1", 1, {"submission_id": True}),
+    ]
+    responses = rows(tables, "responses")
+    assert [extra(r) for r in responses] == [
+        {"submission_id": ["s1"]},
+        {"submission_id": ["s1"]},
+        None,
+        {"participant_id": {"p": 1}},
+        {"participant_id": {"p": 1}, "task_id": ["t1"]},
+        {"submission_id": 1},
+        {"submission_id": True},
+    ]
+
+
+def test_list_ids_on_responses_grouped_by_task_are_aggregated_without_coercion(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    record = {
+        "task_id": "t1",
+        "batch_id": "b1",
+        "responses": [
+            {"id": "r1", "submission_id": ["s1"], "participant_id": "p1"},
+            {"id": "r2", "submission_id": ["s1"], "participant_id": "p1"},
+            {"id": "r3", "participant_id": ["p2"]},
+        ],
+    }
+    tables = read(tmp_path, monkeypatch, [record], member=BY_TASK, policy="quarantine")
+    subs = [
+        (s["submission_id"], s["participant_id"], s["n_responses"], extra(s))
+        for s in rows(tables, "submissions")
+    ]
+    assert subs == [
+        (None, "p1", 2, {"submission_id": ["s1"]}),
+        (None, None, 1, {"participant_id": ["p2"]}),
+    ]
