@@ -109,6 +109,12 @@ class ExportFilter:
 
     Datetimes are normalised to aware UTC with whole seconds (the API's precision);
     naive datetimes are taken as UTC. Use :meth:`coerce` to accept ISO strings.
+
+    Raises
+    ------
+    ConfigurationError
+        A timestamp cannot be parsed, or ``since`` is later than ``until`` (checked here,
+        before any request, rather than left to the API's 400).
     """
 
     study_id: str | None = None
@@ -133,6 +139,13 @@ class ExportFilter:
         if self.study_id is not None:
             study = str(self.study_id).strip()
             object.__setattr__(self, "study_id", study or None)
+        if self.since is not None and self.until is not None and self.since > self.until:
+            msg = (
+                f"since {format_timestamp(self.since)} is later than until "
+                f"{format_timestamp(self.until)}: no response can match [since, until); "
+                "swap them or drop one"
+            )
+            raise ConfigurationError(msg)
 
     @classmethod
     def coerce(

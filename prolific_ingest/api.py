@@ -319,6 +319,14 @@ def _incremental_filter(
     since = (watermark - INCREMENTAL_OVERLAP).astimezone(UTC).replace(microsecond=0)
     if flt.since is not None and flt.since > since:
         since = flt.since
+    if flt.until is not None and since > flt.until:
+        msg = (
+            f"incremental load of {ref.kind} {ref.id}: it would start at {since.isoformat()} "
+            f"(the watermark in {output} minus the overlap), later than until "
+            f"{flt.until.isoformat()}; that window is already loaded: drop until= or "
+            "incremental=True"
+        )
+        raise ConfigurationError(msg)
     logger.info("%s %s: incremental load from %s", ref.kind, ref.id, since.isoformat())
     return ExportFilter(study_id=flt.study_id, since=since, until=flt.until)
 

@@ -278,3 +278,35 @@ def test_collection_has_no_max_workers_option(env, capsys):
     assert info.value.code == 2
     assert "--max-workers" in capsys.readouterr().err
     assert main(["collection", collection_id, "--json"]) == 0
+
+
+# -- since later than until: refused locally --------------------------------------------------
+
+
+def test_since_later_than_until_is_refused_before_any_request(env, capsys):
+    from prolific_ingest import ExportFilter
+
+    with pytest.raises(ConfigurationError, match=r"2026-12-01T00:00:00Z.*2026-11-01T00:00:00Z"):
+        ExportFilter.coerce(since="2026-12-01", until="2026-11-01")
+    assert ExportFilter.coerce(since="2026-11-01", until="2026-12-01").since is not None
+
+    batch_id = env.add_batch(seed=16, n_submissions=2)
+    argv = ["batch", batch_id, "--since", "2026-12-01", "--until", "2026-11-01T00:00:00Z"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: since 2026-12-01T00:00:00Z is later than until")
+    assert "2026-11-01T00:00:00Z" in err and "Traceback" not in err
+    assert env.requests == [], "refused locally, not by the server"
+
+
+def test_an_incremental_load_past_until_says_why(prolific_emulator, conn, tmp_path):
+    emu = prolific_emulator
+    batch_id = emu.add_batch(seed=17, n_submissions=2)
+    lake = str(tmp_path / "lake")
+    load_batch_export(batch_id, output=lake, incremental=True, **conn)
+    emu.clear_requests()
+    with pytest.raises(ConfigurationError, match=r"incremental load .* later than until"):
+        load_batch_export(
+            batch_id, output=lake, incremental=True, until="2000-01-01T00:00:00Z", **conn
+        )
+    assert [r for r in emu.requests if r.host == "api"] == []
