@@ -319,4 +319,5 @@ def storage_errors(make: Callable[[str], ProlificIngestError]) -> Iterator[None]
     except _OWN_TYPES:
         raise
     except Exception as exc:
-        raise make(f"{type(exc).__name__}: {exc}") from exc
+        detail = f"{type(exc).__name__}: {exc}"
+        raise make(detail) from exc
