@@ -109,6 +109,34 @@ def default_cache_dir() -> str:
     )
 
 
+def _check_token(token: Secret) -> None:
+    """Refuse a token that cannot be an API token, without ever showing it.
+
+    A token is printable ASCII without spaces. A line break or a non-ASCII character
+    (a bad copy-paste) would otherwise fail deep inside ``requests`` with a misleading
+    error whose text contains the whole token.
+    """
+    value = token.get_secret_value()
+    for position, char in enumerate(value, start=1):
+        if not "!" <= char <= "~":
+            kind = (
+                "a line break"
+                if char in "\r\n"
+                else (
+                    "whitespace"
+                    if char.isspace()
+                    else "a control character"
+                    if char.isascii()
+                    else "a non-ASCII character"
+                )
+            )
+            msg = (
+                f"the API token contains {kind} at character {position} of {len(value)}: "
+                "check how it was copied into PROLIFIC_TOKEN (or token=)"
+            )
+            raise ConfigurationError(msg)
+
+
 def _env_bool(name: str) -> bool | None:
     raw = os.environ.get(name, "").strip().lower()
     if raw in {"1", "true", "yes", "on"}:
@@ -156,6 +184,8 @@ class Settings:
     def __post_init__(self) -> None:
         if isinstance(self.base_url, str):
             object.__setattr__(self, "base_url", normalize_base_url(self.base_url))
+        if self.token is not None:
+            _check_token(self.token)
 
     @classmethod
     def from_env(

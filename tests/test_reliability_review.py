@@ -185,3 +185,40 @@ def test_missing_s3_credentials_are_typed_errors(
     args = ["batch", batch_id, "--export-id", exp.export_id, "--offline", "--out", lake]
     args += ["--cache", conn["cache"]]
     assert cli_main(args) == 7
+
+
+@pytest.mark.parametrize(
+    ("token", "kind"),
+    [
+        ("abcdef0123\nXYZSECRET", "a line break"),
+        ("abcdef0123 XYZSECRET", "whitespace"),
+        ("abcdef0123\x00XYZSECRET", "a control character"),
+        ("abcdef0123€XYZSECRET", "a non-ASCII character"),
+    ],
+)
+def test_a_malformed_token_is_a_configuration_error_that_never_shows_it(
+    prolific_emulator: Any,
+    conn: dict[str, Any],
+    token: str,
+    kind: str,
+    capsys: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A pasted token with a line break or a non-ASCII character used to fail inside
+    requests (InvalidHeader / UnicodeEncodeError) with the whole token in the cause."""
+    from prolific_ingest import ConfigurationError
+    from prolific_ingest.cli import main as cli_main
+
+    batch_id = prolific_emulator.add_batch(n_submissions=1)
+    with pytest.raises(ConfigurationError, match=kind) as info:
+        load_batch_export(batch_id, **{**conn, "token": token})
+    text = f"{info.value!r} {info.value} {info.value.__cause__!r}"
+    assert "XYZSECRET" not in text and "abcdef0123" not in text
+    assert "character 11 of 20" in str(info.value)
+    if "\x00" in token:
+        return  # no environment variable can hold a NUL byte
+    monkeypatch.setenv("PROLIFIC_TOKEN", token)
+    monkeypatch.setenv("PROLIFIC_API_URL", conn["base_url"])
+    assert cli_main(["batch", batch_id, "--cache", conn["cache"]]) == 2
+    out = capsys.readouterr()
+    assert "XYZSECRET" not in out.out + out.err
