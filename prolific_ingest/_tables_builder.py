@@ -153,6 +153,14 @@ def _hashable(value: Any) -> Any:
     return (type(value).__name__, dumps(value))
 
 
+_NO_TASK_CONTENT = (None, None, None, None)
+
+
+def _no_task(row: tuple[Any, ...]) -> bool:
+    """Whether a task row has neither a ``task_id`` nor content (its owner is the line's)."""
+    return row[0] is None and row[2:] == _NO_TASK_CONTENT
+
+
 def _as_list(value: Any, what: str) -> list[Any]:
     if value is None:
         return []
@@ -261,9 +269,36 @@ class RecordBuilder:
             else:
                 row[4] += 1
 
-    def _task(self, task_id: Any, row: tuple[Any, ...], new_tasks: list[Any]) -> None:
-        key = _hashable(task_id)
-        if key is None or key in self.seen_tasks:
+    def task_row(self, task: dict[str, Any], owner: Any) -> tuple[Any, ...] | None:
+        """The ``tasks`` row of a task object in a submission line whose owner is ``owner``.
+
+        ``None`` when the task holds nothing but its responses (no id, no content).
+        """
+        own = task.get(self.owner)
+        if own is None:
+            extra = _extra(task, _TASK_KNOWN if self.owner not in task else self.by_task_known)
+        else:
+            extra = _extra(task, self.by_task_known)
+            owner = own
+        row = (
+            task.get("task_id"),
+            owner,
+            task.get("task_group_id"),
+            task.get("datapoint"),
+            task.get("metadata"),
+            extra,
+        )
+        return None if own is None and _no_task(row) else row
+
+    def add_task(self, row: tuple[Any, ...] | None, new_tasks: list[Any]) -> None:
+        """Keep ``row`` unless a task row with exactly the same content was kept before."""
+        if row is None:
+            return
+        try:
+            key = orjson.dumps(row)
+        except TypeError:  # an integer beyond 64 bits
+            key = b"\0" + dumps(row).encode("utf-8")
+        if key in self.seen_tasks:
             return
         self.seen_tasks.add(key)
         new_tasks.append(key)
@@ -278,20 +313,8 @@ class RecordBuilder:
         if self.kind == "batch":
             for task in _as_list(rec.get("tasks"), "tasks"):
                 task = _as_dict(task, "a task")
+                self.add_task(self.task_row(task, owner), new_tasks)
                 task_id = task.get("task_id")
-                known = _TASK_KNOWN if self.owner not in task else self.by_task_known
-                self._task(
-                    task_id,
-                    (
-                        task_id,
-                        task.get(self.owner, owner),
-                        task.get("task_group_id"),
-                        task.get("datapoint"),
-                        task.get("metadata"),
-                        _extra(task, known),
-                    ),
-                    new_tasks,
-                )
                 n += self._responses(task.get("responses"), sub, part, study, task_id)
         n += self._responses(rec.get("responses"), sub, part, study, None)
         self.submissions.append((sub, part, study, owner, n, _extra(rec, self.sub_known)))
@@ -303,8 +326,9 @@ class RecordBuilder:
         owner = rec.get(self.owner)
         if self.kind == "batch":
             extra = _extra(rec, self.by_task_known)
-            row = (task_id, owner, rec.get("task_group_id"), rec.get("datapoint"))
-            self._task(task_id, (*row, rec.get("metadata"), extra), new_tasks)
+            keys = (rec.get("task_group_id"), rec.get("datapoint"), rec.get("metadata"))
+            row = (task_id, owner, *keys, extra)
+            self.add_task(None if _no_task(row) else row, new_tasks)
         start = len(self.responses)
         self._responses(rec.get("responses"), None, None, None, task_id)
         for r in self.responses[start:]:
@@ -326,7 +350,7 @@ class RecordBuilder:
             extra = {**(extra or {}), "response": inner_extra}
         if self.kind == "batch":
             row = (task_id, owner, rec.get("task_group_id"), None, rec.get("metadata"), None)
-            self._task(task_id, row, new_tasks)
+            self.add_task(None if _no_task(row) else row, new_tasks)
         merged = {
             "id": rec.get("id"),
             "created_at": rec.get("created_at", _ABSENT),

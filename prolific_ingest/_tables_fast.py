@@ -33,7 +33,6 @@ import pyarrow.compute as pc
 from ._tables_arrow import dumps, file_paths, json_column, timestamps
 from ._tables_builder import (
     _ANSWER_KNOWN,
-    _TASK_KNOWN,
     RecordBuilder,
     _extra,
     answer_items,
@@ -393,26 +392,13 @@ def _build(
 def _new_tasks(
     tasks: list[dict[str, Any]], task_rec: np.ndarray, owner: pa.Array, b: RecordBuilder
 ) -> list[tuple[Any, ...]]:
-    """Rows of the ``tasks`` table for task ids not seen before (first occurrence wins)."""
-    rows: list[tuple[Any, ...]] = []
-    owners: list[Any] | None = None
-    seen = b.seen_tasks
-    for i, t in enumerate(tasks):
-        tid = t.get("task_id")
-        if tid is None or tid in seen:
-            continue
-        seen.add(tid)
-        if owners is None:
-            owners = owner.to_pylist()
-        known = _TASK_KNOWN if b.owner not in t else b.by_task_known
-        rows.append(
-            (
-                tid,
-                t.get(b.owner, owners[task_rec[i]]),
-                t.get("task_group_id"),
-                t.get("datapoint"),
-                t.get("metadata"),
-                _extra(t, known),
-            )
-        )
+    """Rows of the ``tasks`` table whose content was not seen before (as the builder's)."""
+    start = len(b.tasks)
+    owners = owner.to_pylist()
+    add, row_of = b.add_task, b.task_row
+    keys: list[Any] = []
+    for t, rec in zip(tasks, task_rec.tolist(), strict=True):
+        add(row_of(t, owners[rec]), keys)
+    rows = b.tasks[start:]
+    del b.tasks[start:]
     return rows

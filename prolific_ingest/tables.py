@@ -20,6 +20,11 @@ Choices the contract leaves open:
   unparseable ``created_at`` is kept as ``{"created_at": raw}`` in ``extra``.
 * In the flat shape, unknown keys inside ``response`` go to ``extra["response"]``;
   ``metadata`` (and ``task_group_id``) feed the ``tasks`` table.
+* ``tasks`` has one row per distinct row content (``task_id``, ``batch_id``,
+  ``task_group_id``, ``datapoint``, ``metadata``, ``extra``, as exact JSON text): identical
+  repeats of a task give one row, an occurrence of a ``task_id`` that differs in any value
+  gives another (so ``task_id`` may repeat), and a task without ``task_id`` gives a row
+  with a null ``task_id`` when it holds anything besides its responses.
 * An ``answer`` that is not a list of objects is kept, not rejected (the shape of
   ``video_narration`` answers is undocumented): a single object is a one-item list, a
   bare scalar or a non-object list item becomes an item whose ``value`` is that scalar

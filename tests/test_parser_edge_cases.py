@@ -369,3 +369,121 @@ def test_list_ids_on_responses_grouped_by_task_are_aggregated_without_coercion(
         (None, "p1", 2, {"submission_id": ["s1"]}),
         (None, None, 1, {"participant_id": ["p2"]}),
     ]
+
+
+# -- tasks: one row per distinct task content --------------------------------------------
+
+
+def _task_rows(tables: ExportTables) -> list[tuple[Any, ...]]:
+    return [
+        (t["task_id"], t["batch_id"], t["task_group_id"], t["datapoint"], t["metadata"], extra(t))
+        for t in rows(tables, "tasks")
+    ]
+
+
+BIG = 2**70
+
+
+def test_task_rows_are_deduplicated_by_their_whole_content(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def seen(sub: str, *tasks: dict[str, Any]) -> dict[str, Any]:
+        return submission(sub, [{**t, "responses": [{"id": f"r-{sub}"}]} for t in tasks])
+
+    t1 = {
+        "task_id": "t1",
+        "task_group_id": "g1",
+        "datapoint": {"d": 1, "e": 2},
+        "metadata": {"m": 1},
+    }
+    no_id = {"datapoint": {"d": 9}}
+    records = [
+        seen("s1", t1, {"task_id": "t2"}),
+        seen("s2", t1, {"task_id": "t2"}, {}, {"task_id": None}),  # repeats; nothing to keep
+        seen("s3", {**t1, "metadata": {"m": 2}}),
+        seen("s4", {**t1, "x_unknown": True}),
+        seen("s5", {**t1, "task_group_id": "g2"}),
+        seen("s6", {**t1, "batch_id": "b9"}),
+        seen("s7", {**t1, "batch_id": None}),  # null: the line's batch_id, so a repeat of t1
+        seen("s8", {**t1, "datapoint": {"d": 1.0, "e": 2}}),  # 1.0 is not 1 in the table
+        seen("s9", {**t1, "datapoint": {"e": 2, "d": 1}}),  # key order is kept in the text
+        seen("s10", no_id, no_id, {"task_id": "t3", "datapoint": {"big": BIG}}),
+        seen("s11", {"task_id": "t3", "datapoint": {"big": BIG}}, t1),
+    ]
+    tables = read(tmp_path, monkeypatch, records)
+    dp = '{"d":1,"e":2}'
+    assert _task_rows(tables) == [
+        ("t1", "b1", "g1", dp, '{"m":1}', None),
+        ("t2", "b1", None, None, None, None),
+        ("t1", "b1", "g1", dp, '{"m":2}', None),
+        ("t1", "b1", "g1", dp, '{"m":1}', {"x_unknown": True}),
+        ("t1", "b1", "g2", dp, '{"m":1}', None),
+        ("t1", "b9", "g1", dp, '{"m":1}', None),
+        ("t1", "b1", "g1", '{"d":1.0,"e":2}', '{"m":1}', None),
+        ("t1", "b1", "g1", '{"e":2,"d":1}', '{"m":1}', None),
+        (None, "b1", None, '{"d":9}', None, None),
+        ("t3", "b1", None, f'{{"big":{BIG}}}', None, None),
+    ]
+    # every response still points at its task by task_id
+    assert [r["task_id"] for r in rows(tables, "responses")][:3] == ["t1", "t2", "t1"]
+
+
+def test_the_fast_path_itself_deduplicates_task_rows_by_content() -> None:
+    from prolific_ingest._tables_builder import RecordBuilder
+    from prolific_ingest._tables_fast import build_block
+
+    t1 = {"task_id": "t1", "datapoint": {"d": 1}, "responses": []}
+    lines = [
+        submission("s1", [t1]),
+        submission("s2", [t1, {"datapoint": {"d": 2}, "responses": []}]),
+        submission("s3", [{**t1, "metadata": {"m": 1}}, {"responses": []}]),
+    ]
+    builder = RecordBuilder("batch", files_prefix="files/", existing_files=[], batch_rows=100)
+    out = dict(build_block(b"\n".join(map(_line, lines)), builder))  # no Fallback
+    assert out["tasks"].select(["task_id", "datapoint", "metadata"]).to_pylist() == [
+        {"task_id": "t1", "datapoint": '{"d":1}', "metadata": None},
+        {"task_id": None, "datapoint": '{"d":2}', "metadata": None},
+        {"task_id": "t1", "datapoint": '{"d":1}', "metadata": '{"m":1}'},
+    ]
+    assert builder.tasks == []  # the fast path's rows are all in its batch
+
+
+def test_flat_records_keep_each_distinct_task_metadata(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    records = [
+        flat("r1", metadata={"row": 1}),
+        flat("r2", metadata={"row": 1}),
+        flat("r3", metadata={"row": 2}),
+        flat("r4", task_group_id="g"),
+        flat("r5", task_id=None, metadata={"row": 3}),
+        flat("r6", task_id=None),  # neither a task_id nor task content: no row
+    ]
+    tables = read(tmp_path, monkeypatch, records)
+    assert _task_rows(tables) == [
+        ("t1", "b1", None, None, '{"row":1}', None),
+        ("t1", "b1", None, None, '{"row":2}', None),
+        ("t1", "b1", "g", None, None, None),
+        (None, "b1", None, None, '{"row":3}', None),
+    ]
+
+
+def test_grouped_by_task_records_keep_each_distinct_task_content(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def line(task_id: Any, **keys: Any) -> dict[str, Any]:
+        return {"task_id": task_id, "batch_id": "b1", **keys, "responses": [{"id": "r"}]}
+
+    records = [
+        line("t1", datapoint={"q": 1}),
+        line("t1", datapoint={"q": 1}),
+        line("t1", datapoint={"q": 1}, foo=[1]),
+        line(None, datapoint={"q": 2}),
+        line(None),
+    ]
+    tables = read(tmp_path, monkeypatch, records, member=BY_TASK)
+    assert _task_rows(tables) == [
+        ("t1", "b1", None, '{"q":1}', None, None),
+        ("t1", "b1", None, '{"q":1}', None, {"foo": [1]}),
+        (None, "b1", None, '{"q":2}', None, None),
+    ]
