@@ -228,6 +228,7 @@ class RecordBuilder:
             + (("tasks",) if kind == "batch" else ())
         )
         self.by_task_known = _TASK_KNOWN | {self.owner}
+        self.coll_task_known = frozenset(("task_id", self.owner, "responses"))
         flat = {"id", "created_at", self.owner, "participant_id", "submission_id", "study_id"}
         flat |= {"task_id", "response"}
         if kind == "batch":
@@ -324,13 +325,16 @@ class RecordBuilder:
     ) -> None:
         task_id = rec.get("task_id")
         owner = rec.get(self.owner)
+        outer = None
         if self.kind == "batch":
             extra = _extra(rec, self.by_task_known)
             keys = (rec.get("task_group_id"), rec.get("datapoint"), rec.get("metadata"))
             row = (task_id, owner, *keys, extra)
             self.add_task(None if _no_task(row) else row, new_tasks)
+        else:  # no tasks table: the task's other keys go with each of its responses
+            outer = _extra(rec, self.coll_task_known)
         start = len(self.responses)
-        self._responses(rec.get("responses"), None, None, None, task_id)
+        self._responses(rec.get("responses"), None, None, None, task_id, outer)
         for r in self.responses[start:]:
             key = (_hashable(r[2]),) if r[2] is not None else (None, _hashable(r[3]))
             pending.append((key, r[2], r[3], r[4], owner))
@@ -362,10 +366,25 @@ class RecordBuilder:
         key = (_hashable(sub),) if sub is not None else (None, _hashable(part))
         pending.append((key, sub, part, study, owner))
 
-    def _responses(self, items: Any, sub: Any, part: Any, study: Any, task_id: Any) -> int:
+    def _responses(
+        self,
+        items: Any,
+        sub: Any,
+        part: Any,
+        study: Any,
+        task_id: Any,
+        outer: dict[str, Any] | None = None,
+    ) -> int:
+        """Add the responses of a list; ``outer``: keys kept in each one's ``extra["task"]``."""
         items = _as_list(items, "responses")
         for r in items:
             r = _as_dict(r, "a response")
+            extra = _extra(r, _RESPONSE_KNOWN)
+            if outer is not None:
+                key = "task"
+                while extra is not None and key in extra:  # the response's own "task" key
+                    key = "_" + key
+                extra = {**(extra or {}), key: outer}
             # The response's own id, else (absent or null) the enclosing record's.
             own_sub = r.get("submission_id")
             own_part = r.get("participant_id")
@@ -376,7 +395,7 @@ class RecordBuilder:
                 part if own_part is None else own_part,
                 study if own_study is None else own_study,
                 task_id,
-                _extra(r, _RESPONSE_KNOWN),
+                extra,
             )
         return len(items)
 

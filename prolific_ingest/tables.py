@@ -20,6 +20,9 @@ Choices the contract leaves open:
   unparseable ``created_at`` is kept as ``{"created_at": raw}`` in ``extra``.
 * In the flat shape, unknown keys inside ``response`` go to ``extra["response"]``;
   ``metadata`` (and ``task_group_id``) feed the ``tasks`` table.
+* A collection line grouped by task has no ``tasks`` table to feed: its keys other than
+  ``task_id``/``collection_id``/``responses`` are kept in each of its responses'
+  ``extra["task"]`` (``"_task"`` if the response has its own ``task`` key).
 * ``tasks`` has one row per distinct row content (``task_id``, ``batch_id``,
   ``task_group_id``, ``datapoint``, ``metadata``, ``extra``, as exact JSON text): identical
   repeats of a task give one row, an occurrence of a ``task_id`` that differs in any value

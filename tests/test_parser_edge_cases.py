@@ -487,3 +487,43 @@ def test_grouped_by_task_records_keep_each_distinct_task_content(
         ("t1", "b1", None, '{"q":1}', None, {"foo": [1]}),
         (None, "b1", None, '{"q":2}', None, None),
     ]
+
+
+# -- collections: grouped-by-task lines keep their task-level keys -----------------------
+
+
+def test_collection_lines_grouped_by_task_keep_their_task_keys_in_each_response(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    record = {
+        "task_id": "t1",
+        "collection_id": "c1",
+        "datapoint": {"d": 1},
+        "metadata": {"m": 1},
+        "task_group_id": "g1",
+        "foo": 1,
+        "responses": [
+            {"id": "r1", "submission_id": "s1", "participant_id": "p1", "answer": []},
+            {"id": "r2", "submission_id": "s2", "participant_id": "p2", "zzz": 2},
+            {"id": "r3", "submission_id": "s3", "participant_id": "p3", "task": "own key"},
+        ],
+    }
+    plain = {
+        "task_id": "t2",
+        "collection_id": "c1",
+        "responses": [{"id": "r4", "submission_id": "s1", "participant_id": "p1"}],
+    }
+    tables = read(tmp_path, monkeypatch, [record, plain], member=COLLECTION)
+    task = {"datapoint": {"d": 1}, "metadata": {"m": 1}, "task_group_id": "g1", "foo": 1}
+    responses = rows(tables, "responses")
+    assert [(r["response_id"], r["task_id"], extra(r)) for r in responses] == [
+        ("r1", "t1", {"task": task}),
+        ("r2", "t1", {"zzz": 2, "task": task}),
+        ("r3", "t1", {"task": "own key", "_task": task}),  # the response's own key stays
+        ("r4", "t2", None),
+    ]
+    subs = {
+        s["submission_id"]: (s["collection_id"], s["n_responses"])
+        for s in rows(tables, "submissions")
+    }
+    assert subs == {"s1": ("c1", 2), "s2": ("c1", 1), "s3": ("c1", 1)}
