@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from itertools import compress, count, repeat
@@ -36,6 +37,26 @@ _FLOAT_FORMS = re.compile(rb"[0-9][eE]|0\.0000")
 #: Digits -> "0" and "E" -> "e": ``_FLOAT_FORMS`` can only match where ``0e``/``0.0000`` occur.
 _DIGIT_TO_ZERO = bytes.maketrans(b"0123456789E", b"0000000000e")
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=True)
+#: orjson parses up to 1024 levels of nesting; the stdlib encoder needs a frame per level.
+_MAX_DEPTH = 1024
+
+
+def _encode(obj: Any) -> str:
+    """``_ENCODER.encode(obj)``, also for values nested deeper than the recursion limit.
+
+    orjson reads objects nested up to 1024 levels but writes at most 255, and the stdlib
+    encoder stops at Python's recursion limit (1000 by default): such a value would raise
+    ``RecursionError`` while its table is built. The limit is raised just for that call.
+    """
+    try:
+        return _ENCODER.encode(obj)
+    except RecursionError:
+        limit = sys.getrecursionlimit()
+        sys.setrecursionlimit(limit + 2 * _MAX_DEPTH)
+        try:
+            return _ENCODER.encode(obj)
+        finally:
+            sys.setrecursionlimit(limit)
 
 
 def dumps(obj: Any) -> str:
@@ -47,10 +68,10 @@ def dumps(obj: Any) -> str:
     """
     try:
         text = orjson.dumps(obj)
-    except TypeError:  # orjson.JSONEncodeError: integer beyond 64 bits, ...
-        return _ENCODER.encode(obj)
+    except TypeError:  # orjson.JSONEncodeError: integer beyond 64 bits, deep nesting ...
+        return _encode(obj)
     if _FLOAT_FORMS.search(text):
-        return _ENCODER.encode(obj)
+        return _encode(obj)
     return text.decode()
 
 
@@ -75,7 +96,7 @@ def json_column(values: Sequence[Any]) -> pa.Array:
         blob = b"\n".join(texts)
         if b"0.0000" in blob or b"0e" in blob.translate(_DIGIT_TO_ZERO):
             texts = [
-                _ENCODER.encode(values[i]).encode() if _FLOAT_FORMS.search(t) else t
+                _encode(values[i]).encode() if _FLOAT_FORMS.search(t) else t
                 for i, t in zip(present, texts, strict=True)
             ]
     for i, text in zip(present, texts, strict=True):

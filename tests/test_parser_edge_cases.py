@@ -527,3 +527,21 @@ def test_collection_lines_grouped_by_task_keep_their_task_keys_in_each_response(
         for s in rows(tables, "submissions")
     }
     assert subs == {"s1": ("c1", 2), "s2": ("c1", 1), "s3": ("c1", 1)}
+
+
+# -- values nested deeper than Python's recursion limit ----------------------------------
+
+
+def test_values_nested_as_deep_as_orjson_reads_are_written_as_json_text(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    text = "[" * 1010 + "]" * 1010  # orjson reads 1024 levels; json.dumps stops near 1000
+    record = (
+        '{"submission_id":"s1","participant_id":"p1","batch_id":"b1","x_deep":DEEP,'
+        '"tasks":[{"task_id":"t1","datapoint":{"d":DEEP},'
+        '"responses":[{"id":"r","answer":[{"value":DEEP}]}]}]}'
+    ).replace("DEEP", text)
+    tables = read(tmp_path, monkeypatch, [record.encode()])
+    assert rows(tables, "tasks")[0]["datapoint"] == '{"d":' + text + "}"
+    assert rows(tables, "answers")[0]["value"] == text
+    assert rows(tables, "submissions")[0]["extra"] == '{"x_deep":' + text + "}"
