@@ -20,7 +20,9 @@ DEDUP_KEYS: dict[str, tuple[str, ...]] = {
     "submissions": ("submission_id",),
     "responses": ("response_id",),
     "answers": ("response_id", "answer_index"),
-    "tasks": ("task_id",),
+    # One row per distinct task content (task_id may repeat when the archive gives one task
+    # different contents), so the whole row is the key.
+    "tasks": ("task_id", "batch_id", "task_group_id", "datapoint", "metadata", "extra"),
     "instructions": ("instruction_id",),
     "files": ("path",),
 }

@@ -15,7 +15,8 @@ One resource per table (``submissions``, ``tasks``, ``responses``, ``answers``, 
 ``export_id`` and the owner column (``batch_id`` / ``collection_id``). Every resource uses
 ``write_disposition="merge"`` with the table's de-duplication key
 (:data:`prolific_ingest.sinks.DEDUP_KEYS`) as ``primary_key``, so rows delivered again are
-updated in place, never duplicated.
+updated in place, never duplicated. ``tasks`` (one row per distinct task content) gets a
+``task_key`` column, a hash of that content, as its key.
 
 **Incremental loading.** After a run, the source state keeps, per batch or collection and
 per table, a watermark: the latest ``responses.created_at`` loaded. The next run requests
@@ -29,6 +30,8 @@ Lines the reader cannot parse raise :class:`~prolific_ingest.BadRecordError` (th
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -56,6 +59,11 @@ __all__ = ["RESOURCE_TABLES", "prolific_source"]
 
 logger = logging.getLogger(__name__)
 
+#: The ``tasks`` resource's primary key: a hash of the row's content (``task_id`` may
+#: repeat, and may be null, when an archive gives one task different contents).
+TASK_KEY = "task_key"
+#: Merge keys per resource: the de-duplication keys of ``read_dataset``, except ``tasks``.
+PRIMARY_KEYS: dict[str, tuple[str, ...]] = {**DEDUP_KEYS, "tasks": (TASK_KEY,)}
 #: The tables exposed as dlt resources (``tasks`` stays empty for collections).
 RESOURCE_TABLES: tuple[str, ...] = (
     "submissions",
@@ -146,14 +154,27 @@ def _prepare(table: pa.Table, name: str, *, kind: str, owner_id: str, export_id:
         table = table.append_column(owner_col, pa.array([owner_id] * rows, type=pa.string()))
     if "export_id" not in table.column_names:
         table = table.append_column("export_id", pa.array([export_id] * rows, type=pa.string()))
+    if name == "tasks" and TASK_KEY not in table.column_names:
+        table = table.append_column(TASK_KEY, _task_keys(table))
     schema = table.schema
-    for key in DEDUP_KEYS[name]:
+    for key in PRIMARY_KEYS[name]:
         index = schema.get_field_index(key)
         if table.column(index).null_count:
             logger.warning("%s %s: table %s has null %s values", kind, owner_id, name, key)
             continue
         schema = schema.set(index, schema.field(index).with_nullable(False))
     return table.cast(schema)
+
+
+def _task_keys(table: pa.Table) -> pa.Array:
+    """A stable key per task row: the SHA-256 (hex, 32 digits) of its content columns."""
+    content = [c for c in DEDUP_KEYS["tasks"] if c in table.column_names]
+    rows = zip(*(table.column(c).to_pylist() for c in content), strict=True)
+    keys = [
+        hashlib.sha256(json.dumps(row, ensure_ascii=False).encode()).hexdigest()[:32]
+        for row in rows
+    ]
+    return pa.array(keys, type=pa.string())
 
 
 @dlt.source(name="prolific")
@@ -254,7 +275,7 @@ def _table_resource(parent: DltResource, name: str) -> DltResource:
     @dlt.transformer(
         data_from=parent,
         name=name,
-        primary_key=list(DEDUP_KEYS[name]),
+        primary_key=list(PRIMARY_KEYS[name]),
         write_disposition="merge",
     )
     def rows(loaded: _Loaded) -> Iterator[pa.Table]:

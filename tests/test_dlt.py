@@ -14,8 +14,7 @@ dlt = pytest.importorskip("dlt")
 duckdb = pytest.importorskip("duckdb")
 
 from prolific_ingest import PermissionDeniedError
-from prolific_ingest.dlt_source import RESOURCE_TABLES, prolific_source
-from prolific_ingest.sinks import DEDUP_KEYS
+from prolific_ingest.dlt_source import PRIMARY_KEYS, RESOURCE_TABLES, _prepare, prolific_source
 
 # Only dlt's own deprecation notices (none with dlt 1.31; future versions may add some).
 pytestmark = pytest.mark.filterwarnings(r"ignore::DeprecationWarning:dlt(\..*)?")
@@ -72,7 +71,7 @@ def _count(db: Path, table: str) -> int:
 
 
 def _distinct_keys(db: Path, table: str) -> int:
-    keys = ", ".join(DEDUP_KEYS[table])
+    keys = ", ".join(PRIMARY_KEYS[table])
     return _query(db, f"SELECT count(*) FROM (SELECT DISTINCT {keys} FROM {DATASET}.{table})")[0][0]
 
 
@@ -284,3 +283,36 @@ def test_the_documented_pipeline_runs_with_the_default_duckdb_file(
     db = tmp_path / f"{pipeline.pipeline_name}.duckdb"
     answers = _query(db, f"SELECT count(*) FROM {pipeline.dataset_name}.answers")[0][0]
     assert answers == prolific_emulator.ground_truth(batch_id).counts["answers"]
+
+
+def test_tasks_merge_on_a_content_key_so_repeats_and_null_ids_load(tmp_path, db):
+    """tasks has one row per distinct task content: a task_id may repeat (differing
+    contents) or be null (a task object without one). dlt's primary key must be non-null
+    and unique per row, so tasks merge on task_key, a hash of the content; loading the
+    same rows again adds nothing."""
+    import pyarrow as pa
+
+    from prolific_ingest.tables import schema_for
+
+    rows = [
+        {"task_id": "t1", "batch_id": "b1", "metadata": '{"m":1}'},
+        {"task_id": "t1", "batch_id": "b1", "metadata": '{"m":2}'},
+        {"task_id": None, "batch_id": "b1", "datapoint": '{"text":"orphan"}'},
+    ]
+    table = pa.Table.from_pylist(rows, schema=schema_for("tasks", "batch"))
+    prepared = _prepare(table, "tasks", kind="batch", owner_id="b1", export_id="e1")
+    keys = prepared.column("task_key").to_pylist()
+    assert len(set(keys)) == 3 and prepared.schema.field("task_key").nullable is False
+    again = _prepare(table, "tasks", kind="batch", owner_id="b1", export_id="e2")
+    assert again.column("task_key").to_pylist() == keys  # content only, not export_id
+
+    @dlt.resource(name="tasks", primary_key=list(PRIMARY_KEYS["tasks"]), write_disposition="merge")
+    def tasks(t):
+        yield t
+
+    pipeline = _pipeline(tmp_path, db)
+    pipeline.run(tasks(prepared))
+    pipeline.run(tasks(again))
+    assert _count(db, "tasks") == 3
+    got = _query(db, f"SELECT task_id, metadata FROM {DATASET}.tasks ORDER BY metadata NULLS FIRST")
+    assert got == [(None, None), ("t1", '{"m":1}'), ("t1", '{"m":2}')]

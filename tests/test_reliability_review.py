@@ -222,3 +222,39 @@ def test_a_malformed_token_is_a_configuration_error_that_never_shows_it(
     assert cli_main(["batch", batch_id, "--cache", conn["cache"]]) == 2
     out = capsys.readouterr()
     assert "XYZSECRET" not in out.out + out.err
+
+
+def _tasks_archive(path: Path, metadata: list[int]) -> Path:
+    import json
+    import zipfile
+
+    lines = [
+        {
+            "submission_id": f"s{i}",
+            "participant_id": f"p{i}",
+            "batch_id": "b1",
+            "tasks": [{"task_id": "t1", "metadata": {"m": m}, "responses": []}],
+        }
+        for i, m in enumerate(metadata)
+    ]
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("responses-by-submission.jsonl", "\n".join(map(json.dumps, lines)))
+    return path
+
+
+def test_read_dataset_keeps_one_row_per_distinct_task_content(tmp_path: Path) -> None:
+    """tasks rows are distinct task contents; read_dataset's de-duplication across
+    exports must not collapse two contents of one task_id (it keyed on task_id alone),
+    while the same content stored by two exports is kept once."""
+    from prolific_ingest import read_dataset, read_export
+
+    lake = str(tmp_path / "lake")
+    first = read_export(str(_tasks_archive(tmp_path / "a.zip", [1, 2])))
+    second = read_export(str(_tasks_archive(tmp_path / "b.zip", [2, 1, 1])))
+    assert len(first.tasks) == 2 and len(second.tasks) == 2
+    first.to_parquet(lake)
+    second.to_parquet(lake)
+    tasks = read_dataset(lake, "tasks", batch_id="b1")
+    assert sorted(tasks["metadata"].tolist()) == ['{"m":1}', '{"m":2}']
+    assert set(tasks["task_id"]) == {"t1"}
+    assert len(read_dataset(lake, "tasks", batch_id="b1", dedup=False)) == 4
