@@ -281,3 +281,12 @@ def conn(prolific_emulator: Any, tmp_path: Path) -> dict[str, Any]:
         "cache": str(tmp_path / "cache"),
         "progress": False,
     }
+
+
+@pytest.fixture
+def env(prolific_emulator: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
+    """The CLI pointed at the emulator (environment variables) and a private cache."""
+    monkeypatch.setenv("PROLIFIC_TOKEN", prolific_emulator.token)
+    monkeypatch.setenv("PROLIFIC_API_URL", prolific_emulator.base_url)
+    monkeypatch.setenv("PROLIFIC_INGEST_CACHE", str(tmp_path / "cache"))
+    return prolific_emulator

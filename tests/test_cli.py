@@ -15,14 +15,6 @@ from prolific_ingest.cli import build_parser, main
 SUBCOMMANDS = ["batch", "collection", "read", "demo", "emulator", "exports", "cache"]
 
 
-@pytest.fixture
-def env(prolific_emulator, monkeypatch, tmp_path):
-    monkeypatch.setenv("PROLIFIC_TOKEN", prolific_emulator.token)
-    monkeypatch.setenv("PROLIFIC_API_URL", prolific_emulator.base_url)
-    monkeypatch.setenv("PROLIFIC_INGEST_CACHE", str(tmp_path / "cache"))
-    return prolific_emulator
-
-
 def test_help_lists_every_subcommand_and_each_has_complete_help(capsys):
     with pytest.raises(SystemExit) as info:
         main(["--help"])

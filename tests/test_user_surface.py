@@ -17,15 +17,6 @@ from prolific_ingest.cli import main
 from prolific_ingest.testing import make_batch_export
 
 
-@pytest.fixture
-def env(prolific_emulator, monkeypatch, tmp_path):
-    """The CLI pointed at the emulator and a private cache."""
-    monkeypatch.setenv("PROLIFIC_TOKEN", prolific_emulator.token)
-    monkeypatch.setenv("PROLIFIC_API_URL", prolific_emulator.base_url)
-    monkeypatch.setenv("PROLIFIC_INGEST_CACHE", str(tmp_path / "cache"))
-    return prolific_emulator
-
-
 def _cli_json(capsys: pytest.CaptureFixture[str], argv: list[str]) -> dict:
     assert main([*argv, "--json"]) == 0, capsys.readouterr().err
     return json.loads(capsys.readouterr().out)
