@@ -24,6 +24,7 @@ import fsspec
 
 from ._archive_names import KNOWN_MEMBERS, ArchiveLimits, SafeMember, classify_members
 from .errors import (
+    ArchiveError,
     ArchiveSecurityError,
     BadRecordError,
     CorruptArchiveError,
@@ -323,7 +324,9 @@ class ExportArchive:
         """Read every member fully; raise :class:`CorruptArchiveError` on a bad CRC/truncation.
 
         Members are checked by :data:`VERIFY_THREADS` threads (largest first), since zlib
-        releases the GIL; the first corrupt member found is the one named.
+        releases the GIL; the first corrupt member found is the one named. A member that
+        cannot be read at all (encrypted, unsupported compression) raises
+        :class:`ArchiveError`.
         """
         infos = sorted(
             (info for info in self._zip.infolist() if not info.is_dir()),
@@ -332,7 +335,7 @@ class ExportArchive:
         )
         pending = iter(infos)
         lock = threading.Lock()
-        failures: list[CorruptArchiveError] = []
+        failures: list[BaseException] = []
 
         def check() -> None:
             while not failures:
@@ -347,6 +350,14 @@ class ExportArchive:
                 except _READ_ERRORS as exc:
                     msg = f"member {info.filename} of {self._display} is corrupt: {exc}"
                     error = CorruptArchiveError(msg, source=self._display, member=info.filename)
+                    error.__cause__ = exc
+                    failures.append(error)
+                except Exception as exc:  # noqa: BLE001 - encrypted, unknown compression ...: never lost
+                    kind = type(exc).__name__
+                    msg = (
+                        f"member {info.filename} of {self._display} cannot be read ({kind}: {exc})"
+                    )
+                    error = ArchiveError(msg, source=self._display, member=info.filename)
                     error.__cause__ = exc
                     failures.append(error)
 

@@ -18,6 +18,7 @@ import pytest
 from prolific_ingest import archive as archive_mod
 from prolific_ingest.archive import BATCH, COLLECTION, ArchiveLimits, FileEntry, open_archive
 from prolific_ingest.errors import (
+    ArchiveError,
     ArchiveSecurityError,
     BadRecordError,
     CorruptArchiveError,
@@ -176,6 +177,24 @@ def test_verify_checks_every_member_on_two_threads(tmp_path: Path, corrupt: str)
     assert isinstance(info.value.__cause__, zipfile.BadZipFile)
     left = {t.name for t in threading.enumerate()} - before
     assert not [name for name in left if name.startswith("prolific-ingest-verify")]
+
+
+def test_verify_raises_for_a_member_it_cannot_read_on_any_thread(tmp_path: Path) -> None:
+    """An encrypted member makes zipfile raise RuntimeError, not a read error: verify()
+    must still fail (typed, naming the member), whichever checking thread met it."""
+    path = tmp_path / "a.zip"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("README.md", b"ok")
+        for i in range(6):
+            zf.writestr(f"files/s/k/f{i}.txt", b"x" * 200)
+        locked = zipfile.ZipInfo("files/s/k/locked.bin")
+        locked.flag_bits |= 0x1  # "encrypted"
+        zf.writestr(locked, b"y" * 100_000)
+    with open_archive(path) as archive, pytest.raises(ArchiveError) as info:
+        archive.verify()
+    assert info.value.member == "files/s/k/locked.bin"
+    assert isinstance(info.value.__cause__, RuntimeError)
+    assert "encrypted" in str(info.value)
 
 
 def test_invalid_metadata_is_a_bad_record(tmp_path: Path) -> None:
