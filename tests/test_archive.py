@@ -183,13 +183,20 @@ def test_verify_raises_for_a_member_it_cannot_read_on_any_thread(tmp_path: Path)
     """An encrypted member makes zipfile raise RuntimeError, not a read error: verify()
     must still fail (typed, naming the member), whichever checking thread met it."""
     path = tmp_path / "a.zip"
+    name = "files/s/k/locked.bin"
     with zipfile.ZipFile(path, "w") as zf:
         zf.writestr("README.md", b"ok")
         for i in range(6):
             zf.writestr(f"files/s/k/f{i}.txt", b"x" * 200)
-        locked = zipfile.ZipInfo("files/s/k/locked.bin")
-        locked.flag_bits |= 0x1  # "encrypted"
-        zf.writestr(locked, b"y" * 100_000)
+        zf.writestr(name, b"y" * 100_000)
+        offset = zf.getinfo(name).header_offset
+    raw = bytearray(path.read_bytes())
+    raw[offset + 6] |= 0x1  # the "encrypted" flag, in the local header ...
+    central = raw.index(b"PK\x01\x02")
+    while raw[central + 46 : central + 46 + len(name)] != name.encode():
+        central = raw.index(b"PK\x01\x02", central + 4)
+    raw[central + 8] |= 0x1  # ... and in its central directory entry
+    path.write_bytes(bytes(raw))
     with open_archive(path) as archive, pytest.raises(ArchiveError) as info:
         archive.verify()
     assert info.value.member == "files/s/k/locked.bin"
