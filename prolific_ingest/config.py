@@ -184,8 +184,6 @@ class Settings:
     def __post_init__(self) -> None:
         if isinstance(self.base_url, str):
             object.__setattr__(self, "base_url", normalize_base_url(self.base_url))
-        if self.token is not None:
-            _check_token(self.token)
 
     @classmethod
     def from_env(
@@ -216,9 +214,19 @@ class Settings:
         return cls(**values)
 
     def require_token(self) -> Secret:
-        """Return the token or raise :class:`~prolific_ingest.MissingTokenError`."""
+        """Return the token, about to be sent.
+
+        Raises
+        ------
+        MissingTokenError
+            No token is configured.
+        ConfigurationError
+            The token holds a character no API token has (line break, space, non-ASCII);
+            the message gives its position, never the token.
+        """
         if self.token is None:
             raise MissingTokenError
+        _check_token(self.token)  # here, not at construction: offline loads send nothing
         return self.token
 
     def replace(self, **changes: Any) -> Settings:

@@ -258,3 +258,16 @@ def test_read_dataset_keeps_one_row_per_distinct_task_content(tmp_path: Path) ->
     assert sorted(tasks["metadata"].tolist()) == ['{"m":1}', '{"m":2}']
     assert set(tasks["task_id"]) == {"t1"}
     assert len(read_dataset(lake, "tasks", batch_id="b1", dedup=False)) == 4
+
+
+def test_a_malformed_environment_token_does_not_stop_an_offline_load(
+    prolific_emulator: Any, conn: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The token is checked when a request is about to be sent, not when settings are
+    built: an offline load from the cache sends nothing and must not fail on it."""
+    batch_id = prolific_emulator.add_batch(n_submissions=1)
+    exp = load_batch_export(batch_id, **conn)
+    monkeypatch.setenv("PROLIFIC_TOKEN", "abc\u00e9def")
+    offline = {k: v for k, v in conn.items() if k not in ("token", "base_url")}
+    again = load_batch_export(batch_id, export_id=exp.export_id, offline=True, **offline)
+    assert again.row_counts == exp.row_counts
