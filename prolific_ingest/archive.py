@@ -357,9 +357,9 @@ class ExportArchive:
                     msg = (
                         f"member {info.filename} of {self._display} cannot be read ({kind}: {exc})"
                     )
-                    error = ArchiveError(msg, source=self._display, member=info.filename)
-                    error.__cause__ = exc
-                    failures.append(error)
+                    unreadable = ArchiveError(msg, source=self._display, member=info.filename)
+                    unreadable.__cause__ = exc
+                    failures.append(unreadable)
 
         workers = [
             threading.Thread(target=check, name=f"prolific-ingest-verify-{i}", daemon=True)
