@@ -23,7 +23,7 @@ from . import _pipeline
 from ._cache_entry import ARCHIVE_NAME, MANIFEST_NAME, as_timedelta
 from ._pipeline import OnBadRecords
 from ._retry import RetryPolicy
-from ._sinks_layout import check_id
+from ._sinks_layout import check_id, safe_url
 from .archive import open_archive
 from .cache import CachedExport, ExportCache
 from .client import ProlificClient
@@ -312,7 +312,10 @@ def _incremental_filter(
     ]
     if not marks:
         logger.info(
-            "%s %s: no committed export in %s; loading everything", ref.kind, ref.id, output
+            "%s %s: no committed export in %s; loading everything",
+            ref.kind,
+            ref.id,
+            safe_url(output),
         )
         return flt
     watermark = max(datetime.fromisoformat(str(m)) for m in marks)
@@ -322,7 +325,7 @@ def _incremental_filter(
     if flt.until is not None and since > flt.until:
         msg = (
             f"incremental load of {ref.kind} {ref.id}: it would start at {since.isoformat()} "
-            f"(the watermark in {output} minus the overlap), later than until "
+            f"(the watermark in {safe_url(output)} minus the overlap), later than until "
             f"{flt.until.isoformat()}; that window is already loaded: drop until= or "
             "incremental=True"
         )

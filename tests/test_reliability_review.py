@@ -271,3 +271,18 @@ def test_a_malformed_environment_token_does_not_stop_an_offline_load(
     offline = {k: v for k, v in conn.items() if k not in ("token", "base_url")}
     again = load_batch_export(batch_id, export_id=exp.export_id, offline=True, **offline)
     assert again.row_counts == exp.row_counts
+
+
+def test_incremental_error_does_not_show_the_output_password(
+    prolific_emulator: Any, conn: dict[str, Any]
+) -> None:
+    from prolific_ingest import ConfigurationError
+
+    batch_id = prolific_emulator.add_batch(n_submissions=2)
+    out = "memory://u:SECRETPW@lake-pw/x"
+    load_batch_export(batch_id, output=out, incremental=True, **conn)
+    with pytest.raises(ConfigurationError) as info:
+        load_batch_export(
+            batch_id, output=out, incremental=True, until="2000-01-01T00:00:00Z", **conn
+        )
+    assert "SECRETPW" not in str(info.value) and "memory://lake-pw/x" in str(info.value)
