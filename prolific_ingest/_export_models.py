@@ -5,6 +5,7 @@ Re-exported by :mod:`prolific_ingest.exports`, which is where they are documente
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -199,6 +200,11 @@ class ExportFilter:
             "from": format_timestamp(self.since) if self.since else None,
             "to": format_timestamp(self.until) if self.until else None,
         }
+
+    def describe(self) -> str:
+        """One line of compact JSON with only the keys that are set (``{}``: no filter)."""
+        shown = {k: v for k, v in self.to_json().items() if v is not None}
+        return json.dumps(shown, separators=(",", ":"), ensure_ascii=False)
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any] | None) -> ExportFilter:

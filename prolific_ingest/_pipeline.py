@@ -6,7 +6,6 @@ it holds no I/O code of its own beyond the parsed-table cache beside each archiv
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -106,20 +105,15 @@ def _check_filter(plan: LoadPlan, actual: ExportFilter, *, known: bool) -> None:
                 "export %s: its filter is unknown, so the filter arguments (%s) cannot be "
                 "checked against it; they do not change what it contains",
                 plan.export_id,
-                _describe(plan.filter),
+                plan.filter.describe(),
             )
         return
     msg = (
-        f"export {plan.export_id} was made with filter {_describe(actual)}, but "
-        f"{_describe(plan.filter)} was asked for; drop export_id= to request a new export "
+        f"export {plan.export_id} was made with filter {actual.describe()}, but "
+        f"{plan.filter.describe()} was asked for; drop export_id= to request a new export "
         "with that filter, or drop the filter arguments"
     )
     raise ConfigurationError(msg)
-
-
-def _describe(flt: ExportFilter) -> str:
-    shown = {k: v for k, v in flt.to_json().items() if v is not None}
-    return json.dumps(shown, separators=(",", ":")) if shown else "{} (none)"
 
 
 def _cache_hit(plan: LoadPlan, cache: ExportCache) -> CachedExport | None:

@@ -227,7 +227,7 @@ def cmd_exports(args: argparse.Namespace) -> int:
     if args.action == "list":
         jobs = manage.list_exports(args.id, kind=kind)
         text = "\n".join(
-            f"{j.export_id}  {j.status:<10}  {_iso(j.created_at):<20}  {_compact(j.filter)}"
+            f"{j.export_id}  {j.status:<10}  {_iso(j.created_at):<20}  {j.filter.describe()}"
             for j in jobs
         )
         _emit(args, [manage.job_summary(j) for j in jobs], text or "(no exports)")
@@ -247,12 +247,6 @@ def cmd_exports(args: argparse.Namespace) -> int:
 def _iso(value: datetime | None) -> str:
     """``YYYY-MM-DDTHH:MM:SSZ`` (UTC), or ``-`` when unknown."""
     return format_timestamp(value) if value is not None else "-"
-
-
-def _compact(flt: Any) -> str:
-    """A filter as one line of JSON with only the keys that are set (``{}``: no filter)."""
-    set_keys = {k: v for k, v in flt.to_json().items() if v is not None}
-    return json.dumps(set_keys, separators=(",", ":"), ensure_ascii=False)
 
 
 def cmd_cache(args: argparse.Namespace) -> int:
