@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from itertools import compress, count, repeat
@@ -37,26 +36,72 @@ _FLOAT_FORMS = re.compile(rb"[0-9][eE]|0\.0000")
 #: Digits -> "0" and "E" -> "e": ``_FLOAT_FORMS`` can only match where ``0e``/``0.0000`` occur.
 _DIGIT_TO_ZERO = bytes.maketrans(b"0123456789E", b"0000000000e")
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=True)
-#: orjson parses up to 1024 levels of nesting; the stdlib encoder needs a frame per level.
-_MAX_DEPTH = 1024
 
 
 def _encode(obj: Any) -> str:
     """``_ENCODER.encode(obj)``, also for values nested deeper than the recursion limit.
 
     orjson reads objects nested up to 1024 levels but writes at most 255, and the stdlib
-    encoder stops at Python's recursion limit (1000 by default): such a value would raise
-    ``RecursionError`` while its table is built. The limit is raised just for that call.
+    encoder stops at Python's recursion limit (1000 by default). Such a value is written
+    by :func:`_encode_deep` instead, which needs no recursion (and so changes no
+    interpreter-wide setting, which other threads would see).
     """
     try:
         return _ENCODER.encode(obj)
     except RecursionError:
-        limit = sys.getrecursionlimit()
-        sys.setrecursionlimit(limit + 2 * _MAX_DEPTH)
-        try:
-            return _ENCODER.encode(obj)
-        finally:
-            sys.setrecursionlimit(limit)
+        return _encode_deep(obj)
+
+
+def _encode_deep(obj: Any) -> str:
+    """The stdlib encoder's compact output, written with an explicit stack."""
+    out: list[str] = []
+    stack: list[Any] = [obj]
+    while stack:
+        item = stack.pop()
+        if type(item) is _Token:
+            out.append(item.text)
+        elif isinstance(item, dict):
+            if not item:
+                out.append("{}")
+                continue
+            out.append("{")
+            parts: list[Any] = []
+            for i, (key, value) in enumerate(item.items()):
+                prefix = "," if i else ""
+                parts += [_Token(prefix + _ENCODER.encode(_key(key)) + ":"), value]
+            stack.append(_Token("}"))
+            stack.extend(reversed(parts))
+        elif isinstance(item, list | tuple):
+            if not item:
+                out.append("[]")
+                continue
+            out.append("[")
+            parts = []
+            for i, value in enumerate(item):
+                parts += [_Token(","), value] if i else [value]
+            stack.append(_Token("]"))
+            stack.extend(reversed(parts))
+        else:
+            out.append(_ENCODER.encode(item))  # a scalar: never deep
+    return "".join(out)
+
+
+class _Token:
+    """Literal text on the :func:`_encode_deep` stack (not a value to encode)."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+
+def _key(key: Any) -> str:
+    """A dict key as the stdlib encoder writes it (strings; numbers, booleans, None)."""
+    if isinstance(key, str):
+        return key
+    if key is True or key is False or key is None:
+        return json.dumps(key)
+    return _ENCODER.encode(key) if isinstance(key, float) else str(key)
 
 
 def dumps(obj: Any) -> str:

@@ -545,3 +545,31 @@ def test_values_nested_as_deep_as_orjson_reads_are_written_as_json_text(
     assert rows(tables, "tasks")[0]["datapoint"] == '{"d":' + text + "}"
     assert rows(tables, "answers")[0]["value"] == text
     assert rows(tables, "submissions")[0]["extra"] == '{"x_deep":' + text + "}"
+
+
+def test_deep_values_are_written_without_touching_the_recursion_limit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The recursion limit is interpreter-wide: raising it for one encode races with
+    other threads' parses (RecursionError escaped under load_batch_exports). Deep values
+    are written with an explicit stack instead, exactly as the stdlib would write them."""
+    import json
+    import sys
+
+    from prolific_ingest._tables_arrow import dumps
+
+    deep: object = {"k": "\u00e9\x01", "n": [1.5, None, True, 10**30, 1e-07]}
+    for i in range(1015):
+        deep = {f"l{i}": [deep, i, {}]} if i % 2 else [deep, {"x": -0.0}, []]
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(limit + 4000)
+    try:
+        expected = json.dumps(deep, ensure_ascii=False, separators=(",", ":"))
+    finally:
+        sys.setrecursionlimit(limit)
+
+    def refuse(new_limit: int) -> None:
+        raise AssertionError(f"setrecursionlimit({new_limit}) called")
+
+    monkeypatch.setattr(sys, "setrecursionlimit", refuse)
+    assert dumps(deep) == expected
