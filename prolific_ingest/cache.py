@@ -56,7 +56,10 @@ logger = logging.getLogger(__name__)
 
 #: A temporary file not written to for this long was left by a killed process.
 STALE_STAGING = timedelta(hours=1)
-_NO_MANIFEST = "archive.zip without manifest.json"
+
+
+class _InterruptedCommitError(DamagedEntryError):
+    """``archive.zip`` without ``manifest.json``: a commit killed, or still running."""
 
 
 P = ParamSpec("P")
@@ -163,8 +166,8 @@ class ExportCache:
         data = self._read_manifest(entry)
         if data is None:
             if self._fs.exists(archive):
-                msg = f"{_NO_MANIFEST} (interrupted commit)"
-                raise DamagedEntryError(msg)
+                msg = "archive.zip without manifest.json (interrupted commit)"
+                raise _InterruptedCommitError(msg)
             return None
         found = self._build(ref, export_id, entry, data)
         try:
@@ -203,7 +206,9 @@ class ExportCache:
 
         Notes
         -----
-        A damaged entry is logged at WARNING, removed and reported as ``None``.
+        A damaged entry is logged at WARNING, removed and reported as ``None``. Except on a
+        remote root, where an archive without manifest younger than :data:`STALE_STAGING`
+        may be another machine's commit in progress: it is reported as ``None`` and left.
         """
         try:
             return self._check(ref, export_id, verify)
@@ -232,15 +237,11 @@ class ExportCache:
         without a manifest is left alone (reported absent) until it is
         :data:`STALE_STAGING` old; a local root's lock already rules that out.
         """
-        if self._local or not str(exc).startswith(_NO_MANIFEST):
+        if self._local or not isinstance(exc, _InterruptedCommitError):
             return False
-        archive = f"{self._entry(ref, export_id)}/{ARCHIVE_NAME}"
-        try:
-            modified = self._fs.modified(archive)
-        except (OSError, NotImplementedError, ValueError):
+        modified = self._modified(f"{self._entry(ref, export_id)}/{ARCHIVE_NAME}")
+        if modified is None:
             return True  # cannot tell its age: never delete what may be in use
-        if modified.tzinfo is None:
-            modified = modified.replace(tzinfo=UTC)
         if datetime.now(UTC) - modified < STALE_STAGING:
             logger.info(
                 "export %s: archive without manifest, written %s; maybe a commit in progress "
@@ -250,6 +251,14 @@ class ExportCache:
             )
             return True
         return False
+
+    def _modified(self, path: str) -> datetime | None:
+        """Last modification of ``path`` (aware UTC), ``None`` when it cannot be told."""
+        try:
+            modified: datetime = self._fs.modified(path)
+        except (OSError, NotImplementedError, ValueError):
+            return None
+        return modified if modified.tzinfo is not None else modified.replace(tzinfo=UTC)
 
     def _owner_dirs(self, ref: ExportRef | None) -> Iterator[tuple[ExportRef, str]]:
         if ref is not None:
@@ -351,15 +360,14 @@ class ExportCache:
             for path in names:
                 if ".tmp-" not in path.rsplit("/", 1)[-1]:
                     continue
-                try:
-                    modified = self._fs.modified(path)
-                    if modified.tzinfo is None:
-                        modified = modified.replace(tzinfo=UTC)
-                    if modified < cutoff:
-                        self._fs.rm(path)
-                        removed.append(self._external(path))
-                except (OSError, NotImplementedError, ValueError):
+                modified = self._modified(path)
+                if modified is None or modified >= cutoff:
                     continue
+                try:
+                    self._fs.rm(path)
+                except OSError:
+                    continue
+                removed.append(self._external(path))
         if removed:
             logger.info("removed %d stale staging files of export %s", len(removed), export_id)
         return removed
