@@ -78,13 +78,16 @@ def maybe_big_int(line: bytes) -> bool:
 
 
 def stdlib_loads(line: bytes) -> Any:
-    """Parse ``line`` with the stdlib ``json``, refusing exactly what orjson refuses too.
+    """Parse ``line`` with the stdlib ``json``, refusing what orjson refuses too.
 
     orjson reads integers beyond 64 bits as floats, so lines that may hold one are parsed
     here instead (integers stay exact). Everything else must be judged as orjson judges
     it, so a line is a bad record whichever parser reads it: ``NaN``/``Infinity``, numbers
     beyond the double range (``1e400``) and lone UTF-16 surrogate escapes (``"\\ud83d"``,
     which no UTF-8 text can hold) raise :class:`ValueError`, as does nesting too deep.
+    The one difference: "too deep" is about 1000 levels here (Python's recursion limit)
+    and 1024 for orjson, so a line nested 1000-1024 levels that also holds a 19+-digit
+    integer is a bad record where the same line without it is read.
     """
     try:
         record = json.loads(
