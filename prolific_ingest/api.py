@@ -243,7 +243,7 @@ def _load(
         )
     )
     location = cache or settings.cache_dir  # $PROLIFIC_INGEST_CACHE may be a bucket too
-    store = ExportCache(location, storage_options=_remote_only(location, storage_options))
+    store = ExportCache(location, storage_options=storage_options)
     plan = _pipeline.LoadPlan(
         ref=ref, filter=flt, export_id=export_id, max_age=age, offline=offline
     )
@@ -283,17 +283,6 @@ def _load(
         storage_options=store.storage_options,
         written=parsed.written,
     )
-
-
-def _remote_only(url: str, storage_options: dict[str, Any] | None) -> dict[str, Any] | None:
-    """Storage options apply to a remote cache only (a local one takes none).
-
-    ``url`` is the resolved cache location: the ``cache=`` argument, else the settings'
-    ``cache_dir`` (``$PROLIFIC_INGEST_CACHE``, which may be an fsspec URL too).
-    """
-    if "://" not in url or url.startswith("file://"):
-        return None
-    return storage_options
 
 
 def _incremental_filter(
@@ -372,7 +361,7 @@ def download_export(
         )
         raise ConfigurationError(msg)
     location = cache or client.settings.cache_dir
-    store = ExportCache(location, storage_options=_remote_only(location, storage_options))
+    store = ExportCache(location, storage_options=storage_options)
     hit = store.lookup(job.ref, job.export_id)
     if hit is not None:
         return hit

@@ -89,7 +89,8 @@ class ExportCache:
         Local directory or URL such as ``s3://bucket/prefix`` or ``memory://x``
         (default: :func:`~prolific_ingest.config.default_cache_dir`).
     storage_options : mapping, optional
-        fsspec options for a remote root.
+        fsspec options for a remote root; ignored for a local one (a plain path or
+        ``file://``), so callers can pass the same options whatever the root is.
     """
 
     def __init__(
@@ -97,7 +98,8 @@ class ExportCache:
     ) -> None:
         raw = root or default_cache_dir()
         self.root: str = os.path.expanduser(raw) if "://" not in raw else raw
-        self.storage_options: dict[str, Any] = dict(storage_options or {})
+        remote = "://" in raw and not raw.startswith("file://")
+        self.storage_options: dict[str, Any] = dict(storage_options or {}) if remote else {}
         with storage_errors(lambda detail: CacheError(f"cache {redact_url(raw)}: {detail}")):
             self._fs, path = fsspec.core.url_to_fs(self.root, **self.storage_options)
         self._local = isinstance(self._fs, LocalFileSystem)

@@ -99,8 +99,7 @@ def prune_exports(
     """
     api = _client(client, token, base_url)
     ref = ExportRef(kind, owner_id)
-    root = cache or api.settings.cache_dir
-    store = ExportCache(root, storage_options=storage_options if "://" in root else None)
+    store = ExportCache(cache or api.settings.cache_dir, storage_options=storage_options)
     listed = lifecycle.list_exports(api, ref)
     plan = prunable_jobs(listed, store, keep=keep)
     for job in plan if not dry_run else ():

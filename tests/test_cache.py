@@ -450,3 +450,15 @@ def test_no_secret_in_cache_files(cache: ExportCache) -> None:
             text = path.read_text("utf-8", errors="replace")
             assert "sig=1" not in text
             assert "127.0.0.1:9/x.zip" not in text
+
+
+def test_storage_options_are_ignored_for_a_local_root(tmp_path: Path) -> None:
+    """Callers pass one set of options whatever the root is (api, prune_exports): a local
+    root must not hand S3 options to the local filesystem."""
+    options = {"key": "k", "secret": "s", "client_kwargs": {"endpoint_url": "http://x"}}
+    for root in (str(tmp_path / "a"), f"file://{tmp_path / 'b'}"):
+        cache = ExportCache(root, storage_options=options)
+        assert cache.storage_options == {}
+        put(cache, "E1")
+        assert cache.lookup(REF, "E1") is not None
+    assert ExportCache("memory://c", storage_options={"x": 1}).storage_options == {"x": 1}
