@@ -93,30 +93,32 @@ def _stringify_values(obj: Any) -> Any:
     return out
 
 
-def pyarrow_input(workdir: Path, archive: Path) -> Path:
-    """Write (once) the type-consistent derivative of the member that pyarrow can read."""
-    import orjson
-
-    path = archive.with_suffix(".pyarrow.jsonl")
+def _derived(archive: Path, suffix: str, write: Callable[[Any, Any], None]) -> Path:
+    """Write (once) ``write(member, out)`` beside ``archive``; later runs reuse the file."""
+    path = archive.with_suffix(suffix)
     if not path.exists():
         tmp = path.with_suffix(".tmp")
         with zipfile.ZipFile(archive) as zf, zf.open(MEMBER) as src, open(tmp, "wb") as out:
-            for line in src:
-                if line.strip():
-                    out.write(orjson.dumps(_stringify_values(orjson.loads(line))) + b"\n")
+            write(src, out)
         tmp.rename(path)
     return path
+
+
+def pyarrow_input(workdir: Path, archive: Path) -> Path:
+    """The type-consistent derivative of the member that pyarrow can read."""
+    import orjson
+
+    def rewrite(src: Any, out: Any) -> None:
+        for line in src:
+            if line.strip():
+                out.write(orjson.dumps(_stringify_values(orjson.loads(line))) + b"\n")
+
+    return _derived(archive, ".pyarrow.jsonl", rewrite)
 
 
 def extracted_member(workdir: Path, archive: Path) -> Path:
-    """Write (once) the member itself, decompressed, for the ``duckdb`` row."""
-    path = archive.with_suffix(".member.jsonl")
-    if not path.exists():
-        tmp = path.with_suffix(".tmp")
-        with zipfile.ZipFile(archive) as zf, zf.open(MEMBER) as src, open(tmp, "wb") as out:
-            shutil.copyfileobj(src, out, 2**20)
-        tmp.rename(path)
-    return path
+    """The member itself, decompressed, for the ``duckdb`` row."""
+    return _derived(archive, ".member.jsonl", lambda src, out: shutil.copyfileobj(src, out, 2**20))
 
 
 # -- measurements (each runs in its own process) ----------------------------------------------
