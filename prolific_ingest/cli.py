@@ -285,6 +285,15 @@ def _cached_summary(entry: Any) -> dict[str, Any]:
 # -- parser ---------------------------------------------------------------------------------
 
 
+def _bad_records_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--on-bad-records",
+        choices=("raise", "quarantine", "skip"),
+        default="raise",
+        help="what to do with unparseable JSONL lines (default: raise)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser (exposed for documentation and tests)."""
     common = argparse.ArgumentParser(add_help=False)
@@ -341,12 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
             action="store_true",
             help="with --out: only responses since the last load",
         )
-        p.add_argument(
-            "--on-bad-records",
-            choices=("raise", "quarantine", "skip"),
-            default="raise",
-            help="what to do with unparseable JSONL lines (default: raise)",
-        )
+        _bad_records_option(p)
         if kind == "batch":  # several collections load one after the other
             p.add_argument(
                 "--max-workers", type=int, default=4, help="concurrent loads for several ids"
@@ -359,12 +363,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--export-id",
         help="the export id in the Parquet output (default: its cache entry id, else sha256-<checksum>)",
     )
-    p.add_argument(
-        "--on-bad-records",
-        choices=("raise", "quarantine", "skip"),
-        default="raise",
-        help="what to do with unparseable JSONL lines (default: raise)",
-    )
+    _bad_records_option(p)
 
     p = add(
         "demo", cmd_demo, "run the whole pipeline against the built-in emulator (no token needed)"
