@@ -99,14 +99,17 @@ def _check_filter(plan: LoadPlan, actual: ExportFilter, *, known: bool) -> None:
     another window or study would be wrong data. Without filter arguments, or when the
     export's own filter is unknown (loaded by id, not listed), nothing is checked.
     """
-    if plan.filter == ExportFilter() or not known or plan.filter == actual:
-        if plan.filter != ExportFilter() and not known:
-            logger.warning(
-                "export %s: its filter is unknown, so the filter arguments (%s) cannot be "
-                "checked against it; they do not change what it contains",
-                plan.export_id,
-                plan.filter.describe(),
-            )
+    if plan.filter == ExportFilter():
+        return
+    if not known:
+        logger.warning(
+            "export %s: its filter is unknown, so the filter arguments (%s) cannot be "
+            "checked against it; they do not change what it contains",
+            plan.export_id,
+            plan.filter.describe(),
+        )
+        return
+    if plan.filter == actual:
         return
     msg = (
         f"export {plan.export_id} was made with filter {actual.describe()}, but "
