@@ -104,8 +104,13 @@ class Location:
 
     def scrub(self, text: str) -> str:
         """Remove the URL's password (if any) from ``text``."""
-        password = urlsplit(self.given).password if "://" in self.given else None
-        return text.replace(password, "***") if password else text
+        return scrub_password(self.given, text)
+
+
+def scrub_password(url: str, text: str) -> str:
+    """Return ``text`` with the password of ``url`` (if it has one) replaced by ``***``."""
+    password = urlsplit(url).password if "://" in url else None
+    return text.replace(password, "***") if password else text
 
 
 def safe_url(output: str) -> str:

@@ -56,7 +56,6 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
-from urllib.parse import urlsplit
 
 import pandas as pd
 import pyarrow as pa
@@ -74,6 +73,7 @@ from ._sinks_layout import (
     owner_col,
     resolve,
     safe_url,
+    scrub_password,
 )
 from ._sinks_read import DEDUP_KEYS, export_table, to_frame
 from .errors import ProlificIngestError, SinkError, storage_errors
@@ -416,11 +416,9 @@ def cleanup(
 def _failure(output: str, doing: str) -> Callable[[str], SinkError]:
     """Build the :class:`SinkError` for a storage backend's own exception."""
     shown = safe_url(output)
-    password = urlsplit(output).password if "://" in output else None
 
     def make(detail: str) -> SinkError:
-        if password:
-            detail = detail.replace(password, "***")
+        detail = scrub_password(output, detail)
         return SinkError(f"could not {doing} {shown}: {detail}", url=shown)
 
     return make
