@@ -109,6 +109,17 @@ def default_cache_dir() -> str:
     )
 
 
+def _character_kind(char: str) -> str:
+    """How to name a character no API token holds (never the character itself)."""
+    if char in "\r\n":
+        return "a line break"
+    if char.isspace():
+        return "whitespace"
+    if char.isascii():
+        return "a control character"
+    return "a non-ASCII character"
+
+
 def _check_token(token: Secret) -> None:
     """Refuse a token that cannot be an API token, without ever showing it.
 
@@ -119,17 +130,7 @@ def _check_token(token: Secret) -> None:
     value = token.get_secret_value()
     for position, char in enumerate(value, start=1):
         if not "!" <= char <= "~":
-            kind = (
-                "a line break"
-                if char in "\r\n"
-                else (
-                    "whitespace"
-                    if char.isspace()
-                    else "a control character"
-                    if char.isascii()
-                    else "a non-ASCII character"
-                )
-            )
+            kind = _character_kind(char)
             msg = (
                 f"the API token contains {kind} at character {position} of {len(value)}: "
                 "check how it was copied into PROLIFIC_TOKEN (or token=)"
