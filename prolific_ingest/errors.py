@@ -9,7 +9,8 @@ working. The original low-level exception is always kept as ``__cause__``.
 
     ProlificIngestError
     ├── ConfigurationError                      (also ValueError)
-    │   └── MissingTokenError                   no token: says how to set PROLIFIC_TOKEN
+    │   ├── MissingTokenError                   no token: says how to set PROLIFIC_TOKEN
+    │   └── MissingPathError                    a local path to read does not exist (also FileNotFoundError)
     ├── APIError(status, error_code, title, detail, method, url)
     │   ├── BadRequestError          400, 422   (also ValueError)
     │   ├── AuthenticationError      401        (also PermissionError)
@@ -42,7 +43,6 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 __all__ = [
     "APIError",
@@ -65,6 +65,7 @@ __all__ = [
     "ExportTimeoutError",
     "IntegrityError",
     "MissingMemberError",
+    "MissingPathError",
     "MissingTokenError",
     "NotFoundError",
     "PermissionDeniedError",
@@ -79,18 +80,15 @@ __all__ = [
 
 
 def redact_url(url: str | None) -> str | None:
-    """Return ``url`` without its query string, fragment or user info.
+    """Return ``url`` without its query string, fragment or user info (a path unchanged).
 
     Presigned URLs carry their signature in the query string; it must never reach
-    a log line, an exception message or a manifest.
+    a log line, an exception message or a manifest. The rule itself lives in
+    :func:`prolific_ingest._urls.redact_url`.
     """
-    if url is None:
-        return None
-    parts = urlsplit(url)
-    netloc = parts.hostname or ""
-    if parts.port:
-        netloc = f"{netloc}:{parts.port}"
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+    from ._urls import redact_url as redact
+
+    return redact(url)
 
 
 class ProlificIngestError(Exception):
@@ -111,6 +109,10 @@ class MissingTokenError(ConfigurationError):
             "(export PROLIFIC_TOKEN=...) or pass token=... . Create a token in the Prolific "
             "app under Settings > API tokens."
         )
+
+
+class MissingPathError(ConfigurationError, FileNotFoundError):
+    """A local path given to read (an archive, a dataset) does not exist."""
 
 
 class APIError(ProlificIngestError):
