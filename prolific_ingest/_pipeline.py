@@ -17,6 +17,7 @@ import pyarrow as pa
 
 from . import exports as lifecycle
 from ._table_cache import TableCache
+from ._urls import parse_storage_url
 from .archive import open_archive
 from .cache import CachedExport, ExportCache
 from .client import ProlificClient
@@ -351,16 +352,17 @@ def write_export(
 
     See :mod:`prolific_ingest.sinks` for the layout and the commit protocol.
     """
+    target = parse_storage_url(output, storage_options, purpose="output")
     return write_parquet(
         data,
-        output,
+        target.url,
         kind=kind,
         owner_id=owner_id,
         export_id=export_id,
         schemas={name: schema_for(name, kind) for name in table_names(kind)},
         overwrite=overwrite,
         partition_by=partition_by,
-        storage_options=storage_options,
+        storage_options=target.storage_options,
         manifest_extra={
             "filter": filter.to_json() if filter is not None else None,
             "archive_sha256": archive_sha256,

@@ -17,6 +17,7 @@ import fsspec
 from ._cache_entry import ARCHIVE_NAME, MANIFEST_NAME
 from ._pipeline import OnBadRecords
 from ._sinks_layout import check_id
+from ._urls import parse_storage_url
 from .archive import open_archive
 from .errors import ConfigurationError
 from .result import Export
@@ -65,6 +66,8 @@ def read_export(
     """
     if export_id is not None:
         export_id = _check_export_id(export_id)
+    src = parse_storage_url(source, storage_options, purpose="read")
+    source, storage_options = src.url, src.storage_options  # credentials out of the URL
     with open_archive(source, storage_options=storage_options) as archive:
         tables = build_tables(archive, on_bad_records=on_bad_records)
         metadata = archive.metadata

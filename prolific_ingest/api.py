@@ -20,7 +20,7 @@ from ._cache_entry import as_timedelta
 from ._pipeline import OnBadRecords
 from ._read_export import read_export
 from ._retry import RetryPolicy
-from ._sinks_layout import safe_url
+from ._urls import StorageURL, parse_storage_url
 from .cache import CachedExport, ExportCache
 from .client import ProlificClient
 from .config import Settings
@@ -218,11 +218,12 @@ def _load(
         msg = f"on_bad_records must be 'raise', 'quarantine' or 'skip', not {on_bad_records!r}"
         raise ConfigurationError(msg)
     flt = ExportFilter.coerce(study_id=study_id, since=since, until=until)
+    target = parse_storage_url(output, storage_options) if output is not None else None
     if incremental:
-        if output is None:
+        if target is None:
             msg = "incremental=True needs output=: the watermark is read from the dataset"
             raise ConfigurationError(msg)
-        flt = _incremental_filter(ref, flt, output, storage_options)
+        flt = _incremental_filter(ref, flt, target)
     explicit_age = max_age is not _UNSET
     # max_age=None means 0 here (no reuse), unlike the cache's "any age".
     age = as_timedelta(max_age if explicit_age else DEFAULT_MAX_AGE) or timedelta(0)
@@ -251,10 +252,10 @@ def _load(
     )
     known_filter = entry.filter if entry.filter_known else None
     sink = None
-    if output is not None:
+    if target is not None:
         sink = functools.partial(
             _pipeline.write_export,
-            output=output,
+            output=target.url,
             kind=ref.kind,
             owner_id=ref.id,
             export_id=entry.export_id,
@@ -262,7 +263,7 @@ def _load(
             archive_sha256=entry.manifest.get("sha256"),
             overwrite=overwrite,
             partition_by=partition_by,
-            storage_options=storage_options,
+            storage_options=target.storage_options,
         )
     parsed = _pipeline.parse(entry, cache=store, on_bad_records=on_bad_records, sink=sink)
     return Export(
@@ -280,11 +281,9 @@ def _load(
     )
 
 
-def _incremental_filter(
-    ref: ExportRef, flt: ExportFilter, output: str, storage_options: dict[str, Any] | None
-) -> ExportFilter:
+def _incremental_filter(ref: ExportRef, flt: ExportFilter, output: StorageURL) -> ExportFilter:
     manifests = committed_exports(
-        output, kind=ref.kind, owner_id=ref.id, storage_options=storage_options
+        output.url, kind=ref.kind, owner_id=ref.id, storage_options=output.storage_options
     )
     # Only exports of the same study scope count: a study_id=A run says nothing about B.
     marks = [
@@ -299,7 +298,7 @@ def _incremental_filter(
             "%s %s: no committed export in %s; loading everything",
             ref.kind,
             ref.id,
-            safe_url(output),
+            output.display,
         )
         return flt
     watermark = max(datetime.fromisoformat(str(m)) for m in marks)
@@ -309,7 +308,7 @@ def _incremental_filter(
     if flt.until is not None and since > flt.until:
         msg = (
             f"incremental load of {ref.kind} {ref.id}: it would start at {since.isoformat()} "
-            f"(the watermark in {safe_url(output)} minus the overlap), later than until "
+            f"(the watermark in {output.display} minus the overlap), later than until "
             f"{flt.until.isoformat()}; that window is already loaded: drop until= or "
             "incremental=True"
         )

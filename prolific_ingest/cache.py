@@ -46,6 +46,7 @@ from ._cache_entry import (
     make_manifest,
     parse_manifest,
 )
+from ._urls import parse_storage_url
 from .config import default_cache_dir
 from .errors import CacheError, redact_url, storage_errors
 from .exports import ExportFilter, ExportRef
@@ -96,10 +97,9 @@ class ExportCache:
     def __init__(
         self, root: str | None = None, *, storage_options: Mapping[str, Any] | None = None
     ) -> None:
-        raw = root or default_cache_dir()
-        self.root: str = os.path.expanduser(raw) if "://" not in raw else raw
-        remote = "://" in raw and not raw.startswith("file://")
-        self.storage_options: dict[str, Any] = dict(storage_options or {}) if remote else {}
+        target = parse_storage_url(root or default_cache_dir(), storage_options, purpose="cache")
+        raw = self.root = target.url  # credentials moved into the options; ``~`` expanded
+        self.storage_options: dict[str, Any] = target.storage_options  # {} for a local root
         with storage_errors(lambda detail: CacheError(f"cache {redact_url(raw)}: {detail}")):
             self._fs, path = fsspec.core.url_to_fs(self.root, **self.storage_options)
         self._local = isinstance(self._fs, LocalFileSystem)
