@@ -76,6 +76,7 @@ from ._sinks_layout import (
     scrub_password,
 )
 from ._sinks_read import DEDUP_KEYS, export_table, to_frame
+from ._urls import parse_storage_url
 from .errors import ProlificIngestError, SinkError, storage_errors
 
 __all__ = [
@@ -319,6 +320,9 @@ def read_dataset(
     ------
     ValueError
         Both ids given, or exports are committed but none has ``table``.
+    ConfigurationError
+        ``output`` is malformed; :class:`~prolific_ingest.errors.MissingPathError` (also
+        ``FileNotFoundError``) when it is a local path that does not exist.
     OSError
         A file listed by a manifest cannot be read.
     SinkError
@@ -329,6 +333,8 @@ def read_dataset(
         msg = "pass batch_id or collection_id, not both"
         raise ValueError(msg)
     check_table(table)
+    root = parse_storage_url(output, storage_options, purpose="read")  # a missing path raises
+    output, storage_options = root.url, root.storage_options
     kind: str | None = None
     owner_id = batch_id if batch_id is not None else collection_id
     if batch_id is not None:
