@@ -13,6 +13,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import re
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
@@ -29,6 +31,11 @@ __all__ = ["main"]
 
 EXIT_CODES: tuple[tuple[type[BaseException], int, str], ...] = (
     (errors.MissingTokenError, 2, ""),
+    (
+        errors.MissingPathError,
+        4,
+        "check the path (a relative path is taken from the current folder)",
+    ),
     (errors.ConfigurationError, 2, ""),
     (errors.AuthenticationError, 3, "check PROLIFIC_TOKEN (Prolific app: Settings > API tokens)"),
     (errors.PermissionDeniedError, 3, "the token's account has no access to this resource"),
@@ -53,11 +60,62 @@ def _hint_for(exc: BaseException, hint: str) -> str:
     return hint
 
 
+#: The environment variable that ``--storage-options`` defaults to.
+STORAGE_OPTIONS_ENV = "PROLIFIC_INGEST_STORAGE_OPTIONS"
+
+_TOKEN_MESSAGE = (
+    "No Prolific API token: set the PROLIFIC_TOKEN environment variable "
+    "(export PROLIFIC_TOKEN=...). Create a token in the Prolific app under Settings > API tokens."
+)
+#: Library spellings of parameters (``incremental=True``, ``export_id='x'``) -> CLI options.
+_FLAGS = {
+    "cache": "--cache",
+    "export_id": "--export-id",
+    "incremental": "--incremental",
+    "max_age": "--max-age",
+    "offline": "--offline",
+    "on_bad_records": "--on-bad-records",
+    "output": "--out",
+    "overwrite": "--overwrite",
+    "partition_by": "--partition-by",
+    "since": "--since",
+    "storage_options": "--storage-options",
+    "study_id": "--study-id",
+    "timeout": "--timeout",
+    "until": "--until",
+}
+_PARAM = re.compile(
+    r"\b(" + "|".join(_FLAGS) + r")=(True\b|False\b|'([^']*)'|\.\.\.|)"
+    r"|\b(" + "|".join(_FLAGS) + r")\b(?=[^=]|$)"
+)
+#: Phrases about the token, which the CLI takes from the environment only.
+_TOKEN_PHRASES = ((" (or token=)", ""), (" or pass token=... .", "."), ("token=", "PROLIFIC_TOKEN"))
+
+
+def _flag(match: re.Match[str]) -> str:
+    if match.group(4):  # a bare parameter name: only names with an underscore are unambiguous
+        name = match.group(4)
+        return _FLAGS[name] if "_" in name else name
+    flag = _FLAGS[match.group(1)]
+    return f"{flag} {match.group(3)}" if match.group(3) is not None else flag
+
+
+def cli_message(exc: BaseException) -> str:
+    """The message of ``exc`` in command-line terms (options, not Python parameters)."""
+    if isinstance(exc, errors.MissingTokenError):
+        return _TOKEN_MESSAGE
+    text = str(exc)
+    for phrase, replacement in _TOKEN_PHRASES:
+        text = text.replace(phrase, replacement)
+    text = text.replace("call again with", "run the command again with")
+    return _PARAM.sub(_flag, text)
+
+
 def _fail(exc: BaseException) -> int:
     for cls, code, default_hint in EXIT_CODES:
         if isinstance(exc, cls):
             hint = _hint_for(exc, default_hint)
-            text = f"error: {exc}"
+            text = f"error: {cli_message(exc)}"
             if hint:
                 text += f"\nhint: {hint}"
             print(text, file=sys.stderr)
@@ -122,7 +180,10 @@ def _load_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         "offline": args.offline,
         "output": args.out,
         "incremental": args.incremental,
+        "overwrite": args.overwrite,
+        "partition_by": tuple(args.partition_by),
         "cache": args.cache,
+        "storage_options": args.storage_options,
         "on_bad_records": args.on_bad_records,
         "timeout": args.timeout,
         "progress": False if args.json else None,
@@ -185,10 +246,18 @@ def cmd_read(args: argparse.Namespace) -> int:
     from . import api
 
     export = api.read_export(
-        args.archive, export_id=args.export_id, on_bad_records=args.on_bad_records
+        args.archive,
+        export_id=args.export_id,
+        on_bad_records=args.on_bad_records,
+        storage_options=args.storage_options,
     )
     if args.out:
-        export.written = export.to_parquet(args.out)
+        export.written = export.to_parquet(
+            args.out,
+            overwrite=args.overwrite,
+            partition_by=tuple(args.partition_by),
+            storage_options=args.storage_options,
+        )
     _emit(args, _summary(export), _summary_text(export))
     return 0
 
@@ -207,6 +276,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             token=emu.token,
             cache=args.cache or str(Path(tmp) / "cache"),
             output=out,
+            storage_options=args.storage_options,
             progress=False if args.json else None,
         )
         _emit(args, _summary(export), _summary_text(export))
@@ -237,7 +307,12 @@ def cmd_exports(args: argparse.Namespace) -> int:
         _emit(args, {"deleted": args.export_ids}, f"deleted {len(args.export_ids)} export(s)")
     else:
         plan = manage.prune_exports(
-            args.id, keep=args.keep, kind=kind, cache=args.cache, dry_run=args.dry_run
+            args.id,
+            keep=args.keep,
+            kind=kind,
+            cache=args.cache,
+            dry_run=args.dry_run,
+            storage_options=args.storage_options,
         )
         verb = "would delete" if args.dry_run else "deleted"
         _emit(args, [manage.job_summary(j) for j in plan], f"{verb} {len(plan)} export(s)")
@@ -252,7 +327,7 @@ def _iso(value: datetime | None) -> str:
 def cmd_cache(args: argparse.Namespace) -> int:
     from .cache import ExportCache
 
-    cache = ExportCache(args.cache)
+    cache = ExportCache(args.cache, storage_options=args.storage_options)
     if args.action == "path":
         _emit(args, {"path": cache.root}, str(cache.root))
     elif args.action == "list":
@@ -294,9 +369,37 @@ def _bad_records_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _output_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="with --out: replace this export if it is already written there",
+    )
+    parser.add_argument(
+        "--partition-by",
+        action="append",
+        default=[],
+        metavar="COLUMN",
+        help="with --out: also partition by COLUMN (repeatable; 'date': the day of created_at)",
+    )
+
+
+def _storage_options(text: str) -> dict[str, Any]:
+    """Parse ``--storage-options`` JSON; the message never repeats the text (it may hold keys)."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:  # its msg/lineno/colno quote none of the text
+        msg = f"not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"
+        raise argparse.ArgumentTypeError(msg) from None
+    if not isinstance(value, dict):
+        msg = f"must be a JSON object ({{...}}), not a JSON {type(value).__name__}"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser (exposed for documentation and tests)."""
-    common = argparse.ArgumentParser(add_help=False)
+    common = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     common.add_argument("--json", action="store_true", help="print machine-readable JSON")
     common.add_argument(
         "-v", "--verbose", action="count", default=0, help="log INFO (-vv: DEBUG) to stderr"
@@ -305,11 +408,22 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument(
         "--cache", help="cache location (path or fsspec URL); default $PROLIFIC_INGEST_CACHE"
     )
+    common.add_argument(
+        "--storage-options",
+        type=_storage_options,
+        metavar="JSON",
+        help=(
+            "fsspec options (a JSON object) for every path or URL given (--out, --cache, the "
+            f'archive), e.g. \'{{"client_kwargs": {{"endpoint_url": "http://…"}}}}\'; '
+            f"default ${STORAGE_OPTIONS_ENV}"
+        ),
+    )
 
     parser = argparse.ArgumentParser(
         prog="prolific-ingest",
         description="Load Prolific Task Builder exports into DataFrames and Parquet.",
         epilog="Set PROLIFIC_TOKEN (and optionally PROLIFIC_API_URL) first. Exit codes: see docs/cli.md.",
+        allow_abbrev=False,
     )
     parser.add_argument("--version", action="version", version=f"prolific-ingest {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -317,7 +431,9 @@ def build_parser() -> argparse.ArgumentParser:
     def add(
         name: str, func: Callable[[argparse.Namespace], int], help_: str
     ) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help_, description=help_, parents=[common])
+        p = sub.add_parser(
+            name, help=help_, description=help_, parents=[common], allow_abbrev=False
+        )
         p.set_defaults(func=func, usage_error=p.error)
         return p
 
@@ -350,6 +466,7 @@ def build_parser() -> argparse.ArgumentParser:
             action="store_true",
             help="with --out: only responses since the last load",
         )
+        _output_options(p)
         _bad_records_option(p)
         if kind == "batch":  # several collections load one after the other
             p.add_argument(
@@ -363,6 +480,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--export-id",
         help="the export id in the Parquet output (default: its cache entry id, else sha256-<checksum>)",
     )
+    _output_options(p)
     _bad_records_option(p)
 
     p = add(
@@ -415,6 +533,30 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _check_usage(args: argparse.Namespace) -> None:
     """Usage rules argparse cannot express; a violation exits with code 2 and the usage."""
+    if args.storage_options is None:
+        text = os.environ.get(STORAGE_OPTIONS_ENV, "").strip()
+        try:
+            args.storage_options = _storage_options(text) if text else None
+        except argparse.ArgumentTypeError as exc:
+            args.usage_error(f"${STORAGE_OPTIONS_ENV} is {exc}")
+    if args.command in ("batch", "collection", "read") and not args.out:
+        needs_out = [
+            flag
+            for flag, given in (
+                ("--incremental", getattr(args, "incremental", False)),
+                ("--overwrite", args.overwrite),
+                ("--partition-by", args.partition_by),
+            )
+            if given
+        ]
+        if needs_out:
+            why = (
+                " (the watermark is read from the dataset there)"
+                if "--incremental" in needs_out
+                else ""
+            )
+            verb = "needs" if len(needs_out) == 1 else "need"
+            args.usage_error(f"{' and '.join(needs_out)} {verb} --out{why}")
     if args.command == "exports":
         if args.action == "delete" and not args.export_ids:
             args.usage_error("delete needs at least one EXPORT_ID")
