@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import shutil
 import subprocess
@@ -190,3 +191,186 @@ def _check_emulator_banner(proc):
     )
     assert resp.status_code == 200
     assert resp.json()["id"] == batch_id
+
+
+# -- parity with the API: options, storage options, messages in CLI terms -----------------------
+
+
+def _all_parsers(parser):
+    yield parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                yield from _all_parsers(sub)
+
+
+def test_no_parser_accepts_abbreviated_options(env, tmp_path, capsys):
+    parsers = list(_all_parsers(build_parser()))
+    assert len(parsers) == 1 + len(SUBCOMMANDS)
+    assert all(p.allow_abbrev is False for p in parsers)
+    batch_id = env.add_batch(seed=1, n_submissions=2)
+    out = tmp_path / "lake"
+    for argv in (
+        ["batch", batch_id, "--out", str(out), "--increment"],
+        ["batch", batch_id, "--out", str(out), "--over"],
+        ["read", "x.zip", "--storage", "{}"],
+        ["cache", "list", "--js"],
+    ):
+        with pytest.raises(SystemExit) as info:
+            main(argv)
+        assert info.value.code == 2, argv
+        assert "unrecognized arguments" in capsys.readouterr().err
+    assert env.requests == [] and not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--incremental"], "--incremental needs --out"),
+        (["--overwrite"], "--overwrite needs --out"),
+        (["--partition-by", "date", "--overwrite"], "--overwrite and --partition-by need --out"),
+    ],
+)
+def test_output_options_without_out_are_usage_errors_in_cli_terms(env, capsys, flags, message):
+    with pytest.raises(SystemExit) as info:
+        main(["batch", "some-batch", *flags])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "=True" not in err and "output=" not in err
+    assert env.requests == []
+
+
+def test_library_messages_are_phrased_with_cli_options(env, capsys, monkeypatch):
+    monkeypatch.delenv("PROLIFIC_TOKEN")
+    assert main(["batch", "x"]) == 2
+    err = capsys.readouterr().err
+    assert "set the PROLIFIC_TOKEN environment variable" in err
+    assert "token=" not in err
+
+    monkeypatch.setenv("PROLIFIC_TOKEN", env.token)
+    batch_id = env.add_batch(seed=2, n_submissions=2)
+    assert main(["batch", batch_id, "--offline"]) == 4
+    err = capsys.readouterr().err
+    assert "--offline" in err and "--cache" in err
+    assert "offline=True" not in err and "cache=" not in err
+
+    env.polls_until_complete = 10**6  # the export keeps generating
+    assert main(["batch", batch_id, "--timeout", "0.05"]) == 5
+    err = capsys.readouterr().err
+    assert "--export-id" in err and "export_id=" not in err
+
+
+def test_the_cli_reaches_a_custom_s3_endpoint_with_storage_options(env, s3, tmp_path, capsys):
+    options = json.dumps({"client_kwargs": {"endpoint_url": s3.endpoint}})
+    batch_id = env.add_batch(seed=6, n_submissions=3)
+    argv = ["batch", batch_id, "--out", s3.url("lake"), "--cache", s3.url("cache")]
+    assert main([*argv, "--storage-options", options, "--json"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    s3.fs.invalidate_cache()
+    assert s3.fs.find(f"{s3.bucket}/lake/_manifests/batch_id={batch_id}")
+    entry = f"{s3.bucket}/cache/batch/{batch_id}/{payload['export_id']}/archive.zip"
+    assert s3.fs.exists(entry)
+
+    # read: the archive in the bucket, written to another prefix of it
+    assert (
+        main(["read", f"s3://{entry}", "--out", s3.url("copy"), "--storage-options", options]) == 0
+    )
+    s3.fs.invalidate_cache()
+    assert s3.fs.find(f"{s3.bucket}/copy/_manifests")
+
+
+def test_storage_options_come_from_the_environment_too(env, s3, monkeypatch, capsys):
+    monkeypatch.setenv(
+        "PROLIFIC_INGEST_STORAGE_OPTIONS",
+        json.dumps({"client_kwargs": {"endpoint_url": s3.endpoint}}),
+    )
+    batch_id = env.add_batch(seed=7, n_submissions=2)
+    assert main(["batch", batch_id, "--cache", s3.url("cache"), "--json"]) == 0
+    capsys.readouterr()
+    assert main(["cache", "list", "--cache", s3.url("cache"), "--json"]) == 0
+    assert [e["id"] for e in json.loads(capsys.readouterr().out)] == [batch_id]
+
+
+@pytest.mark.parametrize("text", ['{"secret": "hunter2-abc"', '["hunter2-abc"]', "hunter2-abc"])
+def test_storage_options_that_are_not_a_json_object_are_refused_without_echoing_them(
+    text, monkeypatch, capsys
+):
+    with pytest.raises(SystemExit) as info:
+        main(["cache", "path", "--storage-options", text])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "--storage-options" in err and "hunter2" not in err
+    monkeypatch.setenv("PROLIFIC_INGEST_STORAGE_OPTIONS", text)
+    with pytest.raises(SystemExit) as info:
+        main(["cache", "path"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "PROLIFIC_INGEST_STORAGE_OPTIONS" in err and "hunter2" not in err
+
+
+def test_partition_by_and_overwrite_reach_the_writer(env, tmp_path, capsys):
+    batch_id = env.add_batch(seed=8, n_submissions=4)
+    out = tmp_path / "lake"
+    argv = ["batch", batch_id, "--out", str(out), "--json"]
+    first = json.loads(_ok(capsys, [*argv, "--partition-by", "date"]))
+    dates = list((out / "responses").glob(f"batch_id={batch_id}/export_id=*/date=*"))
+    assert dates, "responses are partitioned by date"
+    again = json.loads(_ok(capsys, [*argv, "--partition-by", "date"]))
+    assert again["export_id"] == first["export_id"] and again["output_skipped"] is True
+    replaced = json.loads(_ok(capsys, [*argv, "--partition-by", "date", "--overwrite"]))
+    assert replaced["export_id"] == first["export_id"] and replaced["output_skipped"] is False
+
+
+def _ok(capsys, argv):
+    code = main(argv)
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    return captured.out
+
+
+@pytest.mark.parametrize("url", ["sss3://lake/x", "s3:/lake", "s3://"])
+def test_a_bad_out_url_is_one_error_line_before_anything_happens(
+    env, tmp_path, monkeypatch, capsys, url
+):
+    monkeypatch.chdir(tmp_path)
+    assert main(["batch", "some-batch", "--out", url]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: output location {url!r}") and "Traceback" not in err
+    assert env.requests == [] and list(tmp_path.iterdir()) == []
+
+
+def test_a_missing_archive_exits_4_with_one_line(tmp_path, capsys):
+    assert main(["read", str(tmp_path / "nope.zip")]) == 4
+    err = capsys.readouterr().err
+    assert err.startswith("error: read location") and "does not exist" in err
+
+
+def test_verbose_s3_logs_of_the_console_script_hold_no_url_credentials(env, s3, tmp_path):
+    import os
+
+    secret = "s3cr3t-Pa55word-cli"
+    batch_id = env.add_batch(seed=9, n_submissions=2)
+    exe = shutil.which("prolific-ingest") or str(Path(sys.executable).parent / "prolific-ingest")
+    options = json.dumps({"client_kwargs": {"endpoint_url": s3.endpoint}})
+    done = subprocess.run(
+        [
+            exe,
+            "batch",
+            batch_id,
+            "--out",
+            f"s3://AKIDEXAMPLE:{secret}@{s3.bucket}/lake",
+            "--storage-options",
+            options,
+            "-vv",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ),
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "DEBUG s3fs" in done.stderr  # s3fs's own DEBUG log was on
+    assert secret not in done.stderr and secret not in done.stdout
+    s3.fs.invalidate_cache()
+    assert s3.fs.find(f"{s3.bucket}/lake/_manifests/batch_id={batch_id}")
