@@ -413,8 +413,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=_storage_options,
         metavar="JSON",
         help=(
-            "fsspec options (a JSON object) for every path or URL given (--out, --cache, the "
-            f'archive), e.g. \'{{"client_kwargs": {{"endpoint_url": "http://…"}}}}\'; '
+            "fsspec options (a JSON object) for every path or URL of the command, "
+            f'e.g. \'{{"client_kwargs": {{"endpoint_url": "http://…"}}}}\'; '
             f"default ${STORAGE_OPTIONS_ENV}"
         ),
     )
