@@ -18,7 +18,8 @@ from urllib.parse import urlsplit
 
 import requests
 
-from ._retry import RetryPolicy, RetryState, is_loopback_host, is_retriable, parse_retry_after
+from ._retry import RetryPolicy, RetryState, is_retriable, parse_retry_after
+from ._urls import is_https_or_loopback
 from ._version import __version__
 from .config import Secret, Settings, normalize_base_url
 from .errors import (
@@ -71,9 +72,7 @@ def check_base_url(base_url: str) -> str:
     if not parts.hostname:
         msg = f"Invalid Prolific API URL {redact_url(base_url)!r}: no host"
         raise ConfigurationError(msg)
-    if parts.scheme == "https":
-        return normalize_base_url(base_url)
-    if parts.scheme == "http" and is_loopback_host(parts.hostname):
+    if is_https_or_loopback(base_url):
         return normalize_base_url(base_url)
     msg = (
         f"Refusing Prolific API URL {redact_url(base_url)!r}: it must use https "

@@ -17,13 +17,13 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 import fsspec
 import requests
 
 from ._progress import ProgressLike, make_progress
-from ._retry import RetryPolicy, RetryState, is_loopback_host, is_retriable, parse_retry_after
+from ._retry import RetryPolicy, RetryState, is_retriable, parse_retry_after
+from ._urls import is_https_or_loopback
 from ._version import __version__
 from .errors import DownloadError, DownloadExpiredError, IntegrityError, redact_url
 
@@ -69,10 +69,7 @@ def _strip_auth(request: requests.PreparedRequest) -> requests.PreparedRequest:
 
 
 def _check_url(url: str, export_id: str | None) -> None:
-    parts = urlsplit(url)
-    if parts.scheme == "https" and parts.hostname:
-        return
-    if parts.scheme == "http" and is_loopback_host(parts.hostname):
+    if is_https_or_loopback(url):
         return
     msg = (
         f"refusing to download {redact_url(url)}: the archive URL must use https "
