@@ -179,6 +179,16 @@ def test_s3_credentials_in_a_url_never_reach_any_log_record(prolific_emulator, c
     assert s3.fs.find(f"{s3.bucket}/lake/_manifests")
     assert s3.fs.exists(f"{s3.bucket}/cache/batch/{batch_id}/{exp.export_id}/archive.zip")
     assert len(exp.answers) == prolific_emulator.ground_truth(batch_id).counts["answers"]
+    with pytest.raises(ConfigurationError, match="already loaded") as info:
+        load_batch_export(
+            batch_id,
+            output=f"s3://{creds}@{s3.bucket}/lake",
+            storage_options=options,
+            incremental=True,
+            until="2000-01-01T00:00:00Z",
+            **conn,
+        )
+    assert SECRET not in str(info.value) and f"s3://{s3.bucket}/lake" in str(info.value)
     assert any(r.name.startswith("s3fs") for r in caplog.records)  # the log was on
     for record in caplog.records:
         assert SECRET not in record.getMessage(), record.name
