@@ -23,6 +23,7 @@ from typing import IO, Any, BinaryIO, Self, cast
 import fsspec
 
 from ._archive_names import KNOWN_MEMBERS, ArchiveLimits, SafeMember, classify_members
+from ._urls import parse_storage_url
 from .errors import (
     ArchiveError,
     ArchiveSecurityError,
@@ -296,7 +297,8 @@ class ExportArchive:
         (without the root folder). Only entries that passed the safety checks are written,
         and each target is checked to stay inside ``dest``.
         """
-        fs, base = fsspec.core.url_to_fs(str(dest), **(storage_options or {}))
+        where = parse_storage_url(dest, storage_options, purpose="output")
+        fs, base = fsspec.core.url_to_fs(where.url, **where.storage_options)
         base = base.rstrip("/")
         local = "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))
         real_base = os.path.realpath(base) if local else base
@@ -307,7 +309,7 @@ class ExportArchive:
             if local:
                 parent = os.path.realpath(os.path.dirname(target))
                 if os.path.commonpath([parent, real_base]) != real_base:
-                    msg = f"refusing to write {rel!r} outside {dest!r}"
+                    msg = f"refusing to write {rel!r} outside {where.display!r}"
                     raise ArchiveSecurityError(msg, source=self._display, member=entry.path)
             fs.makedirs(target.rsplit("/", 1)[0], exist_ok=True)
             with self.open_file(entry.path) as src, fs.open(target, "wb") as out:

@@ -192,3 +192,16 @@ def test_s3_credentials_in_a_url_never_reach_any_log_record(prolific_emulator, c
     assert any(r.name.startswith("s3fs") for r in caplog.records)  # the log was on
     for record in caplog.records:
         assert SECRET not in record.getMessage(), record.name
+
+
+@pytest.mark.parametrize("url", ["sss3://files/x", "s3:/files", "s3://"])
+def test_extracting_uploaded_files_to_a_malformed_url_is_refused_before_writing(
+    url, tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "export.zip"
+    make_batch_export(path, n_submissions=2, seed=4)
+    exp = read_export(str(path))
+    with pytest.raises(ConfigurationError, match="output location"):
+        exp.extract_files(url)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export.zip"]
