@@ -321,7 +321,7 @@ def read_dataset(
     ValueError
         Both ids given, or exports are committed but none has ``table``.
     ConfigurationError
-        ``output`` is malformed; :class:`~prolific_ingest.errors.MissingPathError` (also
+        ``output`` is malformed; :class:`~prolific_ingest.MissingPathError` (also
         ``FileNotFoundError``) when it is a local path that does not exist.
     OSError
         A file listed by a manifest cannot be read.

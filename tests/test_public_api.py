@@ -38,6 +38,7 @@ EXPECTED = {
     "ExportTimeoutError",
     "IntegrityError",
     "MissingMemberError",
+    "MissingPathError",
     "MissingTokenError",
     "NotFoundError",
     "PermissionDeniedError",
