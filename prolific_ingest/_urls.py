@@ -20,7 +20,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from ._retry import is_loopback_host
 from .errors import ConfigurationError, MissingPathError
@@ -31,7 +31,7 @@ __all__ = [
     "is_loopback_host",
     "parse_storage_url",
     "redact_url",
-    "scrub_secrets",
+    "url_secrets",
 ]
 
 Purpose = Literal["output", "cache", "read"]
@@ -113,26 +113,26 @@ def redact_url(url: str | None) -> str | None:
     return "::".join(_redact_one(part) for part in str(url).split("::"))
 
 
-def scrub_secrets(text: str, *urls: str | None) -> str:
-    """Return ``text`` with every secret of ``urls`` (passwords, query strings) as ``***``.
+def url_secrets(url: str | None) -> list[str]:
+    """Return the secret parts of ``url``: passwords, query strings and their values.
 
-    For the text of another library's exception, which may quote a URL whole.
+    What a text scrubber must remove when another library or a server quotes the URL.
+    Unlike ``urlsplit(url).password`` this also finds a secret with an unescaped ``/``,
+    and looks into every part of a chained URL.
     """
-    for url in urls:
-        if not url:
+    found: list[str] = []
+    for part in str(url or "").split("::"):
+        sep, rest = part.partition("://")[1:]
+        if not sep:
             continue
-        for part in str(url).split("::"):
-            sep, rest = part.partition("://")[1:]
-            if not sep:
-                continue
-            userinfo, remainder = _authority(rest)
-            secrets = [userinfo.partition(":")[2]] if ":" in userinfo else []
-            secrets += [remainder.partition("?")[2].partition("#")[0]]
-            for secret in secrets:
-                for form in {secret, unquote(secret)}:
-                    if len(form) >= 3:
-                        text = text.replace(form, "***")
-    return text
+        userinfo, remainder = _authority(rest)
+        if ":" in userinfo:
+            found.append(userinfo.partition(":")[2])
+        query = remainder.partition("#")[0].partition("?")[2]
+        if query:
+            found.append(query)
+            found += [value for _, value in parse_qsl(query) if value]
+    return [s for s in dict.fromkeys(found) if s]
 
 
 @dataclass(frozen=True)

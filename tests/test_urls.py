@@ -21,7 +21,7 @@ from prolific_ingest._urls import (
     is_https_or_loopback,
     parse_storage_url,
     redact_url,
-    scrub_secrets,
+    url_secrets,
 )
 from prolific_ingest.errors import MissingPathError
 from prolific_ingest.testing import make_batch_export
@@ -139,11 +139,15 @@ def test_redaction_drops_user_info_query_and_fragment(url, shown):
     assert redact_url(url) == shown
 
 
-def test_scrubbing_removes_url_secrets_from_another_librarys_message():
-    url = f"s3://AKID:{SECRET}%2Fx@bucket/lake?token=qwerty"
-    text = f"bucket AKID:{SECRET}/x@bucket not found (token=qwerty, {SECRET}%2Fx)"
-    cleaned = scrub_secrets(text, url)
-    assert SECRET not in cleaned and "qwerty" not in cleaned
+def test_the_secrets_of_a_url_are_found_even_with_an_unescaped_slash():
+    assert url_secrets(f"s3://AKID:{SECRET}/x@bucket/lake") == [f"{SECRET}/x"]
+    assert url_secrets("https://h/p?X-Amz-Signature=abc&a=1") == [
+        "X-Amz-Signature=abc&a=1",
+        "abc",
+        "1",
+    ]
+    assert url_secrets(f"simplecache::s3://AKID:{SECRET}@b/x") == [SECRET]
+    assert url_secrets("/local/path?x") == [] and url_secrets(None) == []
 
 
 @pytest.mark.parametrize(
