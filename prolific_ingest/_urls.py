@@ -272,7 +272,7 @@ def parse_storage_url(
     merged = _credentials(protocol, userinfo, options, purpose, shown)
     # User info that is no credential (``abfs://container@account…``) stays in the URL.
     kept = f"{userinfo}@" if userinfo and protocol not in _CREDENTIAL_KEYS else ""
-    clean = f"{scheme}://{kept}{remainder}"
+    clean = f"{protocol}://{kept}{remainder}"
     return StorageURL(clean, protocol, False, merged, redact_url(clean) or "")
 
 

@@ -100,6 +100,7 @@ def test_url_credentials_move_into_the_storage_options():
     assert loc.display == "s3://bucket/lake"
     assert loc.storage_options == {"anon": False, "key": "AKIDEXAMPLE", "secret": f"{SECRET}/end"}
     assert SECRET not in repr(loc) and SECRET not in str(loc)
+    assert parse_storage_url("S3://bucket/Lake").url == "s3://bucket/Lake"
     assert parse_storage_url("ftp://me:pw@host/x").storage_options == {
         "username": "me",
         "password": "pw",
