@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+import fsspec
+
 from ._retry import is_loopback_host
 from .errors import ConfigurationError, MissingPathError
 
@@ -170,8 +172,6 @@ def _fail(purpose: str, shown: str, why: str) -> ConfigurationError:
 
 
 def _check_protocol(protocol: str, purpose: str, shown: str) -> None:
-    import fsspec
-
     if protocol not in fsspec.available_protocols():
         some = ", ".join(f"{p}://" for p in ("s3", "gs", "az", "file", "memory"))
         raise _fail(purpose, shown, f"has an unknown protocol {protocol!r} (known: {some} …)")
@@ -277,8 +277,6 @@ def parse_storage_url(
 
 
 def _known(name: str) -> bool:
-    import fsspec
-
     return name.lower() in fsspec.available_protocols()
 
 
