@@ -15,11 +15,22 @@ Environment variables (all optional):
 ``PROLIFIC_POLL_INTERVAL``
     First interval between export status polls, in seconds (default 3; it grows by half
     each poll up to 15). Test suites running against the emulator set it low.
+``PROLIFIC_CONNECT_TIMEOUT``, ``PROLIFIC_READ_TIMEOUT``
+    Socket timeouts in seconds: to connect, and for each read (defaults 10 and 60).
+``PROLIFIC_REQUEST_TIMEOUT``
+    Total seconds one API call may take, status line to last body byte (default 60).
+``PROLIFIC_WAIT_TIMEOUT``
+    Seconds to wait for an export to complete (default 600).
+``PROLIFIC_STALL_TIMEOUT``, ``PROLIFIC_STALL_MIN_RATE``
+    The download stall rule: a download that receives fewer than ``STALL_MIN_RATE``
+    bytes per second (default 1024) over ``STALL_TIMEOUT`` seconds (default 60) is
+    abandoned and resumed, within the retry budget.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -138,6 +149,36 @@ def _check_token(token: Secret) -> None:
             raise ConfigurationError(msg)
 
 
+#: Numeric settings that may come from the environment: variable -> field.
+_ENV_SECONDS = {
+    "PROLIFIC_POLL_INTERVAL": "poll_interval",
+    "PROLIFIC_CONNECT_TIMEOUT": "connect_timeout",
+    "PROLIFIC_READ_TIMEOUT": "read_timeout",
+    "PROLIFIC_REQUEST_TIMEOUT": "request_timeout",
+    "PROLIFIC_WAIT_TIMEOUT": "wait_timeout",
+    "PROLIFIC_STALL_TIMEOUT": "stall_timeout",
+    "PROLIFIC_STALL_MIN_RATE": "stall_min_rate",
+}
+
+#: Fields that must be strictly positive (a zero socket timeout would never wait).
+_POSITIVE = ("connect_timeout", "read_timeout", "request_timeout", "stall_timeout")
+
+
+def _env_number(name: str) -> float | None:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return None
+    try:
+        value = float(raw)
+    except ValueError as exc:
+        msg = f"{name} must be a number, not {raw!r}"
+        raise ConfigurationError(msg) from exc
+    if not math.isfinite(value):
+        msg = f"{name} must be a finite number, not {raw!r}"
+        raise ConfigurationError(msg)
+    return value
+
+
 def _env_bool(name: str) -> bool | None:
     raw = os.environ.get(name, "").strip().lower()
     if raw in {"1", "true", "yes", "on"}:
@@ -160,7 +201,17 @@ class Settings:
         The API token; ``None`` means "not configured" (API calls then raise
         :class:`~prolific_ingest.MissingTokenError`).
     connect_timeout, read_timeout : float
-        Per-request socket timeouts in seconds.
+        Socket timeouts in seconds: to connect, and for each read. A host that drips
+        bytes never trips them; ``request_timeout`` and the stall rule bound that.
+    request_timeout : float
+        Total seconds one API call (one attempt) may take, from connecting to the
+        last body byte, however slowly the host sends. Each call is also cut short
+        by the deadline of the operation it serves (``wait_timeout`` while polling).
+    stall_timeout, stall_min_rate : float
+        The download stall rule: a download that receives fewer than
+        ``stall_min_rate`` bytes per second on average over ``stall_timeout`` seconds
+        is abandoned and resumed with ``Range`` within the retry budget, then fails
+        with :class:`~prolific_ingest.DownloadError`.
     poll_interval, poll_max_interval : float
         First and largest interval between status polls (seconds); the interval grows
         by half each poll up to the ceiling.
@@ -176,6 +227,9 @@ class Settings:
     token: Secret | None = field(default=None, repr=False)
     connect_timeout: float = 10.0
     read_timeout: float = 60.0
+    request_timeout: float = 60.0
+    stall_timeout: float = 60.0
+    stall_min_rate: float = 1024.0
     poll_interval: float = 3.0
     poll_max_interval: float = 15.0
     wait_timeout: float = 600.0
@@ -185,6 +239,13 @@ class Settings:
     def __post_init__(self) -> None:
         if isinstance(self.base_url, str):
             object.__setattr__(self, "base_url", normalize_base_url(self.base_url))
+        for name in _POSITIVE:
+            if not getattr(self, name) > 0:
+                msg = f"Settings.{name} must be a positive number of seconds"
+                raise ConfigurationError(msg)
+        if self.stall_min_rate < 0 or self.wait_timeout < 0:
+            msg = "Settings.stall_min_rate and Settings.wait_timeout must not be negative"
+            raise ConfigurationError(msg)
 
     @classmethod
     def from_env(
@@ -205,12 +266,10 @@ class Settings:
         values: dict[str, Any] = {"base_url": url, "token": secret}
         if os.environ.get("PROLIFIC_CA_BUNDLE"):
             values["ca_bundle"] = os.environ["PROLIFIC_CA_BUNDLE"]
-        if os.environ.get("PROLIFIC_POLL_INTERVAL"):
-            try:
-                values["poll_interval"] = float(os.environ["PROLIFIC_POLL_INTERVAL"])
-            except ValueError as exc:
-                msg = f"PROLIFIC_POLL_INTERVAL must be a number of seconds, not {os.environ['PROLIFIC_POLL_INTERVAL']!r}"
-                raise ConfigurationError(msg) from exc
+        for variable, name in _ENV_SECONDS.items():
+            number = _env_number(variable)
+            if number is not None:
+                values[name] = number
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 
