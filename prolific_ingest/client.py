@@ -4,6 +4,12 @@ It attaches ``Authorization: Token <token>`` to requests for the API host only,
 applies default timeouts and a ``User-Agent``, retries transient failures
 (see :mod:`prolific_ingest._retry`) and turns error responses into the typed
 exceptions of :mod:`prolific_ingest.errors`.
+
+Every attempt is bounded as a whole (``Settings.request_timeout``, and the deadline of
+the operation it serves), not only per socket read: see :mod:`prolific_ingest._watchdog`.
+Server text that goes into an exception passes through
+:func:`~prolific_ingest.errors.scrub_secrets` first, so a host that echoes the token
+(or a presigned URL) in an error body cannot put it in a message or a log line.
 """
 
 from __future__ import annotations
@@ -11,7 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from types import TracebackType
 from typing import Any, Self
 from urllib.parse import urlsplit
@@ -21,6 +27,7 @@ import requests
 from ._retry import RetryPolicy, RetryState, is_retriable, parse_retry_after
 from ._urls import is_https_or_loopback
 from ._version import __version__
+from ._watchdog import Watchdog, guarded_session
 from .config import Secret, Settings, normalize_base_url
 from .errors import (
     APIError,
@@ -36,6 +43,9 @@ from .errors import (
     ServerError,
     TransportError,
     redact_url,
+    scrub_secrets,
+    scrub_value,
+    url_secrets,
 )
 
 __all__ = ["API_PREFIX", "USER_AGENT", "ProlificClient", "check_base_url", "response_json"]
@@ -122,9 +132,15 @@ def _parse_envelope(resp: requests.Response) -> tuple[int | None, str | None, An
     return None, None, json.dumps(body)[:300]
 
 
-def _api_error(method: str, path: str, url: str, resp: requests.Response) -> APIError:
+def _api_error(
+    method: str, path: str, url: str, resp: requests.Response, secrets: Iterable[str]
+) -> APIError:
+    """The typed error for an error response; all server text is scrubbed of ``secrets``."""
     status = resp.status_code
-    code, title, detail = _parse_envelope(resp)
+    code, raw_title, raw_detail = _parse_envelope(resp)
+    held = list(secrets)
+    title = scrub_secrets(raw_title, held) if raw_title is not None else None
+    detail = scrub_value(raw_detail, held)
     message = f"{method} {path} -> {status}"
     if title:
         message += f": {title}"
@@ -172,6 +188,15 @@ def response_json(resp: requests.Response) -> Any:
         path = urlsplit(url).path
         msg = f"{method} {path} -> {resp.status_code}: response body is not JSON"
         raise APIError(msg, status=resp.status_code, method=method, url=url) from exc
+
+
+class _TimedOut(requests.Timeout):
+    """An attempt ended by the watchdog (``whole_call``: the caller's deadline passed)."""
+
+    def __init__(self, message: str, *, limit: float, whole_call: bool) -> None:
+        super().__init__(message)
+        self.limit = limit
+        self.whole_call = whole_call
 
 
 class ProlificClient:
@@ -226,7 +251,7 @@ class ProlificClient:
         self._settings = settings
         self._api_host = urlsplit(clean_url).netloc.lower()
         self._owns_session = session is None
-        self._session = session if session is not None else requests.Session()
+        self._session = session if session is not None else guarded_session()
         self.retry = retry if retry is not None else RetryPolicy()
         self._sleep = sleep
         self._clock = clock
@@ -241,6 +266,20 @@ class ProlificClient:
             f"ProlificClient(base_url={redact_url(self._settings.base_url)!r}, "
             f"token={'set' if self._settings.token is not None else 'missing'})"
         )
+
+    def _secrets(self) -> list[str]:
+        held = url_secrets(self._settings.base_url)
+        if self._settings.token is not None:
+            held.append(self._settings.token.get_secret_value())
+        return held
+
+    def scrub(self, text: str) -> str:
+        """Return server ``text`` without any secret this client holds.
+
+        See :func:`~prolific_ingest.errors.scrub_secrets`: the token, URL passwords,
+        query strings and credential-looking ``key=value`` pairs are removed.
+        """
+        return scrub_secrets(text, self._secrets())
 
     def url_for(self, path: str) -> str:
         """Return the absolute URL of an API ``path`` (relative to ``/api/v1/data-collection/``)."""
@@ -261,6 +300,7 @@ class ProlificClient:
         *,
         params: Params | None = None,
         expect: Collection[int] = (200,),
+        timeout: float | None = None,
     ) -> requests.Response:
         """Send one API request, with retries, and return the response.
 
@@ -274,6 +314,10 @@ class ProlificClient:
             Query parameters; ``None`` values are dropped.
         expect : collection of int
             Statuses that count as success.
+        timeout : float, optional
+            Seconds this call may take in total, retries included (the deadline of
+            the operation it serves). Each attempt is also limited to
+            ``settings.request_timeout``, however slowly the host sends.
 
         Returns
         -------
@@ -287,22 +331,19 @@ class ProlificClient:
         APIError
             A typed subclass for error statuses (after retries for 429/5xx).
         TransportError
-            The connection kept failing.
+            The connection kept failing or timing out, or ``timeout`` passed.
         """
         method = method.upper()
         url = self.url_for(path)
         headers, authed = self._headers_for(url)
         query = {k: v for k, v in (params or {}).items() if v is not None}
         log_path = API_PREFIX + path.lstrip("/")
-        timeout = (self._settings.connect_timeout, self._settings.read_timeout)
-        verify: bool | str = self._settings.ca_bundle or True
         state = RetryState(self.retry, sleep=self._sleep, clock=self._clock)
+        deadline = None if timeout is None else self._clock() + max(0.0, timeout)
         while True:
             started = self._clock()
             try:
-                resp = self._session.request(
-                    method, url, params=query, headers=headers, timeout=timeout, verify=verify
-                )
+                resp = self._attempt(method, url, query, headers, deadline)
             except requests.RequestException as exc:
                 elapsed = self._clock() - started
                 logger.info(
@@ -313,14 +354,7 @@ class ProlificClient:
                     elapsed,
                     authed,
                 )
-                delay = state.next_delay() if is_retriable(exc, self.retry) else None
-                if delay is None:
-                    msg = (
-                        f"{method} {log_path}: connection failed after {state.attempts} "
-                        f"attempt(s) ({type(exc).__name__})"
-                    )
-                    raise TransportError(msg) from exc
-                state.wait(delay)
+                self._retry_after_failure(exc, state, f"{method} {log_path}", deadline)
                 continue
             elapsed = self._clock() - started
             logger.info(
@@ -335,7 +369,7 @@ class ProlificClient:
                 return resp
             if resp.status_code in self.retry.retry_statuses:
                 retry_after = parse_retry_after(resp.headers.get("Retry-After"))
-                delay = state.next_delay(retry_after)
+                delay = self._delay_within(state, deadline, retry_after)
                 if delay is not None:
                     logger.info(
                         "%s %s: retrying in %.2fs (attempt %d of %d)",
@@ -348,11 +382,84 @@ class ProlificClient:
                     resp.close()
                     state.wait(delay)
                     continue
-            raise _api_error(method, log_path, url, resp)
+            raise _api_error(method, log_path, url, resp, self._secrets())
 
-    def get_json(self, path: str, params: Params | None = None) -> Any:
-        """``GET`` an API path and return the decoded JSON body."""
-        return response_json(self.request("GET", path, params=params))
+    def _attempt(
+        self,
+        method: str,
+        url: str,
+        query: Mapping[str, Any],
+        headers: Mapping[str, str],
+        deadline: float | None,
+    ) -> requests.Response:
+        """One request, read to the end within ``request_timeout`` and the deadline."""
+        settings = self._settings
+        limit = settings.request_timeout
+        if deadline is not None:
+            limit = min(limit, max(deadline - self._clock(), 0.0))
+        if limit <= 0:
+            msg = "no time left before the deadline"
+            raise _TimedOut(msg, limit=0.0, whole_call=True)
+        timeout = (min(settings.connect_timeout, limit), min(settings.read_timeout, limit))
+        verify: bool | str = settings.ca_bundle or True
+        with Watchdog(timeout=limit) as dog:
+            try:
+                resp = self._session.request(
+                    method,
+                    url,
+                    params=query,
+                    headers=headers,
+                    timeout=timeout,
+                    verify=verify,
+                    stream=True,
+                )
+                dog.attach_response(resp)
+                resp.content  # noqa: B018 - read the body while the watchdog runs
+            except requests.RequestException as exc:
+                if dog.reason is None:
+                    raise
+                whole = deadline is not None and limit < settings.request_timeout
+                msg = f"no complete answer within {limit:g}s"
+                raise _TimedOut(msg, limit=limit, whole_call=whole) from exc
+        return resp
+
+    def _delay_within(
+        self, state: RetryState, deadline: float | None, retry_after: float | None = None
+    ) -> float | None:
+        delay = state.next_delay(retry_after)
+        if delay is not None and deadline is not None and self._clock() + delay >= deadline:
+            return None
+        return delay
+
+    def _retry_after_failure(
+        self,
+        exc: requests.RequestException,
+        state: RetryState,
+        what: str,
+        deadline: float | None,
+    ) -> None:
+        """Wait before the next attempt, or raise :class:`TransportError`."""
+        final = isinstance(exc, _TimedOut) and exc.whole_call
+        retriable = not final and is_retriable(exc, self.retry)
+        delay = self._delay_within(state, deadline) if retriable else None
+        if delay is not None:
+            state.wait(delay)
+            return
+        if isinstance(exc, _TimedOut):
+            limit = "the deadline" if exc.whole_call else "request_timeout"
+            msg = (
+                f"{what}: no complete answer within {exc.limit:g}s ({limit}) after "
+                f"{state.attempts} attempt(s); the host is not answering or sends too slowly"
+            )
+        else:
+            msg = f"{what}: connection failed after {state.attempts} attempt(s) ({type(exc).__name__})"
+        raise TransportError(msg) from exc
+
+    def get_json(
+        self, path: str, params: Params | None = None, *, timeout: float | None = None
+    ) -> Any:
+        """``GET`` an API path and return the decoded JSON body (``timeout`` as in :meth:`request`)."""
+        return response_json(self.request("GET", path, params=params, timeout=timeout))
 
     def close(self) -> None:
         """Close the HTTP session if the client created it."""
