@@ -5,6 +5,12 @@ never carries an ``Authorization`` header (S3-style stores reject it, and it wou
 hand the API token to a storage host). Bytes are streamed in chunks to ``dest``
 (any fsspec URL), hashed on the fly, resumed with ``Range`` after a dropped
 connection, and checked against ``Content-Length`` and an md5-style ``ETag``.
+
+Socket timeouts only bound each read, so a host that drips bytes would keep a download
+going forever. The stall rule bounds it: an attempt that receives fewer than
+``stall_min_rate`` bytes per second over ``stall_timeout`` seconds (status line and
+headers included) is abandoned by a watchdog and resumed with ``Range`` within the
+retry budget; a stalled attempt never renews that budget.
 """
 
 from __future__ import annotations
@@ -20,14 +26,16 @@ from typing import Any
 
 import fsspec
 import requests
+import urllib3
 
 from ._progress import ProgressLike, make_progress
 from ._retry import RetryPolicy, RetryState, is_retriable, parse_retry_after
 from ._urls import is_https_or_loopback
 from ._version import __version__
+from ._watchdog import StallRule, Watchdog, guarded_session
 from .errors import DownloadError, DownloadExpiredError, IntegrityError, redact_url
 
-__all__ = ["MAX_REFRESHES", "DownloadResult", "download_archive"]
+__all__ = ["MAX_REFRESHES", "STALL_MIN_RATE", "STALL_TIMEOUT", "DownloadResult", "download_archive"]
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +43,9 @@ logger = logging.getLogger(__name__)
 MAX_REFRESHES = 3
 CONNECT_TIMEOUT = 10.0
 READ_TIMEOUT = 60.0
+#: Default stall rule: fewer than STALL_MIN_RATE bytes/s over STALL_TIMEOUT seconds.
+STALL_TIMEOUT = 60.0
+STALL_MIN_RATE = 1024.0
 _USER_AGENT = f"prolific-ingest/{__version__}"
 _MD5_ETAG = re.compile(r"[0-9a-f]{32}")
 _CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
@@ -151,6 +162,8 @@ class _Download:
         bar: ProgressLike,
         chunk_size: int,
         verify: bool | str,
+        timeout: tuple[float, float],
+        stall: StallRule,
     ) -> None:
         self.url = url
         self.sink = sink
@@ -161,6 +174,8 @@ class _Download:
         self.bar = bar
         self.chunk_size = chunk_size
         self.verify = verify
+        self.timeout = timeout
+        self.stall = stall
         self.refreshes = 0
         self.etag: str | None = None
         self.raw_etag: str | None = None
@@ -204,26 +219,37 @@ class _Download:
                 headers["Range"] = f"bytes={self.sink.written}-"
                 if self.raw_etag:
                     headers["If-Range"] = self.raw_etag
-            try:
-                resp = self.session.get(
-                    self.url,
-                    headers=headers,
-                    stream=True,
-                    timeout=(CONNECT_TIMEOUT, READ_TIMEOUT),
-                    verify=self.verify,
-                    auth=_strip_auth,
-                )
-            except requests.RequestException as exc:
-                if not is_retriable(exc, self.state.policy):
-                    msg = f"download of {redact_url(self.url)} failed: {type(exc).__name__}"
-                    raise self._error(DownloadError, msg) from exc
-                self._retry_or_raise(type(exc).__name__, None, None)
-                continue
-            with resp:
-                if self._handle_response(resp, resume=resume):
-                    return
+            with Watchdog(stall=self.stall) as dog:
+                try:
+                    resp = self.session.get(
+                        self.url,
+                        headers=headers,
+                        stream=True,
+                        timeout=self.timeout,
+                        verify=self.verify,
+                        auth=_strip_auth,
+                    )
+                except requests.RequestException as exc:
+                    if dog.reason is not None:
+                        self._retry_or_raise(self._stalled(), None, None)
+                        continue
+                    if not is_retriable(exc, self.state.policy):
+                        msg = f"download of {redact_url(self.url)} failed: {type(exc).__name__}"
+                        raise self._error(DownloadError, msg) from exc
+                    self._retry_or_raise(type(exc).__name__, None, None)
+                    continue
+                dog.attach_response(resp)
+                with resp:
+                    if self._handle_response(resp, dog, resume=resume):
+                        return
 
-    def _handle_response(self, resp: requests.Response, *, resume: bool) -> bool:
+    def _stalled(self) -> str:
+        return (
+            f"stalled at byte {self.sink.written} ({self.stall.describe()}; "
+            "stall_timeout / stall_min_rate, PROLIFIC_STALL_TIMEOUT / PROLIFIC_STALL_MIN_RATE)"
+        )
+
+    def _handle_response(self, resp: requests.Response, dog: Watchdog, *, resume: bool) -> bool:
         """Stream one response; return ``True`` when the download is complete."""
         status = resp.status_code
         logger.info("download %s -> %d", redact_url(self.url), status)
@@ -262,18 +288,34 @@ class _Download:
             self.bar.reset(total=self.total)
         before = self.sink.written
         try:
-            for chunk in resp.iter_content(chunk_size=self.chunk_size):
-                if chunk:
-                    self.sink.write(chunk)
-                    self.bar.update(len(chunk))
-        except (requests.RequestException, ConnectionError) as exc:
+            self._stream_body(resp, dog)
+        except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
+            if dog.reason is not None:  # a stalled attempt never renews the budget
+                self._retry_or_raise(self._stalled(), None, None)
+                return False
             if self.sink.written > before:
                 self.state.reset()  # progress was made: a fresh retry budget
             what = f"connection lost at byte {self.sink.written} ({type(exc).__name__})"
             self._retry_or_raise(what, None, None)
             return False
+        complete = self.total is not None and self.sink.written == self.total
+        if dog.reason is not None and not complete:  # the abort looked like a clean end
+            self._retry_or_raise(self._stalled(), None, None)
+            return False
         self.sink.close()
         return True
+
+    def _stream_body(self, resp: requests.Response, dog: Watchdog) -> None:
+        """Copy the body to the sink; ``read1`` returns what has arrived, so the
+        watchdog sees progress byte by byte rather than one full chunk at a time."""
+        raw = resp.raw
+        while True:
+            chunk = raw.read1(self.chunk_size, decode_content=True)
+            if not chunk:
+                return
+            self.sink.write(chunk)
+            dog.progress(len(chunk))
+            self.bar.update(len(chunk))
 
     def _range_ok(self, resp: requests.Response, etag_raw: str | None) -> bool:
         match = _CONTENT_RANGE.fullmatch(resp.headers.get("Content-Range", "").strip())
@@ -313,6 +355,9 @@ def download_archive(
     chunk_size: int = 1 << 16,
     storage_options: Mapping[str, Any] | None = None,
     verify: bool | str = True,
+    timeout: tuple[float, float] = (CONNECT_TIMEOUT, READ_TIMEOUT),
+    stall_timeout: float = STALL_TIMEOUT,
+    stall_min_rate: float = STALL_MIN_RATE,
     sleep: Callable[[float], object] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
 ) -> DownloadResult:
@@ -341,6 +386,14 @@ def download_archive(
         fsspec options for ``dest``.
     verify : bool or str
         TLS verification (``True`` or a CA bundle path).
+    timeout : tuple of float
+        Socket timeouts ``(connect, read)`` in seconds; the read timeout applies to
+        each read.
+    stall_timeout, stall_min_rate : float
+        The stall rule: an attempt that receives fewer than ``stall_min_rate`` bytes
+        per second on average over ``stall_timeout`` seconds is abandoned (and
+        resumed with ``Range`` while the retry budget lasts). Its status line and
+        headers count as no progress, so a host that drips them is abandoned too.
     sleep, clock : callable
         Injectable ``time.sleep`` / ``time.monotonic``.
 
@@ -355,7 +408,8 @@ def download_archive(
     IntegrityError
         Size or md5-ETag mismatch.
     DownloadError
-        Any other failure (``dest`` is removed).
+        Any other failure, a stall after the retry budget included (``dest`` is
+        removed).
 
     Notes
     -----
@@ -365,7 +419,8 @@ def download_archive(
     """
     _check_url(url, export_id)
     own = session is None
-    http = requests.Session() if session is None else session
+    http = guarded_session() if session is None else session
+    stall = StallRule(window=stall_timeout, min_rate=stall_min_rate)
     sink = _Sink(dest, storage_options)
     state = RetryState(retry or RetryPolicy(), sleep=sleep, clock=clock)
     try:
@@ -380,6 +435,8 @@ def download_archive(
                 bar=bar,
                 chunk_size=chunk_size,
                 verify=verify,
+                timeout=timeout,
+                stall=stall,
             )
             job.run()
             job.verify_result()
