@@ -32,6 +32,7 @@ from .errors import (
     ExportLimitError,
     ExportTimeoutError,
     ProlificIngestError,
+    TransportError,
 )
 
 __all__ = [
@@ -52,6 +53,8 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+_STATUSES = frozenset({"generating", "complete", "failed", "unknown"})
 
 #: A complete job whose URL expires sooner than this is polled again before use.
 URL_EXPIRY_MARGIN = timedelta(seconds=30)
@@ -175,19 +178,40 @@ def request_export(
     return job
 
 
+def _url_problem(body: dict[str, Any]) -> str | None:
+    """Why a ``complete`` status body gives no usable download URL, or ``None``."""
+    if "url" not in body or body["url"] is None:
+        return "has no url"
+    url = body["url"]
+    if not isinstance(url, str):
+        return f"has a url that is a JSON {type(url).__name__}, not a string"
+    if not url.strip():
+        return "has an empty url"
+    return None
+
+
 def get_export(
     client: ProlificClient,
     ref: ExportRef,
     export_id: str,
     filter: ExportFilter | None = None,
+    *,
+    timeout: float | None = None,
 ) -> ExportJob:
     """Return the current state of one job (``GET .../export/<export_id>``).
 
     ``filter`` is carried into the returned job (the status body does not repeat it);
-    without it the job's filter is unknown (``filter_known=False``).
+    without it the job's filter is unknown (``filter_known=False``). ``timeout``
+    bounds the call, retries included (see :meth:`ProlificClient.request`).
+
+    Raises
+    ------
+    APIError
+        The body is not a readable status, or it says ``complete`` without a usable
+        download ``url`` (missing, ``null``, empty or not a string).
     """
     path = f"{ref.path}/export/{export_id}"
-    body = client.get_json(path)
+    body = client.get_json(path, timeout=timeout)
     if not isinstance(body, dict):
         msg = f"GET {path}: expected a JSON object"
         raise APIError(msg, status=200, method="GET", url=client.url_for(path))
@@ -195,9 +219,16 @@ def get_export(
     if job is None:  # only an unreadable body can get here
         msg = f"GET {path}: unreadable export status"
         raise APIError(msg, status=200, method="GET", url=client.url_for(path))
-    if job.status == "complete" and not job.url:
-        logger.warning("export %s: 'complete' without a url; polling again", export_id)
-        return job.replace(status="generating")
+    if job.status not in _STATUSES:  # server text: it may go into messages and logs
+        job = job.replace(status=client.scrub(job.status))
+    problem = _url_problem(body) if job.status == "complete" else None
+    if problem is not None:
+        msg = (
+            f"GET {path} -> 200: export {export_id} is 'complete' but the status {problem}, "
+            "so there is nothing to download; this is a fault of the API, not a job still "
+            "generating: request a new export (or try again later)"
+        )
+        raise APIError(msg, status=200, method="GET", url=client.url_for(path))
     return job
 
 
@@ -245,7 +276,10 @@ def wait_for_export(
     ExportFailedError
         The job reported ``failed``: request a new export.
     ExportTimeoutError
-        Not complete within ``timeout``; pass ``export_id=`` to resume waiting.
+        Not complete within ``timeout``; pass ``export_id=`` to resume waiting. Each
+        status poll is bounded by the time left, however slowly the API answers.
+    APIError
+        A status ``complete`` without a usable download ``url``.
     """
     settings = client.settings
     limit = settings.wait_timeout if timeout is None else timeout
@@ -260,7 +294,7 @@ def wait_for_export(
     last_status: str = job.status
     with make_progress(progress, desc=f"export {job.export_id}", unit="poll") as bar:
         while True:
-            current = _carry(job, get_export(client, job.ref, job.export_id, job.filter))
+            current = _carry(job, _poll(client, job, limit, start, clock))
             elapsed = clock() - start
             bar.set_postfix_str(f"{current.status}, {elapsed:.0f}s")
             if current.status != last_status:
@@ -288,6 +322,37 @@ def wait_for_export(
             sleep(min(interval, max(0.0, limit - elapsed)))
             bar.update(1)
             interval = min(interval * 1.5, ceiling)
+
+
+#: A status poll gets at least this long, even when the wait's deadline is (nearly) gone.
+MIN_POLL_TIME = 1.0
+
+
+def _poll(
+    client: ProlificClient,
+    job: ExportJob,
+    limit: float,
+    start: float,
+    clock: Callable[[], float],
+) -> ExportJob:
+    """One status poll, bounded by the wait's time left; reaching the deadline is a timeout."""
+    time_left = limit - (clock() - start)
+    try:
+        return get_export(
+            client, job.ref, job.export_id, job.filter, timeout=max(time_left, MIN_POLL_TIME)
+        )
+    except TransportError as exc:
+        elapsed = clock() - start
+        if elapsed < limit:
+            raise
+        msg = (
+            f"export {job.export_id} of {job.ref.kind} {job.ref.id}: the status poll got no "
+            f"complete answer before the wait's deadline ({elapsed:.0f}s); call again with "
+            f"export_id={job.export_id!r} to resume waiting"
+        )
+        raise ExportTimeoutError(
+            msg, export_id=job.export_id, elapsed=elapsed, last_status=job.status
+        ) from exc
 
 
 def refresh_url(client: ProlificClient, job: ExportJob) -> ExportJob:
