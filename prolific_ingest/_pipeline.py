@@ -16,6 +16,7 @@ from typing import Any, Literal
 import pyarrow as pa
 
 from . import exports as lifecycle
+from ._retry import RetryState
 from ._table_cache import TableCache
 from ._urls import parse_storage_url
 from .archive import open_archive
@@ -221,7 +222,9 @@ def download_into_cache(
             assert fresh.url is not None
             return fresh.url
 
-        for attempt in (1, 2):
+        settings = api.settings
+        budget = RetryState(api.retry)  # a corrupt archive spends the budget a 503 does
+        while True:
             staging = cache.staging(ref, job.export_id)
             try:
                 result = download_archive(
@@ -231,23 +234,35 @@ def download_into_cache(
                     refresh=refresh,
                     retry=api.retry,
                     progress=progress,
-                    verify=api.settings.ca_bundle or True,
+                    verify=settings.ca_bundle or True,
                     storage_options=cache.storage_options,
+                    timeout=(settings.connect_timeout, settings.read_timeout),
+                    stall_timeout=settings.stall_timeout,
+                    stall_min_rate=settings.stall_min_rate,
                 )
                 with open_archive(staging, storage_options=cache.storage_options) as archive:
                     archive.verify()
             except (CorruptArchiveError, IntegrityError) as exc:
                 cache.discard(staging)
-                if attempt == 2:
+                delay = budget.next_delay()
+                if delay is None:
                     if isinstance(exc, CorruptArchiveError):
-                        raise
-                    msg = f"export {job.export_id}: the archive was corrupt twice in a row: {exc}"
+                        raise  # it names the damaged member
+                    msg = (
+                        f"export {job.export_id}: the archive was corrupt in each of "
+                        f"{budget.attempts} download(s): {exc}"
+                    )
                     raise CorruptArchiveError(msg, source=url) from exc
                 logger.warning(
-                    "export %s: archive failed verification (%s); fetching again",
+                    "export %s: archive failed verification (%s); fetching again in %.2fs "
+                    "(attempt %d of %d)",
                     job.export_id,
                     type(exc).__name__,
+                    delay,
+                    budget.attempts + 1,
+                    api.retry.max_attempts,
                 )
+                budget.wait(delay)
                 url = refresh()
                 continue
             except BaseException:
@@ -265,8 +280,6 @@ def download_into_cache(
                 filter_known=job.filter_known,
                 created_at=job.created_at,
             )
-    msg = "unreachable"  # pragma: no cover
-    raise AssertionError(msg)  # pragma: no cover
 
 
 # -- parsing, with the parsed-table cache beside the archive -----------------------------------
