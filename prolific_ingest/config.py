@@ -268,6 +268,9 @@ class Settings:
             values["ca_bundle"] = os.environ["PROLIFIC_CA_BUNDLE"]
         for variable, name in _ENV_SECONDS.items():
             number = _env_number(variable)
+            if number is not None and name in _POSITIVE and number <= 0:
+                msg = f"{variable} must be a positive number of seconds, not {number:g}"
+                raise ConfigurationError(msg)
             if number is not None:
                 values[name] = number
         values.update({k: v for k, v in overrides.items() if v is not None})

@@ -25,6 +25,38 @@ logger = logging.getLogger(__name__)
 
 _CHUNK = 64 * 1024
 _RANGE_RE = re.compile(r"bytes=(\d*)-(\d*)")
+_QUERY_RE = re.compile(r"\?\S*")
+
+
+class _DripWriter:
+    """Stands in for a handler's ``wfile``: writes at ``bytes_per_second`` (``Faults.drip``)."""
+
+    def __init__(self, raw: Any, params: dict[str, Any]) -> None:
+        self.raw = raw
+        self.rate = float(params["bytes_per_second"])
+        self.fast_left = int(params["after_bytes"])
+        self.until = time.monotonic() + float(params["max_seconds"])
+        self.piece = max(1, int(self.rate / 10))
+
+    def write(self, data: bytes) -> int:
+        view = memoryview(data)
+        if self.fast_left:
+            fast = view[: self.fast_left]
+            self.raw.write(fast)
+            self.fast_left -= len(fast)
+            view = view[len(fast) :]
+        while len(view):
+            if time.monotonic() > self.until:
+                msg = "drip fault: max_seconds reached"
+                raise ConnectionAbortedError(msg)
+            piece = view[: self.piece]
+            self.raw.write(piece)
+            view = view[len(piece) :]
+            time.sleep(len(piece) / self.rate)
+        return len(data)
+
+    def flush(self) -> None:
+        self.raw.flush()
 
 
 class Reply:
@@ -115,8 +147,23 @@ class _BaseHandler(BaseHTTPRequestHandler):
     server: EmulatorServer
 
     def log_message(self, format: str, *args: Any) -> None:
-        """Route http.server's access log to logging (never to stderr)."""
-        logger.debug("emulator %s: %s", self.server.host_name, format % args)
+        """Route http.server's access log to logging (never to stderr), without query strings.
+
+        A presigned URL's query string is its signature: like a client, the emulator
+        never logs it.
+        """
+        line = _QUERY_RE.sub("?<redacted>", format % args)
+        logger.debug("emulator %s: %s", self.server.host_name, line)
+
+    def _dripping(self, method: str, path: str) -> Any:
+        """Swap ``wfile`` for a dripping one when a drip fault fires; return the original."""
+        rule = self.server.emulator.faults.take(
+            "drip", host=self.server.host_name, method=method, path=path
+        )
+        original = self.wfile
+        if rule is not None:
+            self.wfile = _DripWriter(original, rule.params)  # type: ignore[assignment]
+        return original
 
     def _begin(self) -> tuple[str, dict[str, str], float]:
         length = int(self.headers.get("Content-Length") or 0)
@@ -171,11 +218,12 @@ class _ApiHandler(_BaseHandler):
     def _handle(self) -> None:
         path, query, started = self._begin()
         emu, method, logged = self.server.emulator, self.command, False
+        wfile = self._dripping(method, path)
         try:
             self._latency(method, path)
             fault = emu.faults.take(API_ERROR_KINDS, host="api", method=method, path=path)
             if fault is not None:
-                reply = emu._fault_reply(fault)
+                reply = emu._fault_reply(fault, self.headers.get("Authorization"), self.path)
             else:
                 reply = emu._api(method, path, query, self.headers.get("Authorization"))
                 if emu.faults.take("drop_api_response", host="api", method=method, path=path):
@@ -186,6 +234,7 @@ class _ApiHandler(_BaseHandler):
             logged = self._record(path, query, reply.status, started)
             self._send(reply)
         finally:
+            self.wfile = wfile
             if not logged:
                 self._record(path, query, 0, started)
 
@@ -196,6 +245,7 @@ class _DownloadHandler(_BaseHandler):
     def _handle(self) -> None:
         path, query, started = self._begin()
         emu, logged = self.server.emulator, False
+        wfile = self._dripping(self.command, path)
         try:
             self._latency(self.command, path)
             reply, served = emu._download(self.command, path, query, dict(self.headers.items()))
@@ -208,6 +258,7 @@ class _DownloadHandler(_BaseHandler):
             if self.command == "GET":
                 self._stream(archive, start, length)
         finally:
+            self.wfile = wfile
             if not logged:
                 self._record(path, query, 0, started)
 

@@ -339,7 +339,9 @@ class Emulator:
 
     # ---- handlers' entry points ------------------------------------------------------
 
-    def _fault_reply(self, rule: FaultRule) -> Reply:
+    def _fault_reply(self, rule: FaultRule, auth: str | None = None, target: str = "") -> Reply:
+        if rule.kind == "echo_token":
+            return _routes.echo_reply(rule, auth, target, self.download_url)
         return _routes.fault_reply(rule)
 
     def _api(self, method: str, path: str, query: dict[str, str], auth: str | None) -> Reply:

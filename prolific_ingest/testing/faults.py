@@ -14,7 +14,8 @@ from typing import Any
 
 __all__ = ["FaultRule", "Faults"]
 
-API_ERROR_KINDS = frozenset({"rate_limit", "server_error"})
+API_ERROR_KINDS = frozenset({"rate_limit", "server_error", "echo_token"})
+HOSTS = ("api", "download")
 
 
 @dataclass
@@ -26,7 +27,8 @@ class FaultRule:
     kind : str
         ``rate_limit``, ``server_error``, ``latency``, ``drop_download``,
         ``corrupt_download``, ``bandwidth``, ``fail_job``, ``expired_url``,
-        ``complete_then_fail``, ``download_error`` or ``drop_api_response``.
+        ``complete_then_fail``, ``download_error``, ``drop_api_response``, ``drip``
+        or ``echo_token``.
     remaining : int or None
         How many more times the rule fires (``None``: unlimited).
     triggered : int
@@ -154,9 +156,67 @@ class Faults:
             )
         )
 
+    def echo_token(
+        self,
+        status: int = 401,
+        times: int | None = 1,
+        method: str | None = None,
+        path_contains: str | None = None,
+    ) -> FaultRule:
+        """Answer ``status`` on the API with an error that echoes the caller's secrets.
+
+        The envelope's ``title``, ``detail`` and ``additional_information``, and a
+        ``WWW-Authenticate`` header, repeat the ``Authorization`` header received, the
+        request's query string and a presigned-style URL with a password and a
+        signature: what a careless or hostile server might send back.
+        """
+        if not 400 <= status <= 599:
+            msg = "status must be a 4xx or 5xx"
+            raise ValueError(msg)
+        return self._add(
+            FaultRule(
+                "echo_token",
+                times,
+                {"status": status},
+                method=method.upper() if method else None,
+                path_contains=path_contains,
+                host="api",
+            )
+        )
+
+    def drip(
+        self,
+        bytes_per_second: float = 1.0,
+        *,
+        host: str = "download",
+        times: int | None = None,
+        after_bytes: int = 0,
+        max_seconds: float = 120.0,
+        path_contains: str | None = None,
+    ) -> FaultRule:
+        """Send responses of ``host`` at ``bytes_per_second``, status line and headers included.
+
+        The first ``after_bytes`` bytes of the response (headers included) go at full
+        speed. Each socket write carries at least one byte, so a client's per-read
+        timeout never fires: only a whole-exchange deadline or a stall rule ends it.
+        The server gives up after ``max_seconds`` (bounded), or when the client hangs up.
+        """
+        if host not in HOSTS:
+            msg = "host must be 'api' or 'download'"
+            raise ValueError(msg)
+        if bytes_per_second <= 0 or after_bytes < 0 or max_seconds <= 0:
+            msg = "bytes_per_second and max_seconds must be positive, after_bytes >= 0"
+            raise ValueError(msg)
+        params = {
+            "bytes_per_second": float(bytes_per_second),
+            "after_bytes": int(after_bytes),
+            "max_seconds": float(max_seconds),
+        }
+        return self._add(FaultRule("drip", times, params, path_contains=path_contains, host=host))
+
     def latency(self, seconds: float, times: int | None = None, host: str = "api") -> FaultRule:
         """Delay requests to ``host`` (``"api"`` or ``"download"``) by ``seconds``."""
-        if host not in ("api", "download"):
+        if host not in HOSTS:
             msg = "host must be 'api' or 'download'"
             raise ValueError(msg)
         return self._add(FaultRule("latency", times, {"seconds": float(seconds)}, host=host))
