@@ -16,7 +16,7 @@ import pytest
 import requests
 
 from prolific_ingest.testing import Emulator
-from prolific_ingest.testing._content import KNOWN_INSTRUCTION_TYPES
+from prolific_ingest.testing._content import KNOWN_INSTRUCTION_TYPES, UNKNOWN_INSTRUCTION_TYPE
 
 jsonschema = pytest.importorskip("jsonschema")
 
@@ -155,3 +155,27 @@ def test_flat_archive_records_are_task_builder_responses(
     with zipfile.ZipFile(path) as zf:
         for line in zf.read("responses-by-submission.jsonl").splitlines():
             _validate(openapi, "AITaskBuilderTaskResponse", json.loads(line))
+
+
+def test_json_api_bodies_carry_only_the_types_the_openapi_allows(
+    prolific_emulator: Emulator, openapi: dict[str, Any]
+) -> None:
+    emu = prolific_emulator
+    emu.polls_until_complete = 0
+    batch = emu.add_batch(seed=8, n_submissions=3)  # every type: documented, undocumented, unknown
+    collection = emu.add_collection(seed=9, n_submissions=2)
+    responses = _call(emu, "GET", f"/batches/{batch}/responses").json()
+    assert responses["results"] and responses["meta"]["count"] == len(responses["results"])
+    _validate(openapi, "AI Task Builder_GetTaskBuilderBatchTaskResponses_Response_200", responses)
+    instructions = _call(emu, "GET", f"/batches/{batch}/instructions").json()
+    _validate(openapi, "AI Task Builder_GetTaskBuilderInstructions_Response_200", instructions)
+    collected = _call(emu, "GET", f"/collections/{collection}/responses").json()
+    _validate(openapi, "AI Task Builder_GetCollectionResponses_Response_200", collected)
+    # the other types stay where the API allows them: in the export archive
+    export_id = _call(emu, "POST", f"/batches/{batch}/export").json()["export_id"]
+    url = _call(emu, "GET", f"/batches/{batch}/export/{export_id}").json()["url"]
+    with zipfile.ZipFile(io.BytesIO(requests.get(url, timeout=30).content)) as zf:
+        archived = {i["type"] for i in json.loads(zf.read("batch.json"))["instructions"]}
+    assert {"video_narration", UNKNOWN_INSTRUCTION_TYPE} <= archived
+    served = {r["response"]["type"] for r in responses["results"]}
+    assert served <= set(KNOWN_INSTRUCTION_TYPES)

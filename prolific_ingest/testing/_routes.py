@@ -9,6 +9,7 @@ import threading
 import uuid
 from typing import TYPE_CHECKING, Any
 
+from ._content import KNOWN_INSTRUCTION_TYPES
 from ._http import Reply
 from ._metadata import instruction_defs, owner_object
 from .faults import FaultRule
@@ -34,6 +35,7 @@ _TITLES = {
     404: "Not Found",
     405: "Method Not Allowed",
     409: "Conflict",
+    410: "Gone",
     429: "Too Many Requests",
 }
 FEATURE_OFF = "You do not currently have permission to access this feature."
@@ -50,6 +52,24 @@ def error(status: int, detail: Any, headers: dict[str, str] | None = None) -> Re
         }
     }
     return Reply(status, body, headers)
+
+
+def echo_reply(rule: FaultRule, auth: str | None, target: str, download_url: str) -> Reply:
+    """An error that repeats the caller's secrets back (see ``Faults.echo_token``)."""
+    status = int(rule.params["status"])
+    query = target.partition("?")[2]
+    host = download_url.split("://", 1)[-1]
+    leaky = f"http://reader:hunter2-pass@{host}/prolific-exports/x.zip?X-Amz-Signature=0f1e2d3c4b5a"
+    body = {
+        "error": {
+            "status": status,
+            "error_code": 100000 + status * 100,
+            "title": f"Rejected {auth}",
+            "detail": [f"The header 'Authorization: {auth}' was refused", f"query: {query}"],
+            "additional_information": f"retry at {leaky} with {auth}",
+        }
+    }
+    return Reply(status, body, {"WWW-Authenticate": f'Token realm="{auth}"'})
 
 
 def fault_reply(rule: FaultRule) -> Reply:
@@ -113,14 +133,17 @@ def _read_endpoint(emu: Emulator, owner: Owner, sub: str | None) -> Reply:
         return Reply(200, owner_object(plan, n_groups=groups, with_instructions=False))
     if sub == "status":
         return Reply(200, {"status": "READY"})
+    # The JSON API's enums list only the documented types; any other type (undocumented
+    # video_narration, types newer than the client) appears only in the export archive.
     if sub == "instructions":
-        defs = instruction_defs(plan)
+        defs = [d for d in instruction_defs(plan) if d.get("type") in KNOWN_INSTRUCTION_TYPES]
         return Reply(200, {"results": defs, "meta": {"count": len(defs)}})
     results = [
         plan.flat_record(r, api=True)
         for spec in specs
         for slot in plan.task_slots()
         for r in plan.responses(spec, slot)
+        if r.body.get("type") in KNOWN_INSTRUCTION_TYPES
     ]
     return Reply(200, {"results": results, "meta": {"count": len(results)}})
 
