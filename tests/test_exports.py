@@ -16,6 +16,7 @@ from prolific_ingest._retry import RetryPolicy
 from prolific_ingest.client import ProlificClient
 from prolific_ingest.config import Secret, Settings
 from prolific_ingest.errors import (
+    APIError,
     AuthenticationError,
     BadRequestError,
     ConfigurationError,
@@ -425,3 +426,50 @@ def test_every_api_call_is_authenticated(emu: Emulator) -> None:
         headers = {k.lower(): v for k, v in record.headers.items()}
         assert "authorization" in headers
         assert headers["user-agent"].startswith("prolific-ingest/")
+
+
+# -- a 'complete' status without a usable url --------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "problem"),
+    [
+        ({"status": "complete"}, "has no url"),
+        ({"status": "complete", "url": None}, "has no url"),
+        ({"status": "complete", "url": 12345}, "JSON int, not a string"),
+        ({"status": "complete", "url": ["https://x"]}, "JSON list, not a string"),
+        ({"status": "complete", "url": "  "}, "has an empty url"),
+    ],
+)
+def test_complete_without_a_usable_url_is_a_typed_error_not_still_generating(
+    body: dict[str, Any], problem: str
+) -> None:
+    import json
+    from http.server import BaseHTTPRequestHandler
+
+    from tests._helpers import serve
+
+    payload = json.dumps(body).encode()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    with serve(Handler) as url:
+        client = ProlificClient(Settings(base_url=url, token=Secret("t0ken-value")))
+        job = ExportJob(ExportRef("batch", "b1"), "e1", "generating", ExportFilter())
+        with pytest.raises(APIError, match=problem) as info:
+            get_export(client, job.ref, "e1")
+        assert "'complete'" in str(info.value) and "e1" in str(info.value)
+        assert "is still generating" not in str(info.value)
+        clock = FakeClock()
+        with pytest.raises(APIError, match=problem):
+            wait_for_export(client, job, timeout=600, sleep=clock.sleep, clock=clock)
+        assert clock.sleeps == []  # at once, not after polling until the timeout

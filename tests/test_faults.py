@@ -107,6 +107,25 @@ def test_always_corrupt_download_raises_and_caches_nothing(emu, conn):
     assert leftovers == []
 
 
+def test_corrupt_downloads_spend_the_same_retry_budget_as_a_503(emu, conn):
+    batch_id = emu.add_batch(seed=5, n_submissions=10)
+    emu.faults.corrupt_download(offset=2_000, times=FAST_RETRY.max_attempts - 1)
+    exp = load_batch_export(batch_id, **conn)  # was: CorruptArchiveError after two tries
+    served = [r for r in _downloads(emu) if r.status in (200, 206)]
+    assert len(served) == FAST_RETRY.max_attempts
+    assert_matches_truth(exp.arrow.tables, emu.ground_truth(batch_id))
+
+
+def test_always_corrupt_download_fails_after_the_whole_retry_budget(emu, conn):
+    batch_id = emu.add_batch(seed=5, n_submissions=10)
+    emu.faults.corrupt_download(offset=2_000, times=None)
+    policy = RetryPolicy(max_attempts=3, backoff_base=0.001, backoff_max=0.01, max_elapsed=30)
+    with pytest.raises(CorruptArchiveError, match="3 download"):
+        load_batch_export(batch_id, **{**conn, "retry": policy})
+    assert len([r for r in _downloads(emu) if r.status in (200, 206)]) == 3
+    assert _manifests(conn) == []
+
+
 def test_timeout_names_the_export_and_export_id_resumes_the_same_job(tmp_path):
     with Emulator(polls_until_complete=8) as slow:
         batch_id = slow.add_batch(seed=6, n_submissions=4)
