@@ -232,3 +232,52 @@ def test_plain_emulator_has_no_ca(emu: Emulator) -> None:
     assert emu.ca_bundle is None
     assert emu.download_url.startswith("http://127.0.0.1:")
     assert emu.download_url != emu.base_url
+
+
+def test_drip_sends_the_whole_response_slowly_after_the_fast_part(
+    emu: Emulator, batch: str
+) -> None:
+    _, url = _complete_url(emu, batch)
+    rule = emu.faults.drip(bytes_per_second=1_000_000, host="download", after_bytes=100, times=1)
+    r = requests.get(url, timeout=30)
+    assert r.status_code == 200
+    assert rule.triggered == 1
+    assert hashlib.md5(r.content).hexdigest() == r.headers["ETag"].strip('"')
+    assert requests.get(url, timeout=30).status_code == 200  # times=1: the next one is fast
+    assert rule.remaining == 0
+
+
+def test_drip_rejects_bad_settings() -> None:
+    faults = Faults()
+    with pytest.raises(ValueError, match="host"):
+        faults.drip(host="elsewhere")
+    with pytest.raises(ValueError, match="positive"):
+        faults.drip(bytes_per_second=0)
+    with pytest.raises(ValueError, match="positive"):
+        faults.drip(after_bytes=-1)
+
+
+def test_echo_token_repeats_the_callers_secrets(emu: Emulator, batch: str) -> None:
+    rule = emu.faults.echo_token(status=410, times=1)
+    r = requests.get(f"{emu.base_url}{PREFIX}/batches/{batch}?k=v", headers=_auth(emu), timeout=30)
+    assert r.status_code == 410
+    error = r.json()["error"]
+    assert emu.token in error["title"] and emu.token in error["additional_information"]
+    assert "query: k=v" in error["detail"]
+    assert emu.token in r.headers["WWW-Authenticate"]
+    assert rule.triggered == 1
+    with pytest.raises(ValueError, match="4xx or 5xx"):
+        emu.faults.echo_token(status=200)
+
+
+def test_the_emulator_access_log_never_shows_a_query_string(
+    emu: Emulator, batch: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("DEBUG", logger="prolific_ingest.testing")
+    _, url = _complete_url(emu, batch)
+    assert requests.get(url, timeout=30).status_code == 200
+    signature = url.partition("?")[2]
+    assert signature
+    access = [r.getMessage() for r in caplog.records if "HTTP/1.1" in r.getMessage()]
+    assert access
+    assert all(signature not in line for line in access)
