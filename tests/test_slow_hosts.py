@@ -152,3 +152,14 @@ def test_bad_time_limits_in_the_environment_are_configuration_errors(
     monkeypatch.setenv(variable, value)
     with pytest.raises(ConfigurationError, match=variable):
         Settings.from_env()
+
+
+def test_a_stalled_tls_download_is_abandoned_too(tmp_path: Path) -> None:
+    pytest.importorskip("trustme")
+    with Emulator(tls=True, polls_until_complete=0) as emu:
+        batch_id = emu.add_batch(seed=16, n_submissions=10)
+        emu.faults.drip(bytes_per_second=2, host="download", after_bytes=1_000)
+        client = _client(emu, stall_timeout=1.0, stall_min_rate=10_000, ca_bundle=emu.ca_bundle)
+        with pytest.raises(DownloadError, match="stalled"):
+            load_batch_export(batch_id, client=client, cache=str(tmp_path / "c"), progress=False)
+        assert len(_downloads(emu)) == FAST_RETRY.max_attempts
