@@ -7,6 +7,11 @@ use to decide, after each failed attempt, whether and how long to wait.
 Retry-After choice: a server-given ``Retry-After`` replaces the computed back-off
 (it is not jittered) but is capped at ``backoff_max``; if waiting would exceed the
 ``max_elapsed`` budget, retrying stops and the error is raised.
+
+Why not ``urllib3.util.Retry``: it has no total time budget (``max_elapsed``), it retries
+only inside one ``urlopen`` call (not a body that breaks while streaming, a stalled
+download resumed with ``Range``, or a corrupt archive fetched again), and it cannot share
+one budget across those; this module is that shared budget, and it stays pure.
 """
 
 from __future__ import annotations

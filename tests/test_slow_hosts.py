@@ -163,3 +163,13 @@ def test_a_stalled_tls_download_is_abandoned_too(tmp_path: Path) -> None:
         with pytest.raises(DownloadError, match="stalled"):
             load_batch_export(batch_id, client=client, cache=str(tmp_path / "c"), progress=False)
         assert len(_downloads(emu)) == FAST_RETRY.max_attempts
+
+
+def test_a_call_given_a_deadline_is_not_retried_past_it(prolific_emulator: Emulator) -> None:
+    emu = prolific_emulator
+    batch_id = emu.add_batch(seed=17, n_submissions=2)
+    rule = emu.faults.drip(bytes_per_second=1, host="api")
+    client = _client(emu)  # request_timeout 60 s: the call's own deadline ends it
+    with pytest.raises(TransportError, match="the deadline"):
+        client.get_json(f"batches/{batch_id}", timeout=1.0)
+    assert rule.triggered == 1
