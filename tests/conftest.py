@@ -266,6 +266,12 @@ def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: Any
         "PROLIFIC_API_URL",
         "PROLIFIC_CA_BUNDLE",
         "PROLIFIC_INGEST_PROGRESS",
+        "PROLIFIC_CONNECT_TIMEOUT",
+        "PROLIFIC_READ_TIMEOUT",
+        "PROLIFIC_REQUEST_TIMEOUT",
+        "PROLIFIC_WAIT_TIMEOUT",
+        "PROLIFIC_STALL_TIMEOUT",
+        "PROLIFIC_STALL_MIN_RATE",
     ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("PROLIFIC_INGEST_CACHE", str(tmp_path_factory.mktemp("user-cache")))
