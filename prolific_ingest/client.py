@@ -212,7 +212,9 @@ class ProlificClient:
         Overrides the settings' API root; ``https`` unless the host is loopback.
     session : requests.Session, optional
         A session to use (not closed by :meth:`close`). No auth is set on it:
-        the token is attached per request, only for the API host.
+        the token is attached per request, only for the API host. Unless it has
+        :class:`~prolific_ingest._watchdog.GuardedAdapter` mounted, the time limits
+        bound its bodies but not a host that drips the status line and headers.
     retry : RetryPolicy, optional
         Retry policy for transient failures (default :class:`RetryPolicy`).
     sleep, clock : callable

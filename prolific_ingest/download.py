@@ -370,7 +370,8 @@ def download_archive(
     dest : str
         Local path or fsspec URL to write (usually ``ExportCache.staging(...)``).
     session : requests.Session, optional
-        Session to reuse; any ``Authorization`` it would add is stripped.
+        Session to reuse; any ``Authorization`` it would add is stripped. The stall
+        rule covers its bodies; its headers only with ``GuardedAdapter`` mounted.
     export_id : str, optional
         Named in errors.
     refresh : callable, optional
