@@ -420,10 +420,17 @@ class ProlificClient:
             except requests.RequestException as exc:
                 if dog.reason is None:
                     raise
-                whole = deadline is not None and limit < settings.request_timeout
-                msg = f"no complete answer within {limit:g}s"
-                raise _TimedOut(msg, limit=limit, whole_call=whole) from exc
+                raise self._timed_out(limit, deadline) from exc
+            if dog.reason is not None:
+                # Cut mid-headers, http.client takes the EOF for their end: a truncated
+                # reply that looks whole. Whatever arrived is not the answer.
+                resp.close()
+                raise self._timed_out(limit, deadline)
         return resp
+
+    def _timed_out(self, limit: float, deadline: float | None) -> _TimedOut:
+        whole = deadline is not None and limit < self._settings.request_timeout
+        return _TimedOut(f"no complete answer within {limit:g}s", limit=limit, whole_call=whole)
 
     def _delay_within(
         self, state: RetryState, deadline: float | None, retry_after: float | None = None

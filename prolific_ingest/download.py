@@ -240,6 +240,9 @@ class _Download:
                     continue
                 dog.attach_response(resp)
                 with resp:
+                    if dog.reason is not None:  # cut mid-headers: a reply that only looks whole
+                        self._retry_or_raise(self._stalled(), None, None)
+                        continue
                     if self._handle_response(resp, dog, resume=resume):
                         return
 

@@ -45,7 +45,9 @@ def _committed(cache: Path) -> list[Path]:
     return sorted(cache.rglob("manifest.json"))
 
 
-@pytest.mark.parametrize("after_bytes", [0, 2_000], ids=["headers-dripped", "body-dripped"])
+@pytest.mark.parametrize(
+    "after_bytes", [0, 30, 2_000], ids=["status-dripped", "headers-dripped", "body-dripped"]
+)
 def test_a_download_that_never_progresses_ends_with_download_error(
     prolific_emulator: Emulator, tmp_path: Path, after_bytes: int
 ) -> None:
@@ -173,3 +175,15 @@ def test_a_call_given_a_deadline_is_not_retried_past_it(prolific_emulator: Emula
     with pytest.raises(TransportError, match="the deadline"):
         client.get_json(f"batches/{batch_id}", timeout=1.0)
     assert rule.triggered == 1
+
+
+def test_a_reply_cut_mid_headers_is_not_taken_for_a_whole_one(prolific_emulator: Emulator) -> None:
+    emu = prolific_emulator
+    batch_id = emu.add_batch(seed=18, n_submissions=2)
+    # the status line arrives at once, the headers drip: cut there, http.client would
+    # take the end of the stream for the end of the headers and an empty body
+    rule = emu.faults.drip(bytes_per_second=1, host="api", after_bytes=30)
+    client = _client(emu, request_timeout=1.0)
+    with pytest.raises(TransportError, match="request_timeout"):
+        request_export(client, ExportRef("batch", batch_id))
+    assert rule.triggered == FAST_RETRY.max_attempts
