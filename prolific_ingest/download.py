@@ -292,7 +292,7 @@ class _Download:
         before = self.sink.written
         try:
             self._stream_body(resp, dog)
-        except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
+        except (requests.RequestException, urllib3.exceptions.HTTPError, ConnectionError) as exc:
             if dog.reason is not None:  # a stalled attempt never renews the budget
                 self._retry_or_raise(self._stalled(), None, None)
                 return False
