@@ -8,44 +8,32 @@ exceptions of :mod:`prolific_ingest.errors`.
 Every attempt is bounded as a whole (``Settings.request_timeout``, and the deadline of
 the operation it serves), not only per socket read: see :mod:`prolific_ingest._watchdog`.
 Server text that goes into an exception passes through
-:func:`~prolific_ingest.errors.scrub_secrets` first, so a host that echoes the token
+:func:`~prolific_ingest._scrub.scrub_secrets` first, so a host that echoes the token
 (or a presigned URL) in an error body cannot put it in a message or a log line.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import time
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from types import TracebackType
 from typing import Any, Self
 from urllib.parse import urlsplit
 
 import requests
 
+from ._api_errors import api_error, response_json
 from ._retry import RetryPolicy, RetryState, is_retriable, parse_retry_after
+from ._scrub import scrub_secrets, url_secrets
 from ._urls import is_https_or_loopback
 from ._version import __version__
 from ._watchdog import Watchdog, guarded_session
 from .config import Secret, Settings, normalize_base_url
 from .errors import (
-    APIError,
-    AuthenticationError,
-    BadRequestError,
     ConfigurationError,
-    ConflictError,
-    ExportLimitError,
-    ExportStillGeneratingError,
-    NotFoundError,
-    PermissionDeniedError,
-    RateLimitedError,
-    ServerError,
     TransportError,
     redact_url,
-    scrub_secrets,
-    scrub_value,
-    url_secrets,
 )
 
 __all__ = ["API_PREFIX", "USER_AGENT", "ProlificClient", "check_base_url", "response_json"]
@@ -89,105 +77,6 @@ def check_base_url(base_url: str) -> str:
         "(plain http is only allowed for loopback hosts such as 127.0.0.1)"
     )
     raise ConfigurationError(msg)
-
-
-def _detail_text(detail: Any) -> str:
-    if detail is None:
-        return ""
-    if isinstance(detail, str):
-        return detail
-    if isinstance(detail, list):
-        return "; ".join(_detail_text(d) for d in detail)
-    if isinstance(detail, dict):
-        return "; ".join(f"{k}: {_detail_text(v)}" for k, v in detail.items())
-    return str(detail)
-
-
-def _parse_envelope(resp: requests.Response) -> tuple[int | None, str | None, Any]:
-    """Return ``(error_code, title, detail)`` from any of the error body shapes."""
-    try:
-        body = resp.json()
-    except ValueError:
-        text = (resp.text or "").strip()
-        return None, None, (text[:300] or None)
-    if isinstance(body, dict):
-        err = body.get("error")
-        if isinstance(err, dict):
-            code = err.get("error_code")
-            title = err.get("title")
-            detail = err.get("detail")
-            extra = err.get("additional_information")
-            if extra and not detail:
-                detail = extra
-            return (
-                code if isinstance(code, int) else None,
-                str(title) if title is not None else None,
-                detail,
-            )
-        if isinstance(err, str):
-            return None, err, body.get("detail")
-        if "message" in body or "detail" in body:
-            msg = body.get("message")
-            return None, str(msg) if msg is not None else None, body.get("detail")
-    return None, None, json.dumps(body)[:300]
-
-
-def _api_error(
-    method: str, path: str, url: str, resp: requests.Response, secrets: Iterable[str]
-) -> APIError:
-    """The typed error for an error response; all server text is scrubbed of ``secrets``."""
-    status = resp.status_code
-    code, raw_title, raw_detail = _parse_envelope(resp)
-    held = list(secrets)
-    title = scrub_secrets(raw_title, held) if raw_title is not None else None
-    detail = scrub_value(raw_detail, held)
-    message = f"{method} {path} -> {status}"
-    if title:
-        message += f": {title}"
-    text = _detail_text(detail)
-    if text and text != title:
-        message += f" ({text})" if title else f": {text}"
-    kw: dict[str, Any] = {
-        "status": status,
-        "error_code": code,
-        "title": title,
-        "detail": detail,
-        "method": method,
-        "url": url,
-    }
-    if status in (400, 422):
-        return BadRequestError(message, **kw)
-    if status == 401:
-        return AuthenticationError(message + " - check PROLIFIC_TOKEN", **kw)
-    if status == 403:
-        return PermissionDeniedError(message, **kw)
-    if status == 404:
-        return NotFoundError(message, **kw)
-    if status == 409:
-        if method == "POST":
-            hint = " - the export job limit is reached; delete finished jobs to free a slot"
-            return ExportLimitError(message + hint, **kw)
-        if method == "DELETE":
-            return ExportStillGeneratingError(message + " - the export is still generating", **kw)
-        return ConflictError(message, **kw)
-    if status == 429:
-        retry_after = parse_retry_after(resp.headers.get("Retry-After"))
-        return RateLimitedError(message, retry_after=retry_after, **kw)
-    if status >= 500:
-        return ServerError(message, **kw)
-    return APIError(message, **kw)
-
-
-def response_json(resp: requests.Response) -> Any:
-    """Decode a response body as JSON, raising :class:`APIError` when it is not JSON."""
-    try:
-        return resp.json()
-    except ValueError as exc:
-        method = resp.request.method if resp.request is not None else None
-        url = resp.url
-        path = urlsplit(url).path
-        msg = f"{method} {path} -> {resp.status_code}: response body is not JSON"
-        raise APIError(msg, status=resp.status_code, method=method, url=url) from exc
 
 
 class _TimedOut(requests.Timeout):
@@ -278,7 +167,7 @@ class ProlificClient:
     def scrub(self, text: str) -> str:
         """Return server ``text`` without any secret this client holds.
 
-        See :func:`~prolific_ingest.errors.scrub_secrets`: the token, URL passwords,
+        See :func:`~prolific_ingest._scrub.scrub_secrets`: the token, URL passwords,
         query strings and credential-looking ``key=value`` pairs are removed.
         """
         return scrub_secrets(text, self._secrets())
@@ -384,7 +273,7 @@ class ProlificClient:
                     resp.close()
                     state.wait(delay)
                     continue
-            raise _api_error(method, log_path, url, resp, self._secrets())
+            raise api_error(method, log_path, url, resp, self._secrets())
 
     def _attempt(
         self,

@@ -41,10 +41,8 @@ working. The original low-level exception is always kept as ``__cause__``.
 from __future__ import annotations
 
 import contextlib
-import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
-from urllib.parse import parse_qsl, quote, quote_plus, urlsplit
 
 __all__ = [
     "APIError",
@@ -77,24 +75,8 @@ __all__ = [
     "SinkError",
     "TransportError",
     "redact_url",
-    "scrub_secrets",
     "storage_errors",
-    "url_secrets",
 ]
-
-#: What replaces a secret in text that came from a server.
-REDACTED = "<redacted>"
-
-# Any absolute URL inside free text (stops at whitespace, quotes and brackets).
-_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s\"'<>()\[\]{}`]+")
-# key=value pairs that carry credentials, wherever they appear (a query string echoed
-# without its URL, a header dump ...).
-_SECRET_PAIR = re.compile(
-    r"(?i)\b((?:x-amz-)?(?:signature|credential|security-token)|sig|token|access_token"
-    r"|api_key|password|authorization)(\s*[=:]\s*)(?:token\s+|bearer\s+)?[^\s&;,\"'<>]+"
-)
-# The shortest literal that is scrubbed: shorter values are too likely to be ordinary words.
-_MIN_SECRET = 4
 
 
 def redact_url(url: str | None) -> str | None:
@@ -107,76 +89,6 @@ def redact_url(url: str | None) -> str | None:
     from ._urls import redact_url as redact
 
     return redact(url)
-
-
-def url_secrets(url: str | None) -> list[str]:
-    """Return the secret parts of ``url``: its password, query string and query values.
-
-    These are the strings :func:`scrub_secrets` must remove when a server echoes them.
-    """
-    if not url:
-        return []
-    try:
-        parts = urlsplit(url)
-        password = parts.password
-    except ValueError:
-        return []
-    found = [password] if password else []
-    if parts.query:
-        found.append(parts.query)
-        found.extend(value for _, value in parse_qsl(parts.query) if value)
-    return found
-
-
-def _redact_url_in_text(match: re.Match[str]) -> str:
-    text = match.group(0)
-    try:
-        return redact_url(text) or ""
-    except ValueError:  # e.g. an invalid port: drop everything after the scheme
-        return text.split("://", 1)[0] + "://" + REDACTED
-
-
-def scrub_secrets(text: str, secrets: Iterable[str | None] = ()) -> str:
-    """Remove every secret from text that came from a server.
-
-    This is the one function through which server text (an error's ``title`` and
-    ``detail``, a message body, a header value) passes before it enters an
-    exception, a log record or the CLI.
-
-    Parameters
-    ----------
-    text : str
-        The server's text.
-    secrets : iterable of str
-        Secrets the client holds (the API token, :func:`url_secrets` of its URLs);
-        each is replaced, also in its percent-encoded forms.
-
-    Returns
-    -------
-    str
-        ``text`` with each secret replaced by ``<redacted>``, every URL reduced to
-        scheme, host and path (no user info, query string or fragment), and
-        credential-looking ``key=value`` pairs (``X-Amz-Signature=…``,
-        ``token=…``, ``Authorization: Token …``) redacted.
-    """
-    values = {s for s in secrets if s and len(s) >= _MIN_SECRET}
-    forms = {form for s in values for form in (s, quote(s, safe=""), quote_plus(s))}
-    for secret in sorted(forms, key=len, reverse=True):
-        text = text.replace(secret, REDACTED)
-    text = _URL_IN_TEXT.sub(_redact_url_in_text, text)
-    return _SECRET_PAIR.sub(lambda m: m.group(1) + m.group(2) + REDACTED, text)
-
-
-def scrub_value(value: Any, secrets: Iterable[str | None] = ()) -> Any:
-    """:func:`scrub_secrets` applied to every string inside a JSON-like value."""
-    held = list(secrets)
-    if isinstance(value, str):
-        return scrub_secrets(value, held)
-    if isinstance(value, list):
-        return [scrub_value(v, held) for v in value]
-    if isinstance(value, dict):
-        return {scrub_secrets(str(k), held): scrub_value(v, held) for k, v in value.items()}
-    return value
 
 
 class ProlificIngestError(Exception):

@@ -21,8 +21,8 @@ from prolific_ingest import (
     Settings,
     load_batch_export,
 )
+from prolific_ingest._scrub import scrub_secrets, url_secrets
 from prolific_ingest.cli import main
-from prolific_ingest.errors import scrub_secrets, url_secrets
 from prolific_ingest.testing import Emulator
 
 FAST_RETRY = RetryPolicy(max_attempts=2, backoff_base=0.001, backoff_max=0.01, max_elapsed=30)
