@@ -15,8 +15,6 @@ retry budget; a stalled attempt never renews that budget.
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import logging
 import re
 import time
@@ -24,10 +22,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import fsspec
 import requests
 import urllib3
 
+from ._download_sink import Sink
 from ._progress import ProgressLike, make_progress
 from ._retry import RetryPolicy, RetryState, is_retriable, parse_retry_after
 from ._urls import is_https_or_loopback
@@ -97,63 +95,13 @@ def _clean_etag(raw: str | None) -> str | None:
     return tag.strip('"') or None
 
 
-class _Sink:
-    """The destination file, with running hashes.
-
-    The file stays open across retries, so a resumed response is appended to the same
-    handle: that works for every fsspec destination alike (an object store's upload in
-    progress included), not only for local files that can be reopened for appending.
-    """
-
-    def __init__(self, dest: str, storage_options: Mapping[str, Any] | None) -> None:
-        self.dest = dest
-        self.fs, self.path = fsspec.core.url_to_fs(dest, **dict(storage_options or {}))
-        self.handle: Any = None
-        self.written = 0
-        self.sha256 = hashlib.sha256()
-        self.md5 = hashlib.md5(usedforsecurity=False)
-
-    @property
-    def resumable(self) -> bool:
-        """Whether bytes were written to a handle that is still open."""
-        return self.written > 0 and self.handle is not None
-
-    def open(self, *, resume: bool) -> None:
-        """Keep appending (``resume``, open handle) or start the file over from byte 0."""
-        if resume and self.handle is not None:
-            return
-        self.close()
-        self.written = 0
-        self.sha256 = hashlib.sha256()
-        self.md5 = hashlib.md5(usedforsecurity=False)
-        self.handle = self.fs.open(self.path, "wb")
-
-    def write(self, chunk: bytes) -> None:
-        self.handle.write(chunk)
-        self.sha256.update(chunk)
-        self.md5.update(chunk)
-        self.written += len(chunk)
-
-    def close(self) -> None:
-        if self.handle is not None:
-            handle, self.handle = self.handle, None
-            handle.close()
-
-    def remove(self) -> None:
-        with contextlib.suppress(Exception):
-            self.close()
-        with contextlib.suppress(OSError):
-            if self.fs.exists(self.path):
-                self.fs.rm(self.path)
-
-
 class _Download:
     """State of one download (kept out of the public function to keep it short)."""
 
     def __init__(
         self,
         url: str,
-        sink: _Sink,
+        sink: Sink,
         *,
         session: requests.Session,
         export_id: str | None,
@@ -425,7 +373,7 @@ def download_archive(
     own = session is None
     http = guarded_session() if session is None else session
     stall = StallRule(window=stall_timeout, min_rate=stall_min_rate)
-    sink = _Sink(dest, storage_options)
+    sink = Sink(dest, storage_options)
     state = RetryState(retry or RetryPolicy(), sleep=sleep, clock=clock)
     try:
         with make_progress(progress, desc=f"download {export_id or ''}".strip()) as bar:
