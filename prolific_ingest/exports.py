@@ -24,6 +24,7 @@ from ._export_models import (
     job_from_body,
     parse_timestamp,
 )
+from ._export_rules import find_reusable_job, url_problem
 from ._progress import make_progress
 from .client import ProlificClient, response_json
 from .errors import (
@@ -178,18 +179,6 @@ def request_export(
     return job
 
 
-def _url_problem(body: dict[str, Any]) -> str | None:
-    """Why a ``complete`` status body gives no usable download URL, or ``None``."""
-    if "url" not in body or body["url"] is None:
-        return "has no url"
-    url = body["url"]
-    if not isinstance(url, str):
-        return f"has a url that is a JSON {type(url).__name__}, not a string"
-    if not url.strip():
-        return "has an empty url"
-    return None
-
-
 def get_export(
     client: ProlificClient,
     ref: ExportRef,
@@ -221,7 +210,7 @@ def get_export(
         raise APIError(msg, status=200, method="GET", url=client.url_for(path))
     if job.status not in _STATUSES:  # server text: it may go into messages and logs
         job = job.replace(status=client.scrub(job.status))
-    problem = _url_problem(body) if job.status == "complete" else None
+    problem = url_problem(body) if job.status == "complete" else None
     if problem is not None:
         msg = (
             f"GET {path} -> 200: export {export_id} is 'complete' but the status {problem}, "
@@ -409,30 +398,3 @@ def delete_export(client: ProlificClient, ref: ExportRef, export_id: str) -> Non
     """
     client.request("DELETE", f"{ref.path}/export/{export_id}", expect=(200, 202, 204))
     logger.info("export %s of %s %s deleted", export_id, ref.kind, ref.id)
-
-
-def find_reusable_job(
-    jobs: Iterable[ExportJob],
-    filter: ExportFilter | None,
-    max_age: timedelta | None,
-    now: datetime | None = None,
-) -> ExportJob | None:
-    """Pick the newest complete job with the same filter, younger than ``max_age``.
-
-    Pure function. ``max_age=None`` accepts any age; with a ``max_age``, jobs with
-    no ``created_at`` are not reused (their age is unknown). Ties keep list order
-    (the API lists newest first).
-    """
-    flt = ExportFilter.coerce(filter)
-    current = now or datetime.now(UTC)
-    if current.tzinfo is None:
-        current = current.replace(tzinfo=UTC)
-    candidates = [j for j in jobs if j.status == "complete" and j.filter_known and j.filter == flt]
-    if max_age is not None:
-        candidates = [
-            j for j in candidates if j.created_at is not None and current - j.created_at <= max_age
-        ]
-    if not candidates:
-        return None
-    floor = datetime.min.replace(tzinfo=UTC)
-    return max(candidates, key=lambda j: j.created_at or floor)  # first of equals wins
