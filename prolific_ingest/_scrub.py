@@ -10,11 +10,11 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from typing import Any
-from urllib.parse import parse_qsl, quote, quote_plus, urlsplit
+from urllib.parse import quote, quote_plus
 
-from .errors import redact_url
+from ._urls import redact_url
 
-__all__ = ["REDACTED", "scrub_secrets", "scrub_value", "url_secrets"]
+__all__ = ["REDACTED", "scrub_secrets", "scrub_value"]
 
 #: What replaces a secret in text that came from a server.
 REDACTED = "<redacted>"
@@ -29,25 +29,6 @@ _SECRET_PAIR = re.compile(
 )
 # The shortest literal that is scrubbed: shorter values are too likely to be ordinary words.
 _MIN_SECRET = 4
-
-
-def url_secrets(url: str | None) -> list[str]:
-    """Return the secret parts of ``url``: its password, query string and query values.
-
-    These are the strings :func:`scrub_secrets` must remove when a server echoes them.
-    """
-    if not url:
-        return []
-    try:
-        parts = urlsplit(url)
-        password = parts.password
-    except ValueError:
-        return []
-    found = [password] if password else []
-    if parts.query:
-        found.append(parts.query)
-        found.extend(value for _, value in parse_qsl(parts.query) if value)
-    return found
 
 
 def _redact_url_in_text(match: re.Match[str]) -> str:
@@ -70,7 +51,7 @@ def scrub_secrets(text: str, secrets: Iterable[str | None] = ()) -> str:
     text : str
         The server's text.
     secrets : iterable of str
-        Secrets the client holds (the API token, :func:`url_secrets` of its URLs);
+        Secrets the client holds (the API token, ``_urls.url_secrets`` of its URLs);
         each is replaced, also in its percent-encoded forms.
 
     Returns

@@ -25,8 +25,8 @@ import requests
 
 from ._api_errors import api_error, response_json
 from ._retry import RetryPolicy, RetryState, is_retriable, parse_retry_after
-from ._scrub import scrub_secrets, url_secrets
-from ._urls import is_https_or_loopback
+from ._scrub import scrub_secrets
+from ._urls import is_https_or_loopback, url_secrets
 from ._version import __version__
 from ._watchdog import Watchdog, guarded_session
 from .config import Secret, Settings, normalize_base_url

@@ -21,7 +21,7 @@ from prolific_ingest import (
     Settings,
     load_batch_export,
 )
-from prolific_ingest._scrub import scrub_secrets, url_secrets
+from prolific_ingest._scrub import scrub_secrets
 from prolific_ingest.cli import main
 from prolific_ingest.testing import Emulator
 
@@ -108,11 +108,3 @@ def test_scrubbing_removes_held_secrets_url_credentials_and_signatures() -> None
         assert secret not in clean
     assert "https://store.example/a/b.zip" in clean  # the useful part of the URL stays
     assert "bad header" in clean
-
-
-def test_url_secrets_lists_password_query_and_query_values() -> None:
-    found = url_secrets("https://u:pw-123@h.example/p?X-Amz-Signature=sig-456&a=b")
-    assert "pw-123" in found
-    assert "sig-456" in found
-    assert "X-Amz-Signature=sig-456&a=b" in found
-    assert url_secrets("https://h.example/p") == []
