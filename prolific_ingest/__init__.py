@@ -1,4 +1,4 @@
-"""prolific_ingest: Prolific Task Builder exports as Arrow-backed DataFrames and Parquet.
+"""prolific_ingest: Prolific Task Builder exports as Arrow-backed DataFrames and a Delta lake.
 
 The supported surface is exactly what this module (and :mod:`prolific_ingest.testing`)
 exports; ``tests/test_public_api.py`` pins it.
@@ -45,6 +45,8 @@ from .errors import (
     ExportStillGeneratingError,
     ExportTimeoutError,
     IntegrityError,
+    LakeNotFoundError,
+    LegacyLakeError,
     MissingMemberError,
     MissingPathError,
     MissingTokenError,
@@ -57,9 +59,16 @@ from .errors import (
     TransportError,
 )
 from .exports import ExportFilter, ExportJob, ExportRef, request_export, wait_for_export
+from .lake import (
+    WriteResult,
+    committed_exports,
+    lake_history,
+    optimize_lake,
+    read_dataset,
+    vacuum_lake,
+)
 from .manage import delete_export, list_exports, prune_exports
 from .result import Export
-from .sinks import WriteResult, committed_exports, read_dataset
 from .tables import ExportTables
 
 logging.getLogger("prolific_ingest").addHandler(logging.NullHandler())
@@ -94,6 +103,8 @@ __all__ = [
     "ExportTables",
     "ExportTimeoutError",
     "IntegrityError",
+    "LakeNotFoundError",
+    "LegacyLakeError",
     "MissingMemberError",
     "MissingPathError",
     "MissingTokenError",
@@ -113,13 +124,16 @@ __all__ = [
     "delete_export",
     "download_archive",
     "download_export",
+    "lake_history",
     "list_exports",
     "load_batch_export",
     "load_batch_exports",
     "load_collection_export",
+    "optimize_lake",
     "prune_exports",
     "read_dataset",
     "read_export",
     "request_export",
+    "vacuum_lake",
     "wait_for_export",
 ]

@@ -1,6 +1,6 @@
 """The load pipeline: resolve an export, fetch it into the cache, parse it, write it.
 
-Composes the single-job modules (exports, download, cache, archive, tables, sinks);
+Composes the single-job modules (exports, download, cache, archive, tables, lake);
 it holds no I/O code of its own beyond the parsed-table cache beside each archive.
 """
 
@@ -18,7 +18,6 @@ import pyarrow as pa
 from . import exports as lifecycle
 from ._retry import RetryState
 from ._table_cache import TableCache
-from ._urls import parse_storage_url
 from .archive import open_archive
 from .cache import CachedExport, ExportCache
 from .client import ProlificClient
@@ -34,9 +33,10 @@ from .errors import (
     IntegrityError,
 )
 from .exports import ExportFilter, ExportJob, ExportRef
+from .lake import WriteResult
+from .lake import write_export as write_lake
 from .manage import delete_finished_job, prunable_jobs
-from .sinks import WriteResult, write_parquet
-from .tables import ExportTables, iter_record_batches, schema_for, table_names
+from .tables import ExportTables, iter_record_batches
 
 OnBadRecords = Literal["raise", "quarantine", "skip"]
 
@@ -345,7 +345,7 @@ def _read_committed(store: TableCache) -> ExportTables:
     return tables
 
 
-# -- Parquet output ------------------------------------------------------------------------------
+# -- lake output ---------------------------------------------------------------------------------
 
 
 def write_export(
@@ -361,23 +361,19 @@ def write_export(
     partition_by: Sequence[str] = (),
     storage_options: dict[str, Any] | None = None,
 ) -> WriteResult:
-    """Write tables (or a batch stream) to ``output`` as one committed export.
+    """Load tables (or a batch stream) into the Delta lake at ``output`` as one load.
 
-    See :mod:`prolific_ingest.sinks` for the layout and the commit protocol.
+    See :mod:`prolific_ingest.lake` for the layout, the commits and the load record.
     """
-    target = parse_storage_url(output, storage_options, purpose="output")
-    return write_parquet(
+    return write_lake(
         data,
-        target.url,
+        output,
         kind=kind,
         owner_id=owner_id,
         export_id=export_id,
-        schemas={name: schema_for(name, kind) for name in table_names(kind)},
+        filter=filter.to_json() if filter is not None else None,
+        archive_sha256=archive_sha256,
         overwrite=overwrite,
         partition_by=partition_by,
-        storage_options=target.storage_options,
-        manifest_extra={
-            "filter": filter.to_json() if filter is not None else None,
-            "archive_sha256": archive_sha256,
-        },
+        storage_options=storage_options,
     )

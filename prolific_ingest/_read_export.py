@@ -15,8 +15,8 @@ from typing import Any
 import fsspec
 
 from ._cache_entry import ARCHIVE_NAME, MANIFEST_NAME
+from ._parquet import check_id
 from ._pipeline import OnBadRecords
-from ._sinks_layout import check_id
 from ._urls import parse_storage_url
 from .archive import open_archive
 from .errors import ConfigurationError

@@ -22,7 +22,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.dataset as ds
 
-from ._sinks_writer import BufferBudget, RowGroupWriter
+from ._parquet import BufferBudget, RowGroupWriter
 from ._version import __version__
 from .cache import CachedExport
 from .tables import ExportTables, schema_for, table_names

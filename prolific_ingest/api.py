@@ -1,7 +1,7 @@
 """The user-facing verbs: thin wrappers that compose the pipeline.
 
 ``load_batch_export`` / ``load_collection_export`` do everything (request, poll, download,
-cache, parse, optionally write Parquet); ``read_export`` reads an archive already on disk or
+cache, parse, optionally load into the Delta lake); ``read_export`` reads an archive already on disk or
 in a bucket; ``load_batch_exports`` loads many batches concurrently.
 """
 
@@ -26,8 +26,10 @@ from .client import ProlificClient
 from .config import Settings
 from .errors import ConfigurationError, ProlificIngestError
 from .exports import ExportFilter, ExportJob, ExportRef
+from .lake import committed_exports
+from .lake._layout import check_partition_by
+from .lake._storage import resolve_lake
 from .result import Export
-from .sinks import committed_exports
 
 __all__ = [
     "DEFAULT_MAX_AGE",
@@ -45,8 +47,8 @@ logger = logging.getLogger(__name__)
 #: Reuse a cached or server-side complete export with the same filter younger than this.
 DEFAULT_MAX_AGE = timedelta(minutes=15)
 #: Incremental loads re-request this much before the last watermark: the ``from`` bound's
-#: exact semantics are not documented, and responses may be committed late. Duplicates are
-#: removed by :func:`~prolific_ingest.read_dataset`.
+#: exact semantics are not documented, and responses may be committed late. The overlap is
+#: merged on the natural keys, so the lake's tables still hold each row once.
 INCREMENTAL_OVERLAP = timedelta(hours=1)
 
 _UNSET: Any = object()
@@ -75,11 +77,11 @@ def load_batch_export(
     progress: bool | str | None = None,
     client: ProlificClient | None = None,
 ) -> Export:
-    """Load a Task Builder batch export as tidy DataFrames (and optionally Parquet).
+    """Load a Task Builder batch export as tidy DataFrames (and optionally into a Delta lake).
 
     Requests an export (or reuses a recent one), polls it until ``complete``, streams the
     archive into the cache, parses it into Arrow-backed DataFrames, and with ``output=``
-    writes a committed Parquet dataset.
+    merges every table into the Delta lake there (one commit per table, then a load record).
 
     Parameters
     ----------
@@ -103,21 +105,24 @@ def load_batch_export(
         Use the cache only, with no network call at all; raises
         :class:`~prolific_ingest.CacheMissError` when nothing suitable is cached.
     output : str, optional
-        fsspec URL or path: also write Parquet there (hive layout, committed by manifest).
+        The Delta lake root (local path, ``s3://``, ``gs://``, ``abfs://``): each table is
+        merged into the Delta table ``<output>/<table>`` on its natural keys, partitioned
+        by ``batch_id`` (docs: "Data lakes").
     incremental : bool, default False
-        With ``output``: request only responses since the last committed export's
-        watermark (minus :data:`INCREMENTAL_OVERLAP`); read the union with
-        :func:`~prolific_ingest.read_dataset`.
+        With ``output``: request only responses since the watermark of the last load
+        recorded in the lake (minus :data:`INCREMENTAL_OVERLAP`); the overlap is merged,
+        so every row is held once.
     overwrite : bool, default False
-        Replace this export in ``output`` if it is already committed there.
+        Load this export again even when the lake records it as loaded.
     partition_by : sequence of str, default ()
-        Extra Parquet partitioning; ``("date",)`` splits tables with ``created_at`` by day.
+        Extra partitioning; ``("date",)`` splits ``responses`` by the UTC day of ``created_at``.
     cache : str, optional
         Cache location (path or fsspec URL); default ``$PROLIFIC_INGEST_CACHE`` or the
         per-user cache directory.
     storage_options : dict, optional
-        Passed to fsspec for ``output`` and for a remote cache (given as ``cache`` or
-        set by ``$PROLIFIC_INGEST_CACHE``).
+        fsspec options (``key``, ``secret``, ``client_kwargs={"endpoint_url": ...}``,
+        ``anon``, ``profile`` ...) for a remote cache and for ``output``; for the lake they
+        are translated to delta-rs options (delta-rs option names are accepted as-is).
     token : str, optional
         API token; default ``$PROLIFIC_TOKEN``. Never logged or written anywhere.
     base_url : str, optional
@@ -219,9 +224,14 @@ def _load(
         raise ConfigurationError(msg)
     flt = ExportFilter.coerce(study_id=study_id, since=since, until=until)
     target = parse_storage_url(output, storage_options) if output is not None else None
+    if target is not None:  # a bad lake URL or option fails before any download
+        resolve_lake(target.url, target.storage_options)
+        check_partition_by(partition_by)
     if incremental:
         if target is None:
-            msg = "incremental=True needs output=: the watermark is read from the dataset"
+            msg = (
+                "incremental=True needs output=: the watermark is read from the lake's load records"
+            )
             raise ConfigurationError(msg)
         flt = _incremental_filter(ref, flt, target)
     explicit_age = max_age is not _UNSET
@@ -282,23 +292,20 @@ def _load(
 
 
 def _incremental_filter(ref: ExportRef, flt: ExportFilter, output: StorageURL) -> ExportFilter:
-    manifests = committed_exports(
+    records = committed_exports(
         output.url, kind=ref.kind, owner_id=ref.id, storage_options=output.storage_options
     )
-    # Only exports of the same study scope count: a study_id=A run says nothing about B.
+    # Only loads of the same study scope count: a study_id=A run says nothing about B.
     marks = [
-        m["watermark"]
-        for m in manifests
-        if m.get("watermark")
-        and isinstance(m.get("filter"), dict)
-        and m["filter"].get("study_id") == flt.study_id
+        r["watermark"]
+        for r in records
+        if r.get("watermark")
+        and isinstance(r.get("filter"), dict)
+        and r["filter"].get("study_id") == flt.study_id
     ]
     if not marks:
         logger.info(
-            "%s %s: no committed export in %s; loading everything",
-            ref.kind,
-            ref.id,
-            output.display,
+            "%s %s: no load recorded in %s; loading everything", ref.kind, ref.id, output.display
         )
         return flt
     watermark = max(datetime.fromisoformat(str(m)) for m in marks)

@@ -164,8 +164,8 @@ def _summary_text(export: Any) -> str:
         cols = ", ".join(map(str, frame.columns[:8])) + (" …" if len(frame.columns) > 8 else "")
         lines.append(f"  {name:<13} {len(frame):>8} rows  [{cols}]")
     if export.written is not None:
-        state = "already committed" if export.written.skipped else "written"
-        lines.append(f"Parquet {state}: {export.written.output}")
+        state = "already loaded" if export.written.skipped else "loaded"
+        lines.append(f"Delta lake {state}: {export.written.output}")
     return "\n".join(lines)
 
 
@@ -252,7 +252,7 @@ def cmd_read(args: argparse.Namespace) -> int:
         storage_options=args.storage_options,
     )
     if args.out:
-        export.written = export.to_parquet(
+        export.written = export.to_lake(
             args.out,
             overwrite=args.overwrite,
             partition_by=tuple(args.partition_by),

@@ -13,9 +13,9 @@ Install with ``pip install "prolific-ingest[dlt]"``, then::
 One resource per table (``submissions``, ``tasks``, ``responses``, ``answers``, ``files``,
 ``instructions``) yields pyarrow Tables with the fixed schemas of ``docs/internals.md`` plus
 ``export_id`` and the owner column (``batch_id`` / ``collection_id``). Every resource uses
-``write_disposition="merge"`` with the table's de-duplication key
-(:data:`prolific_ingest.sinks.DEDUP_KEYS`) as ``primary_key``, so rows delivered again are
-updated in place, never duplicated. ``tasks`` (one row per distinct task content) gets a
+``write_disposition="merge"`` with the table's natural key (the keys the Delta lake of
+``output=`` merges on, :data:`prolific_ingest.lake.MERGE_KEYS`) as ``primary_key``, so
+rows delivered again are updated in place, never duplicated. ``tasks`` (one row per distinct task content) gets a
 ``task_key`` column, a hash of that content, as its key.
 
 **Incremental loading.** After a run, the source state keeps, per batch or collection and
@@ -26,6 +26,11 @@ removes the re-delivered rows). Each export is requested, downloaded and parsed 
 run by a hidden parent resource and shared by the table resources (dlt transformers).
 Lines the reader cannot parse raise :class:`~prolific_ingest.BadRecordError` (the
 ``rejected`` table is not a resource).
+
+**Delta Lake through dlt.** To have dlt itself write Delta tables, use its filesystem
+destination with ``table_format="delta"`` (``pipeline.run(source, table_format="delta")``,
+see dlt's docs). Without dlt, ``load_batch_export(..., output=URL)`` writes the same tables
+as a Delta lake directly (docs: "Data lakes").
 """
 
 from __future__ import annotations
@@ -51,8 +56,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .api import load_batch_export, load_collection_export
+from .lake import MERGE_KEYS
 from .result import Export
-from .sinks import DEDUP_KEYS
 from .tables import table_names
 
 __all__ = ["RESOURCE_TABLES", "prolific_source"]
@@ -62,8 +67,10 @@ logger = logging.getLogger(__name__)
 #: The ``tasks`` resource's primary key: a hash of the row's content (``task_id`` may
 #: repeat, and may be null, when an archive gives one task different contents).
 TASK_KEY = "task_key"
-#: Merge keys per resource: the de-duplication keys of ``read_dataset``, except ``tasks``.
-PRIMARY_KEYS: dict[str, tuple[str, ...]] = {**DEDUP_KEYS, "tasks": (TASK_KEY,)}
+#: Merge keys per resource: the lake's merge keys, except ``tasks`` (a content hash).
+PRIMARY_KEYS: dict[str, tuple[str, ...]] = {
+    name: keys for name, keys in MERGE_KEYS.items() if name != "rejected"
+} | {"tasks": (TASK_KEY,)}
 #: The tables exposed as dlt resources (``tasks`` stays empty for collections).
 RESOURCE_TABLES: tuple[str, ...] = (
     "submissions",
@@ -168,7 +175,7 @@ def _prepare(table: pa.Table, name: str, *, kind: str, owner_id: str, export_id:
 
 def _task_keys(table: pa.Table) -> pa.Array:
     """A stable key per task row: the SHA-256 (hex, 32 digits) of its content columns."""
-    content = [c for c in DEDUP_KEYS["tasks"] if c in table.column_names]
+    content = [c for c in MERGE_KEYS["tasks"] if c in table.column_names]
     rows = zip(*(table.column(c).to_pylist() for c in content), strict=True)
     keys = [
         hashlib.sha256(json.dumps(row, ensure_ascii=False).encode()).hexdigest()[:32]

@@ -35,7 +35,9 @@ working. The original low-level exception is always kept as ``__cause__``.
     │   └── BadRecordError                      unparseable JSONL line (also ValueError)
     ├── CacheError
     │   └── CacheMissError                      offline=True and nothing cached (also LookupError)
-    └── SinkError(url)                          Parquet output could not be written / committed
+    └── SinkError(url)                          the lake could not be written / read
+        ├── LakeNotFoundError                   no Delta table there (also FileNotFoundError)
+        └── LegacyLakeError                     the pre-Delta manifest layout: rebuild from the cache
 """
 
 from __future__ import annotations
@@ -64,6 +66,8 @@ __all__ = [
     "ExportStillGeneratingError",
     "ExportTimeoutError",
     "IntegrityError",
+    "LakeNotFoundError",
+    "LegacyLakeError",
     "MissingMemberError",
     "MissingPathError",
     "MissingTokenError",
@@ -295,11 +299,22 @@ class CacheMissError(CacheError, LookupError):
 
 
 class SinkError(ProlificIngestError):
-    """Parquet output could not be written or committed. ``url`` names the destination."""
+    """The lake (``output=``) could not be written or read. ``url`` names it, without secrets."""
 
     def __init__(self, message: str, *, url: str | None = None) -> None:
         super().__init__(message)
         self.url = url
+
+
+class LakeNotFoundError(SinkError, FileNotFoundError):
+    """``read_dataset`` (or a housekeeping command) found no Delta table at ``url``."""
+
+
+class LegacyLakeError(SinkError):
+    """``url`` holds the manifest layout of prolific-ingest 0.1 previews, not Delta tables.
+
+    The message says how to rebuild the lake from the cache (offline re-loads).
+    """
 
 
 #: Exceptions that keep their own type when they come out of a storage backend.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import io
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -17,7 +18,7 @@ from .archive import open_archive
 from .exports import ExportFilter
 
 if TYPE_CHECKING:
-    from .sinks import WriteResult
+    from .lake import WriteResult
     from .tables import ExportTables
 
 __all__ = ["Export"]
@@ -51,7 +52,7 @@ class Export:
         The tables as pyarrow Tables with their fixed schemas, read on first use (so a
         load with ``output=`` never holds a large export in memory unless asked to).
     written : WriteResult or None
-        Where Parquet was written, when the export was loaded with ``output=``.
+        What was committed into the Delta lake, when the export was loaded with ``output=``.
 
     Notes
     -----
@@ -172,7 +173,7 @@ class Export:
             return archive.extract_files(dest, storage_options=storage_options)
 
     # -- output -----------------------------------------------------------------------------
-    def to_parquet(
+    def to_lake(
         self,
         output: str,
         *,
@@ -180,11 +181,26 @@ class Export:
         partition_by: Sequence[str] = (),
         storage_options: dict[str, Any] | None = None,
     ) -> WriteResult:
-        """Write every table as Parquet under ``output`` with the commit protocol.
+        """Load this export into the Delta lake at ``output`` (what ``output=`` does).
 
-        Layout: ``<output>/<table>/<kind>_id=<id>/export_id=<export_id>/part-0.parquet`` and a
-        manifest ``<output>/_manifests/<kind>_id=<id>/<export_id>.json`` written last.
-        Writing an export that is already committed there is a no-op unless ``overwrite``.
+        Useful for an archive read with :func:`~prolific_ingest.read_export`, or to
+        rebuild a lake from the cache.
+
+        Parameters
+        ----------
+        output : str
+            The lake root (local path, ``s3://``, ``gs://``, ``abfs://``).
+        overwrite : bool, default False
+            Load again even when the lake records this export as loaded.
+        partition_by : sequence of str, default ()
+            ``("date",)`` also partitions ``responses`` by day.
+        storage_options : dict, optional
+            fsspec-style or delta-rs options.
+
+        Returns
+        -------
+        WriteResult
+            The tables, versions and row counts committed.
         """
         from ._pipeline import write_export
 
@@ -198,6 +214,49 @@ class Export:
             overwrite=overwrite,
             partition_by=partition_by,
             storage_options=storage_options,
+        )
+
+    def to_parquet(
+        self,
+        output: str,
+        *,
+        overwrite: bool = False,
+        storage_options: dict[str, Any] | None = None,
+        partition_by: Sequence[str] | None = None,
+    ) -> dict[str, str]:
+        """Write every table of this export as one plain Parquet file, for sharing.
+
+        Layout: ``<output>/<table>.parquet`` (zstd), each table with its fixed schema,
+        empty tables included. This is a copy of one export, not a lake: use
+        ``output=`` on the load verbs for the Delta lake.
+
+        Parameters
+        ----------
+        output : str
+            A local folder or fsspec URL.
+        overwrite : bool, default False
+            Replace files already there (otherwise :class:`FileExistsError`).
+        storage_options : dict, optional
+            Passed to fsspec.
+        partition_by : sequence of str, optional
+            Deprecated and ignored (these are single files now); removed in 0.3.
+
+        Returns
+        -------
+        dict[str, str]
+            Table name -> URL of its file.
+        """
+        from ._parquet import write_tables
+
+        if partition_by is not None:
+            warnings.warn(
+                "Export.to_parquet(partition_by=) is deprecated and ignored: it writes one "
+                "plain file per table; load with output= for a partitioned Delta lake",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+        return write_tables(
+            self.arrow.tables, output, overwrite=overwrite, storage_options=storage_options
         )
 
     def __repr__(self) -> str:

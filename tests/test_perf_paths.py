@@ -167,7 +167,7 @@ def _batch(start: int, n: int, width: int = 100) -> pa.RecordBatch:
 def test_writers_sharing_a_budget_stay_within_it_and_keep_every_row() -> None:
     import io
 
-    from prolific_ingest._sinks_writer import BufferBudget, RowGroupWriter
+    from prolific_ingest._parquet import BufferBudget, RowGroupWriter
 
     limit = 200_000
     budget = BufferBudget(limit)

@@ -1,30 +1,48 @@
-"""Private streaming writer of :mod:`prolific_ingest.sinks`: record batches -> staged Parquet.
+"""Parquet helpers shared by the parsed-table cache, the lake's spool and ``Export.to_parquet``.
 
 One :class:`RowGroupWriter` per output file keeps a ``pq.ParquetWriter`` open and
 buffers incoming batches until ``row_group_rows`` rows are pending, so many small
-batches become few row groups; all the writers of one export share one
+batches become few row groups; writers that are open together share one
 :class:`BufferBudget` (:data:`BUFFER_BYTES`), so memory stays flat however many files
-are open. The parsed-table cache uses the same writer.
+are open.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterable, Iterator, Mapping
-from datetime import datetime
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ._sinks_layout import NULL_PARTITION, Location, leaf_rel
+__all__ = [
+    "BUFFER_BYTES",
+    "COMPRESSION",
+    "BufferBudget",
+    "RowGroupWriter",
+    "check_id",
+    "conform",
+    "iter_batches",
+    "write_tables",
+]
 
 log = logging.getLogger(__name__)
 
 #: Bytes of record batches one export's writers may buffer together (see BufferBudget).
 BUFFER_BYTES = 48 * 1024 * 1024
 COMPRESSION = "zstd"
+
+_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def check_id(name: str, value: str) -> str:
+    """Validate an id used as a path segment or partition value (letters, digits, ``. _ -``)."""
+    if not isinstance(value, str) or not _ID_RE.match(value):
+        msg = f"{name} {value!r} cannot be used as a partition value (letters, digits, . _ - only)"
+        raise ValueError(msg)
+    return value
 
 
 def iter_batches(
@@ -58,19 +76,6 @@ def conform(table: str, batch: Any, schema: Any) -> Any:
         )
         raise ValueError(msg)
     return batch.cast(schema, safe=True)
-
-
-def split_by_date(batch: Any) -> list[tuple[str, Any]]:
-    """Split ``batch`` by the UTC calendar day of ``created_at`` (nulls -> Hive null key)."""
-    ts = batch.column("created_at")
-    if ts.type.tz is not None:
-        ts = ts.cast(pa.timestamp(ts.type.unit))  # same instants, as naive UTC
-    days = ts.cast(pa.date32()).cast(pa.string())
-    parts: list[tuple[str, Any]] = []
-    for day in pc.unique(days).to_pylist():
-        mask = pc.is_null(days) if day is None else pc.equal(days, day)
-        parts.append((NULL_PARTITION if day is None else day, batch.filter(mask)))
-    return parts
 
 
 class BufferBudget:
@@ -196,132 +201,41 @@ class RowGroupWriter:
             self._budget.writers.remove(self)
 
 
-def _leaf(loc: Location, path: str, schema: Any, rows: int, budget: BufferBudget) -> RowGroupWriter:
-    """One Parquet file being written into staging."""
-    loc.ensure_parent(path)
-    return RowGroupWriter(loc.fs.open(path, "wb"), schema, rows, budget)
+def write_tables(
+    tables: Mapping[str, pa.Table],
+    output: str,
+    *,
+    overwrite: bool = False,
+    storage_options: Mapping[str, Any] | None = None,
+) -> dict[str, str]:
+    """Write each table as ``<output>/<name>.parquet`` (temporary name, then moved).
 
-
-class StagedExport:
-    """Write one export's tables into ``<staging>/<layout>``.
-
-    Parameters
-    ----------
-    loc : Location
-        The output root.
-    staging_rel : str
-        ``_staging/<token>`` (relative to the root).
-    col, owner_id, export_id : str
-        Owner column, owner id and export id (partition values).
-    schemas : Mapping[str, pa.Schema]
-        The logical schema of every table; every table gets a file (see the module
-        docstring of ``sinks`` for the date-partitioned exception).
-    by_date : bool
-        Split tables that have a timestamp ``created_at`` by UTC day.
-    row_group_rows : int
-        Rows per row group.
+    Returns table name -> URL. Raises :class:`FileExistsError` for a file already there
+    unless ``overwrite``.
     """
+    import uuid
 
-    def __init__(
-        self,
-        loc: Location,
-        staging_rel: str,
-        *,
-        col: str,
-        owner_id: str,
-        export_id: str,
-        schemas: Mapping[str, Any],
-        by_date: bool,
-        row_group_rows: int,
-    ) -> None:
-        self._loc = loc
-        self._staging = staging_rel
-        self._col, self._owner, self._export = col, owner_id, export_id
-        self._schemas = dict(schemas)
-        self._rows = row_group_rows
-        self._leaves: dict[tuple[str, str | None], RowGroupWriter] = {}
-        self._budget = BufferBudget(BUFFER_BYTES)
-        self._files: dict[str, list[str]] = {name: [] for name in self._schemas}
-        self.counts: dict[str, int] = dict.fromkeys(self._schemas, 0)
-        self.max_response_created_at: datetime | None = None
-        self._dated = {
-            name
-            for name, schema in self._schemas.items()
-            if by_date
-            and "created_at" in schema.names
-            and pa.types.is_timestamp(schema.field("created_at").type)
-        }
+    import fsspec
 
-    def file_schema(self, table: str) -> Any:
-        """The schema stored in the files of ``table`` (the owner column is dropped)."""
-        schema = self._schemas[table]
-        if self._col in schema.names:
-            schema = schema.remove(schema.get_field_index(self._col))
-        return schema
-
-    def _strip_owner(self, table: str, batch: Any) -> Any:
-        if self._col not in batch.schema.names:
-            return batch
-        column = batch.column(self._col)
-        wrong = pc.sum(pc.fill_null(pc.not_equal(column, self._owner), False)).as_py()
-        if wrong:
-            msg = (
-                f"table {table!r}: {wrong} row(s) have {self._col} different from the "
-                f"partition value {self._owner!r}"
-            )
-            raise ValueError(msg)
-        return batch.drop_columns([self._col])
-
-    def _leaf(self, table: str, date: str | None) -> RowGroupWriter:
-        key = (table, date)
-        leaf = self._leaves.get(key)
-        if leaf is None:
-            rel = leaf_rel(table, self._col, self._owner, self._export, date, 0)
-            path = self._loc.path(f"{self._staging}/{rel}")
-            schema = self.file_schema(table)
-            leaf = self._leaves[key] = _leaf(self._loc, path, schema, self._rows, self._budget)
-            self._files[table].append(rel)
-        return leaf
-
-    def write(self, table: str, batch: Any) -> None:
-        """Validate ``batch`` against the schema of ``table`` and stage it."""
-        schema = self._schemas.get(table)
-        if schema is None:
-            msg = f"table {table!r} has no schema (known: {sorted(self._schemas)})"
-            raise ValueError(msg)
-        batch = conform(table, batch, schema)
-        if table == "responses":
-            self._track_watermark(batch)
-        self.counts[table] += batch.num_rows
-        if table in self._dated:
-            for day, part in split_by_date(batch):
-                self._leaf(table, day).write(self._strip_owner(table, part))
-        else:
-            self._leaf(table, None).write(self._strip_owner(table, batch))
-
-    def _track_watermark(self, batch: Any) -> None:
-        if "created_at" not in batch.schema.names or not pa.types.is_timestamp(
-            batch.schema.field("created_at").type
-        ):
-            return
-        top = pc.max(batch.column("created_at")).as_py()
-        if top is not None and (
-            self.max_response_created_at is None or top > self.max_response_created_at
-        ):
-            self.max_response_created_at = top
-
-    def finish(self) -> dict[str, list[str]]:
-        """Close every file; give tables without rows an empty file. Returns relative paths."""
-        for table in self._schemas:
-            if not self._files[table] and table not in self._dated:
-                self._leaf(table, None)
-        for leaf in self._leaves.values():
-            leaf.close()
-        self._leaves.clear()
-        return {name: sorted(paths) for name, paths in self._files.items()}
-
-    def abort(self) -> None:
-        """Close every open file after a failure (the caller removes the staging prefix)."""
-        for leaf in self._leaves.values():
-            leaf.abort()
-        self._leaves.clear()
+    fs, root = fsspec.core.url_to_fs(output, **dict(storage_options or {}))
+    root = str(root).rstrip("/")
+    given = output.rstrip("/")
+    local = "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))
+    if local:
+        fs.makedirs(root, exist_ok=True)
+    written: dict[str, str] = {}
+    for name, table in tables.items():
+        dest = f"{root}/{name}.parquet"
+        if not overwrite and fs.exists(dest):
+            msg = f"{given}/{name}.parquet exists; pass overwrite=True to replace it"
+            raise FileExistsError(msg)
+        tmp = f"{root}/.{name}.parquet.{uuid.uuid4().hex}.tmp"
+        try:
+            with fs.open(tmp, "wb") as fh:
+                pq.write_table(table, fh, compression=COMPRESSION)
+            fs.mv(tmp, dest)
+        finally:
+            if fs.exists(tmp):
+                fs.rm_file(tmp)
+        written[name] = f"{given}/{name}.parquet"
+    return written

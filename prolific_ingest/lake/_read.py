@@ -1,0 +1,234 @@
+"""Read the lake through delta-rs: one table, a consistent state or a chosen version.
+
+Without ``version=``/``as_of=``, each table is read at its newest version that holds
+only completed loads: walking the table's history, the first commit whose export has
+no load record (a load that was interrupted, or is still running) ends the consistent
+prefix. So every table read together shows the same set of loads.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+from deltalake import DeltaTable
+from deltalake.exceptions import TableNotFoundError
+
+from .._parquet import check_id
+from ..errors import LakeNotFoundError, ProlificIngestError
+from ._layout import LOADS, check_table, lake_schema
+from ._legacy import refuse_legacy
+from ._loads import COMMIT_EXPORT, COMMIT_OWNER, read_records, recorded_exports
+from ._storage import Lake, resolve_lake, sink_error
+
+__all__ = ["committed_exports", "consistent_version", "read_dataset"]
+
+logger = logging.getLogger("prolific_ingest.lake")
+
+_UNSET: Any = object()
+
+
+def consistent_version(
+    table: DeltaTable, recorded: set[tuple[str, str]], owner: str | None = None
+) -> int | None:
+    """The newest version of ``table`` made only of recorded loads (``None``: the latest).
+
+    ``owner`` (``batch_id=<id>``) restricts the check to that owner's commits. Returns
+    ``-1`` when even the first commit belongs to an unrecorded load.
+    """
+    for entry in sorted(table.history(), key=lambda h: int(h.get("version", 0))):
+        export = entry.get(COMMIT_EXPORT)
+        who = entry.get(COMMIT_OWNER)
+        if export is None or (owner is not None and who != owner):
+            continue
+        if (who, export) not in recorded:
+            version = int(entry["version"]) - 1
+            logger.warning(
+                "%s: version %d holds export %s (%s) that has no load record (an interrupted "
+                "or running load); reading version %d. Load that export again to complete it.",
+                table.table_uri,
+                version + 1,
+                export,
+                who,
+                version,
+            )
+            return version
+    return None
+
+
+def read_dataset(
+    output: str,
+    table: str,
+    batch_id: str | None = None,
+    *,
+    collection_id: str | None = None,
+    version: int | None = None,
+    as_of: datetime | str | None = None,
+    columns: Sequence[str] | None = None,
+    filters: list[tuple[str, str, Any]] | None = None,
+    storage_options: dict[str, Any] | None = None,
+    as_arrow: bool = False,
+    dedup: Any = _UNSET,
+) -> pd.DataFrame | pa.Table:
+    """Read one table of the Delta lake at ``output``.
+
+    Parameters
+    ----------
+    output : str
+        The lake root (local path, ``s3://``, ``gs://``, ``abfs://`` URL).
+    table : str
+        ``submissions``, ``tasks``, ``responses``, ``answers``, ``files``,
+        ``instructions`` or ``rejected``.
+    batch_id, collection_id : str, optional
+        Only this owner's partition (at most one of them).
+    version : int, optional
+        Read this table version (time travel) instead of the consistent state.
+    as_of : datetime or ISO-8601 str, optional
+        Read the table as it was at this time.
+    columns : sequence of str, optional
+        Only these columns (column pruning).
+    filters : list of (column, op, value), optional
+        Row filters in pyarrow's DNF form; partition columns prune files.
+    storage_options : dict, optional
+        fsspec-style or delta-rs options.
+    as_arrow : bool, default False
+        Return a ``pyarrow.Table`` instead of a pandas DataFrame.
+    dedup : bool, optional
+        Deprecated and ignored: the table holds each key once.
+
+    Returns
+    -------
+    pandas.DataFrame or pyarrow.Table
+        Arrow-backed columns (``pd.ArrowDtype``).
+
+    Raises
+    ------
+    LakeNotFoundError
+        There is no lake (or no such table) at ``output``.
+    LegacyLakeError
+        ``output`` holds the old manifest layout.
+    ValueError
+        Both owner ids, an unknown table, or ``version`` together with ``as_of``.
+    """
+    if dedup is not _UNSET:
+        warnings.warn(
+            "read_dataset(dedup=) is deprecated and ignored: the Delta tables hold each key "
+            "once; it will be removed in 0.3",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+    if batch_id is not None and collection_id is not None:
+        msg = "pass batch_id or collection_id, not both"
+        raise ValueError(msg)
+    if version is not None and as_of is not None:
+        msg = "pass version or as_of, not both"
+        raise ValueError(msg)
+    check_table(table)
+    kind = "collection" if collection_id is not None else "batch"
+    owner_id = batch_id if batch_id is not None else collection_id
+    if owner_id is not None:
+        check_id(f"{kind}_id", owner_id)
+    lake = resolve_lake(output, storage_options)
+    refuse_legacy(lake)
+    try:
+        data = _read(lake, table, kind, owner_id, version, as_of, columns, filters)
+    except (ProlificIngestError, ValueError, TypeError):
+        raise
+    except Exception as exc:
+        raise sink_error(lake, f"read table {table} of", exc) from exc
+    if as_arrow:
+        return data
+    frame: pd.DataFrame = data.to_pandas(types_mapper=pd.ArrowDtype)
+    return frame
+
+
+def _open(lake: Lake, table: str, version: int | None) -> DeltaTable:
+    try:
+        return DeltaTable(lake.table(table), version=version, storage_options=lake.options)
+    except TableNotFoundError as exc:
+        if table == "rejected" and DeltaTable.is_deltatable(lake.table(LOADS), lake.options):
+            raise _NoRejected from exc
+        msg = f"no Delta table {table!r} in {lake.display}: load an export there first"
+        raise LakeNotFoundError(msg, url=lake.shown(table)) from exc
+
+
+class _NoRejected(Exception):
+    """The lake exists but no load ever set lines aside."""
+
+
+def _read(
+    lake: Lake,
+    table: str,
+    kind: str,
+    owner_id: str | None,
+    version: int | None,
+    as_of: datetime | str | None,
+    columns: Sequence[str] | None,
+    filters: list[tuple[str, str, Any]] | None,
+) -> pa.Table:
+    try:
+        delta = _open(lake, table, version)
+    except _NoRejected:
+        schema = lake_schema(table, kind)
+        return schema.empty_table().select(list(columns) if columns else schema.names)
+    owner_col = f"{kind}_id"
+    if as_of is not None:
+        delta.load_as_version(as_of if isinstance(as_of, datetime) else str(as_of))
+    elif version is None:
+        owner = f"{owner_col}={owner_id}" if owner_id is not None else None
+        records = read_records(lake)
+        pinned = consistent_version(delta, recorded_exports(records), owner)
+        if pinned is not None and pinned < 0:
+            schema = pa.schema(delta.schema().to_arrow())
+            return schema.empty_table().select(list(columns) if columns else schema.names)
+        if pinned is not None:
+            delta.load_as_version(pinned)
+    where = list(filters or [])
+    if owner_id is not None:
+        where.append((owner_col, "=", owner_id))
+    result: pa.Table = delta.to_pyarrow_table(
+        columns=list(columns) if columns else None, filters=where or None
+    )
+    return result
+
+
+def committed_exports(
+    output: str,
+    *,
+    kind: str | None = "batch",
+    owner_id: str | None = None,
+    storage_options: dict[str, Any] | None = None,
+) -> list[dict[str, Any]]:
+    """The load records of the lake at ``output``, oldest load first.
+
+    Parameters
+    ----------
+    output : str
+        The lake root.
+    kind : {"batch", "collection"} or None
+        Which owner kind; ``None`` lists both.
+    owner_id : str, optional
+        Only this batch / collection.
+    storage_options : dict, optional
+        fsspec-style or delta-rs options.
+
+    Returns
+    -------
+    list[dict]
+        One dict per completed load: ``kind``, ``owner_id``, ``export_id``, ``filter``,
+        ``watermark``, ``counts``, ``versions`` (table -> version), ``partition_by``,
+        ``archive_sha256``, ``library_version``, ``loaded_at``. ``[]`` for an empty or
+        missing lake.
+    """
+    lake = resolve_lake(output, storage_options)
+    refuse_legacy(lake)
+    try:
+        records = read_records(lake, kind=kind, owner_id=owner_id)
+    except Exception as exc:
+        raise sink_error(lake, "list the loads of", exc) from exc
+    return [r.to_dict() for r in records]
