@@ -3,7 +3,7 @@
 ``moto_server`` starts one ``ThreadedMotoServer`` on 127.0.0.1 (free port) per
 session; ``s3`` resets it per test (``POST /moto-api/reset``), sets fake AWS
 credentials so boto never looks for real ones, and creates a fresh bucket.
-``sink_target`` parametrizes a test over a local path, ``memory://`` and ``s3://``.
+``sink_target`` parametrizes a lake test over a local path and ``s3://``.
 """
 
 from __future__ import annotations
@@ -113,19 +113,13 @@ def memory_prefix() -> Iterator[str]:
     mem.pseudo_dirs.append("")
 
 
-@pytest.fixture(params=["local", "memory", "s3"])
+@pytest.fixture(params=["local", "s3"])
 def sink_target(request: pytest.FixtureRequest, tmp_path: Path) -> SinkTarget:
-    """The conformance targets of the Parquet sinks: local path, memory://, s3:// (moto)."""
+    """Where a lake test writes: a local folder, or s3:// on the moto server."""
     kind = request.param
     if kind == "local":
         out = tmp_path / "lake"
         return SinkTarget("local", str(out), None, fsspec.filesystem("file"), str(out))
-    if kind == "memory":
-        prefix = request.getfixturevalue("memory_prefix")
-        mem = fsspec.filesystem("memory")
-        return SinkTarget(
-            "memory", f"{prefix}/lake", None, mem, mem._strip_protocol(prefix) + "/lake"
-        )
     env: S3Env = request.getfixturevalue("s3")
     return SinkTarget("s3", env.url("lake"), env.storage_options, env.fs, f"{env.bucket}/lake")
 

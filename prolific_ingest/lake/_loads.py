@@ -1,9 +1,10 @@
 """The load records: a ``_loads`` Delta table, one row per completed load, appended last.
 
 A load commits each table once (its commit carries the export id in the commit's
-metadata, see :data:`COMMIT_KEYS`), then appends its record here. A table commit whose
-export has no record belongs to a load that did not finish: readers of the consistent
-state stop before it, and the next run of that load re-applies it (the MERGE is
+metadata, :data:`COMMIT_EXPORT`, visible in ``history()``), then appends its record
+here, naming the version it committed of every table. A table version no record
+names belongs to a load that did not finish: readers of the consistent state read the
+recorded versions, and the next run of that load re-applies it (the MERGE is
 idempotent) and records it.
 """
 
@@ -160,8 +161,3 @@ def read_records(
     rows = table.to_pyarrow_table(filters=filters or None).to_pylist()
     records = [_record(r) for r in rows]
     return sorted(records, key=lambda r: (r.loaded_at, r.export_id))
-
-
-def recorded_exports(records: list[LoadRecord]) -> set[tuple[str, str]]:
-    """``(owner, export_id)`` of every recorded load."""
-    return {(r.owner, r.export_id) for r in records}

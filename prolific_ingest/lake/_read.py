@@ -1,9 +1,9 @@
 """Read the lake through delta-rs: one table, a consistent state or a chosen version.
 
-Without ``version=``/``as_of=``, each table is read at its newest version that holds
-only completed loads: walking the table's history, the first commit whose export has
-no load record (a load that was interrupted, or is still running) ends the consistent
-prefix. So every table read together shows the same set of loads.
+Without ``version=``/``as_of=``, each table is read at the newest version a load record
+names: a load appends its record (with the version of every table it committed) only
+after its last table commit, so table versions beyond that belong to a load that is
+still running or was cut short, and every table read together shows the same loads.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from .._parquet import check_id
 from ..errors import LakeNotFoundError, ProlificIngestError
 from ._layout import LOADS, check_table, lake_schema
 from ._legacy import refuse_legacy
-from ._loads import COMMIT_EXPORT, COMMIT_OWNER, read_records, recorded_exports
+from ._loads import LoadRecord, read_records
 from ._storage import Lake, resolve_lake, sink_error
 
 __all__ = ["committed_exports", "consistent_version", "read_dataset"]
@@ -33,32 +33,15 @@ logger = logging.getLogger("prolific_ingest.lake")
 _UNSET: Any = object()
 
 
-def consistent_version(
-    table: DeltaTable, recorded: set[tuple[str, str]], owner: str | None = None
-) -> int | None:
-    """The newest version of ``table`` made only of recorded loads (``None``: the latest).
+def consistent_version(table: str, records: list[LoadRecord]) -> int | None:
+    """The version of ``table`` that the newest completed load recorded (``None``: none did).
 
-    ``owner`` (``batch_id=<id>``) restricts the check to that owner's commits. Returns
-    ``-1`` when even the first commit belongs to an unrecorded load.
+    Every load records the version of each table it committed, after all its commits;
+    a table version no record reaches may hold part of a load still running or cut
+    short, so the consistent state reads each table at the largest recorded version.
     """
-    for entry in sorted(table.history(), key=lambda h: int(h.get("version", 0))):
-        export = entry.get(COMMIT_EXPORT)
-        who = entry.get(COMMIT_OWNER)
-        if export is None or (owner is not None and who != owner):
-            continue
-        if (who, export) not in recorded:
-            version = int(entry["version"]) - 1
-            logger.warning(
-                "%s: version %d holds export %s (%s) that has no load record (an interrupted "
-                "or running load); reading version %d. Load that export again to complete it.",
-                table.table_uri,
-                version + 1,
-                export,
-                who,
-                version,
-            )
-            return version
-    return None
+    versions = [r.versions[table] for r in records if table in r.versions]
+    return max(versions) if versions else None
 
 
 def read_dataset(
@@ -180,13 +163,17 @@ def _read(
     if as_of is not None:
         delta.load_as_version(as_of if isinstance(as_of, datetime) else str(as_of))
     elif version is None:
-        owner = f"{owner_col}={owner_id}" if owner_id is not None else None
-        records = read_records(lake)
-        pinned = consistent_version(delta, recorded_exports(records), owner)
-        if pinned is not None and pinned < 0:
+        pinned = consistent_version(table, read_records(lake))
+        if pinned is None:  # no load has completed: nothing is committed yet
             schema = pa.schema(delta.schema().to_arrow())
             return schema.empty_table().select(list(columns) if columns else schema.names)
-        if pinned is not None:
+        if pinned != delta.version():
+            logger.info(
+                "%s: reading version %d, the newest one a completed load recorded (now %d)",
+                lake.shown(table),
+                pinned,
+                delta.version(),
+            )
             delta.load_as_version(pinned)
     where = list(filters or [])
     if owner_id is not None:
