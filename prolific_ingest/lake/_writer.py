@@ -4,23 +4,30 @@
   (empty) partition, ``predicate="<owner> = '<id>'"``. It costs what an append costs, and
   unlike a blind append it conflicts with a concurrent writer that filled the partition
   meanwhile, so the retry turns into a MERGE instead of a duplicate.
-- Otherwise a MERGE on the table's natural keys (null-safe), its predicate naming the
-  owner partition as a literal so delta-rs reads only that partition's files. Matched
-  rows are updated only where some value changed (the latest export wins), so files
-  whose rows are all unchanged are not rewritten; new keys are inserted.
+- Otherwise the partition's keys are read (key columns only, that partition only) and
+  the rows split: new keys are appended (one commit); keys already held go through a
+  delta-rs MERGE on the natural keys (null-safe, the owner partition named as a literal
+  so only its files are read) that updates only rows whose values changed (the latest
+  export wins). Unchanged rows rewrite no file and make no commit, so an overlapping
+  incremental window costs about what its new rows cost. (New rows do not go through
+  the MERGE because delta-rs 1.6 writes its output with Arrow string-view types, which
+  Daft 0.7 cannot read.)
+- Every commit into an owner partition carries a Delta application transaction
+  (``txn``, one id per table and owner): two writers of one partition that started from
+  the same snapshot cannot both commit; the loser retries on a fresh snapshot.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
-from deltalake import CommitProperties, DeltaTable, write_deltalake
+from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 from deltalake.exceptions import TableNotFoundError
 
 from .._tables_schema import owner_column
@@ -66,6 +73,26 @@ def _changed(schema: pa.Schema, keys: Sequence[str], skip: Sequence[str]) -> str
     return " OR ".join(f"(s.{c} IS DISTINCT FROM t.{c})" for c in cols)
 
 
+def _key_strings(data: pa.RecordBatch | pa.Table, keys: Sequence[str]) -> pa.Array:
+    """One string per row that is equal exactly when the (null-safe) keys are equal."""
+    parts = []
+    for key in keys:
+        col = data.column(key)
+        text = col if pa.types.is_string(col.type) else pc.cast(col, pa.string())
+        parts.append(pc.fill_null(pc.binary_join_element_wise("v", text, ""), "n"))
+    if len(parts) == 1:
+        return pa.chunked_array([parts[0]]).combine_chunks()
+    joined = pc.binary_join_element_wise(*parts, "\x1f")
+    return pa.chunked_array([joined]).combine_chunks()
+
+
+def _partition_keys(table: DeltaTable, keys: Sequence[str], owner: str, owner_id: str) -> pa.Array:
+    held = table.to_pyarrow_dataset().to_table(
+        columns=list(keys), filter=ds.field(owner) == owner_id
+    )
+    return _key_strings(held, keys)
+
+
 def write_table(
     lake: Lake,
     name: str,
@@ -87,10 +114,14 @@ def write_table(
     keys = MERGE_KEYS[name]
     metadata = {COMMIT_EXPORT: export_id, COMMIT_OWNER: f"{owner}={owner_id}"}
     in_partition = f"{owner} = '{owner_id}'"
+    app_id = f"prolific-ingest/{name}/{owner}={owner_id}"
 
     def attempt() -> TableWrite:
         table = _open(lake, name, schema, parts)
-        props = CommitProperties(custom_metadata=metadata)
+        # An application transaction per owner partition: two writers of one partition
+        # that start from the same snapshot cannot both commit (Delta's txn action).
+        txn = Transaction(app_id=app_id, version=(table.transaction_version(app_id) or 0) + 1)
+        props = CommitProperties(custom_metadata=metadata, app_transactions=[txn])
         occupied = bool(table.file_uris(file_pruning_predicate=in_partition))
         _checkpoints.reached(f"before-commit:{name}")
         if not occupied:
@@ -105,21 +136,57 @@ def write_table(
                 commit_properties=props,
             )
             return TableWrite(name, table.version(), "append", {})
-        on_keys = " AND ".join(f"(t.{k} IS NOT DISTINCT FROM s.{k})" for k in keys)
-        merger = table.merge(
-            source(True),
-            predicate=f"(t.{in_partition}) AND {on_keys}",
-            source_alias="s",
-            target_alias="t",
-            merge_schema=True,
+        return _merge(table, props)
+
+    def _merge(table: DeltaTable, props: CommitProperties) -> TableWrite:
+        known = _partition_keys(table, keys, owner, owner_id)
+        overlap: list[pa.RecordBatch] = []
+        counts = {"inserted": 0, "matched": 0}
+        stream = source(True)
+
+        def fresh() -> Iterator[pa.RecordBatch]:
+            for batch in stream:
+                hit = pc.is_in(_key_strings(batch, keys), value_set=known)
+                held = batch.filter(hit)
+                if held.num_rows:
+                    overlap.append(held)
+                    counts["matched"] += held.num_rows
+                new = batch.filter(pc.invert(hit))
+                counts["inserted"] += new.num_rows
+                if new.num_rows:
+                    yield new
+
+        # New keys: a plain append (pyarrow-typed files, one commit, guarded by the txn).
+        write_deltalake(
+            table,
+            pa.RecordBatchReader.from_batches(stream.schema, fresh()),
+            mode="append",
+            partition_by=parts,
+            schema_mode="merge",
+            storage_options=lake.options,
             commit_properties=props,
         )
+        metrics: dict[str, Any] = dict(counts)
         update_when = _changed(schema, keys, parts)
-        if update_when is not None:
-            merger = merger.when_matched_update_all(predicate=update_when)
-        metrics = merger.when_not_matched_insert_all().execute()
-        logger.debug("table %s: merge metrics %s", name, metrics)
-        return TableWrite(name, table.version(), "merge", dict(metrics))
+        if overlap and update_when is not None:
+            # Keys already held: MERGE updates only the rows whose values changed (the
+            # latest export wins); unchanged rows rewrite no file and make no commit.
+            on_keys = " AND ".join(f"(t.{k} IS NOT DISTINCT FROM s.{k})" for k in keys)
+            merged = (
+                table.merge(
+                    pa.Table.from_batches(overlap, schema=stream.schema),
+                    predicate=f"(t.{in_partition}) AND {on_keys}",
+                    source_alias="s",
+                    target_alias="t",
+                    merge_schema=True,
+                    commit_properties=CommitProperties(custom_metadata=metadata),
+                )
+                .when_matched_update_all(predicate=update_when)
+                .execute()
+            )
+            metrics["updated"] = merged.get("num_target_rows_updated", 0)
+        logger.debug("table %s: merge %s", name, metrics)
+        return TableWrite(name, table.version(), "merge", metrics)
 
     done = committing(attempt, what=f"table {name} of export {export_id}")
     _checkpoints.reached(f"after-commit:{name}")
