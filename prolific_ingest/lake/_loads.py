@@ -16,12 +16,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.dataset as ds
 from deltalake import DeltaTable, write_deltalake
 from deltalake.exceptions import TableNotFoundError
 
 from ._layout import LOADS
 from ._retry import committing
-from ._storage import Lake
+from ._storage import Lake, scan
 
 __all__ = ["COMMIT_EXPORT", "COMMIT_OWNER", "LoadRecord", "append_record", "read_records"]
 
@@ -153,11 +154,12 @@ def read_records(
         table = DeltaTable(lake.table(LOADS), storage_options=lake.options)
     except TableNotFoundError:
         return []
-    filters: list[tuple[str, str, Any]] = []
+    where = None
     if kind is not None:
-        filters.append(("kind", "=", kind))
+        where = ds.field("kind") == kind
     if owner_id is not None:
-        filters.append(("owner_id", "=", owner_id))
-    rows = table.to_pyarrow_table(filters=filters or None).to_pylist()
+        match = ds.field("owner_id") == owner_id
+        where = match if where is None else where & match
+    rows = scan(table, filter=where).to_pylist()
     records = [_record(r) for r in rows]
     return sorted(records, key=lambda r: (r.loaded_at, r.export_id))

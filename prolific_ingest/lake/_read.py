@@ -16,6 +16,7 @@ from typing import Any
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 from deltalake import DeltaTable
 from deltalake.exceptions import TableNotFoundError
 
@@ -24,7 +25,7 @@ from ..errors import LakeNotFoundError, ProlificIngestError
 from ._layout import LOADS, check_table, lake_schema
 from ._legacy import refuse_legacy
 from ._loads import LoadRecord, read_records
-from ._storage import Lake, resolve_lake, sink_error
+from ._storage import Lake, resolve_lake, scan, sink_error
 
 __all__ = ["committed_exports", "consistent_version", "read_dataset"]
 
@@ -178,9 +179,8 @@ def _read(
     where = list(filters or [])
     if owner_id is not None:
         where.append((owner_col, "=", owner_id))
-    result: pa.Table = delta.to_pyarrow_table(
-        columns=list(columns) if columns else None, filters=where or None
-    )
+    expression = pq.filters_to_expression(where) if where else None
+    result: pa.Table = scan(delta, columns=list(columns) if columns else None, filter=expression)
     return result
 
 

@@ -245,3 +245,14 @@ def sink_error(lake: Lake, doing: str, exc: BaseException) -> SinkError:
     """A :class:`SinkError` for a delta-rs / storage failure, secrets removed."""
     detail = scrub(f"{type(exc).__name__}: {exc}", lake)
     return SinkError(f"could not {doing} {lake.display}: {detail}", url=lake.display)
+
+
+def scan(delta: Any, *, columns: list[str] | None = None, filter: Any = None) -> Any:
+    """Read a ``DeltaTable`` as a ``pyarrow.Table`` (file pruning by partition and stats).
+
+    Scans single-threaded: with deltalake 1.6.6 and pyarrow 25, a threaded scan of a
+    Delta dataset can leave a thread behind that aborts the interpreter at exit
+    ("terminate called without an active exception").
+    """
+    dataset = delta.to_pyarrow_dataset()
+    return dataset.to_table(columns=columns, filter=filter, use_threads=False)

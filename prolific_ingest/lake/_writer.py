@@ -35,7 +35,7 @@ from . import _checkpoints
 from ._layout import MERGE_KEYS, partition_columns
 from ._loads import COMMIT_EXPORT, COMMIT_OWNER
 from ._retry import committing
-from ._storage import Lake
+from ._storage import Lake, scan
 
 __all__ = ["TableWrite", "write_table"]
 
@@ -87,9 +87,7 @@ def _key_strings(data: pa.RecordBatch | pa.Table, keys: Sequence[str]) -> pa.Arr
 
 
 def _partition_keys(table: DeltaTable, keys: Sequence[str], owner: str, owner_id: str) -> pa.Array:
-    held = table.to_pyarrow_dataset().to_table(
-        columns=list(keys), filter=ds.field(owner) == owner_id
-    )
+    held = scan(table, columns=list(keys), filter=ds.field(owner) == owner_id)
     return _key_strings(held, keys)
 
 
@@ -203,9 +201,7 @@ def recount_responses(lake: Lake, submissions: pa.Table, *, kind: str, owner_id:
     if not submissions.num_rows:
         return submissions
     responses = DeltaTable(lake.table("responses"), storage_options=lake.options)
-    ids = responses.to_pyarrow_dataset().to_table(
-        columns=["submission_id"], filter=ds.field(owner) == owner_id
-    )
+    ids = scan(responses, columns=["submission_id"], filter=ds.field(owner) == owner_id)
     counts = pc.value_counts(ids.column("submission_id"))
     known = counts.field("values")
     found = pc.index_in(submissions.column("submission_id"), value_set=known)

@@ -1,0 +1,45 @@
+"""Helper process of the lake's kill and concurrency tests (not a test module).
+
+Usage: ``python _lake_writer_process.py LAKE ARCHIVE [EXPORT_ID]``: read the export archive
+and load it into the lake (``Export.to_lake``), then print ``done``.
+
+With ``PROLIFIC_INGEST_TEST_KILL_AT=<point>`` in the environment, the process SIGKILLs
+itself when the writer reaches that named point (see ``prolific_ingest.lake._checkpoints``:
+``before-commit:<table>``, ``mid-write:<table>``, ``after-commit:<table>``,
+``before-record``, ``after-record``), so the test sees a real SIGKILL at that step.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+
+from prolific_ingest import read_export
+from prolific_ingest.lake import _checkpoints
+
+
+def _install_kill_point() -> None:
+    wanted = os.environ.get("PROLIFIC_INGEST_TEST_KILL_AT")
+    if not wanted:
+        return
+
+    def hook(point: str) -> None:
+        if point == wanted:
+            print(f"killed at {point}", flush=True)
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    _checkpoints.hook = hook
+
+
+def main() -> None:
+    lake, archive = sys.argv[1:3]
+    export_id = sys.argv[3] if len(sys.argv) > 3 else None
+    _install_kill_point()
+    export = read_export(archive, export_id=export_id)
+    export.to_lake(lake)
+    print("done", flush=True)
+
+
+if __name__ == "__main__":
+    main()
