@@ -4,7 +4,7 @@ Exit codes
 ----------
 0 success · 1 other library error · 2 usage or configuration (incl. missing token) ·
 3 authentication / permission · 4 not found / not cached · 5 export failed or timed out ·
-6 download or archive problem · 7 Parquet output failed · 8 some batches of several failed ·
+6 download or archive problem · 7 lake (--out) failed · 8 some batches of several failed ·
 130 interrupted.
 """
 
@@ -421,7 +421,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(
         prog="prolific-ingest",
-        description="Load Prolific Task Builder exports into DataFrames and Parquet.",
+        description="Load Prolific Task Builder exports into DataFrames and a Delta lake.",
         epilog="Set PROLIFIC_TOKEN (and optionally PROLIFIC_API_URL) first. Exit codes: see docs/cli.md.",
         allow_abbrev=False,
     )
@@ -438,11 +438,15 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     for kind in ("batch", "collection"):
-        p = add(kind, cmd_load, f"load one or more {kind} exports (and write Parquet with --out)")
+        p = add(
+            kind,
+            cmd_load,
+            f"load one or more {kind} exports (and merge them into a Delta lake with --out)",
+        )
         p.set_defaults(kind=kind)
         p.add_argument("ids", nargs="*", metavar="ID", help=f"{kind} id(s)")
         p.add_argument("--from-file", help="read more ids from this file, one per line")
-        p.add_argument("--out", help="write Parquet to this path or fsspec URL (s3://, gs://, …)")
+        p.add_argument("--out", help="Delta lake root: a path or s3://, gs://, abfs:// URL")
         p.add_argument("--study-id", help="only responses of this study")
         p.add_argument(
             "--since", help="only responses created at or after this ISO-8601 time (UTC)"
@@ -475,10 +479,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("read", cmd_read, "read an export ZIP already on disk or in a bucket (no API call)")
     p.add_argument("archive", help="path or fsspec URL of the ZIP")
-    p.add_argument("--out", help="also write Parquet here")
+    p.add_argument("--out", help="also load it into the Delta lake here")
     p.add_argument(
         "--export-id",
-        help="the export id in the Parquet output (default: its cache entry id, else sha256-<checksum>)",
+        help="the export id in the lake (default: its cache entry id, else sha256-<checksum>)",
     )
     _output_options(p)
     _bad_records_option(p)
@@ -486,7 +490,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add(
         "demo", cmd_demo, "run the whole pipeline against the built-in emulator (no token needed)"
     )
-    p.add_argument("--out", help="where to write Parquet (default ./prolific-demo-output)")
+    p.add_argument("--out", help="where to write the Delta lake (default ./prolific-demo-output)")
     p.add_argument("--seed", type=int, default=0, help="seed of the generated batch")
     p.add_argument("--submissions", type=int, default=50, help="submissions in the generated batch")
 
@@ -528,7 +532,62 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--dry-run", action="store_true", help="with clear: only show what would be removed"
     )
+    _add_lake_commands(add)
     return parser
+
+
+# -- lake housekeeping: prolific-ingest lake history|vacuum|optimize URL ----------------------
+
+
+def _add_lake_commands(add: Callable[..., argparse.ArgumentParser]) -> None:
+    p = add("lake", cmd_lake, "housekeeping of a Delta lake: history, vacuum, optimize")
+    p.add_argument(
+        "action",
+        choices=("history", "vacuum", "optimize"),
+        help=(
+            "history: each table's commits; vacuum: delete files no version within the "
+            "retention keeps (dry run unless --apply); optimize: compact small files"
+        ),
+    )
+    p.add_argument("url", help="the lake root (path or s3://, gs://, abfs:// URL)")
+    p.add_argument("--limit", type=int, help="with history: at most N commits per table")
+    p.add_argument(
+        "--retention-hours",
+        type=int,
+        help="with vacuum: keep files younger than this (default: the table's, 7 days)",
+    )
+    p.add_argument("--apply", action="store_true", help="with vacuum: really delete the files")
+
+
+def cmd_lake(args: argparse.Namespace) -> int:
+    from . import lake
+
+    payload: dict[str, Any]
+    lines: list[str] = []
+    if args.action == "history":
+        payload = lake.lake_history(args.url, limit=args.limit)
+        for table, commits in payload.items():
+            lines.append(f"{table}:")
+            for c in commits:
+                export = c.get("prolific_ingest.export_id") or ""
+                lines.append(
+                    f"  v{c.get('version')}  {c.get('operation', ''):<10} {export}".rstrip()
+                )
+    elif args.action == "vacuum":
+        payload = lake.vacuum_lake(
+            args.url, retention_hours=args.retention_hours, dry_run=not args.apply
+        )
+        verb = "deleted" if args.apply else "would delete"
+        lines = [f"{table}: {verb} {len(files)} file(s)" for table, files in payload.items()]
+    else:
+        payload = lake.optimize_lake(args.url)
+        lines = [
+            f"{table}: {m.get('numFilesRemoved', 0)} file(s) compacted into "
+            f"{m.get('numFilesAdded', 0)}"
+            for table, m in payload.items()
+        ]
+    _emit(args, payload, "\n".join(lines))
+    return 0
 
 
 def _check_usage(args: argparse.Namespace) -> None:
