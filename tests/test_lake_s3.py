@@ -34,9 +34,8 @@ def test_a_load_with_fsspec_options_writes_delta_tables_on_s3(
     assert sorted(back["response_id"]) == sorted(r["response_id"] for r in truth.responses)
     delta = DeltaTable(f"{out}/answers", storage_options=delta_storage_options(out, opts))
     assert delta.to_pyarrow_dataset().count_rows() == truth.counts["answers"]
-    assert [r["export_id"] for r in committed_exports(out, storage_options=opts)][0] == (
-        exp.export_id
-    )
+    loads = committed_exports(out, storage_options=opts)
+    assert loads[0]["export_id"] == exp.export_id and len(loads) == 2
 
 
 def test_a_missing_s3_lake_is_a_typed_error_without_the_secret(s3: Any) -> None:
