@@ -15,6 +15,7 @@ import pandas as pd
 from . import views
 from ._tables_schema import TABLE_NAMES
 from .archive import open_archive
+from .errors import SinkError, redact_url, storage_errors
 from .exports import ExportFilter
 
 if TYPE_CHECKING:
@@ -255,9 +256,15 @@ class Export:
                 DeprecationWarning,
                 stacklevel=2,
             )
-        return write_tables(
-            self.arrow.tables, output, overwrite=overwrite, storage_options=storage_options
-        )
+        shown = redact_url(output) if "://" in output else output
+
+        def failure(detail: str) -> SinkError:
+            return SinkError(f"could not write Parquet to {shown}: {detail}", url=shown)
+
+        with storage_errors(failure):
+            return write_tables(
+                self.arrow.tables, output, overwrite=overwrite, storage_options=storage_options
+            )
 
     def __repr__(self) -> str:
         """``<Export KIND ID export_id=… [filter] fetched_at=… table=rows …>``.

@@ -46,7 +46,8 @@ def test_batch_json_output_and_parquet(env, tmp_path, capsys):
     truth = env.ground_truth(batch_id)
     assert payload["id"] == batch_id
     assert payload["rows"]["answers"] == truth.counts["answers"]
-    assert (out / "_manifests" / f"batch_id={batch_id}").is_dir()
+    assert (out / "answers" / "_delta_log").is_dir()
+    assert (out / "answers" / f"batch_id={batch_id}").is_dir()
 
 
 def test_several_batches_report_per_batch_and_exit_8_on_partial_failure(env, capsys):
@@ -146,7 +147,7 @@ def test_batch_ids_from_file_and_incremental_flag(env, tmp_path, capsys):
     assert sorted(payload["results"]) == sorted(ids)
     assert payload["errors"] == {}
     for batch_id in ids:
-        assert (out / "_manifests" / f"batch_id={batch_id}").is_dir()
+        assert (out / "responses" / f"batch_id={batch_id}").is_dir()
 
 
 def test_emulator_command_prints_url_and_token_then_serves(tmp_path):

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from datetime import timedelta
 from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
 from prolific_ingest import (
@@ -186,20 +184,24 @@ def test_bad_token_unknown_batch_and_no_access_raise_typed_errors(emu, conn):
     assert issubclass(PermissionDeniedError, ProlificIngestError)
 
 
-def test_output_writes_hive_parquet_with_one_schema_per_table(emu, conn, tmp_path):
+def test_output_writes_delta_tables_with_one_schema_per_table(emu, conn, tmp_path):
+    from deltalake import DeltaTable
+
+    from prolific_ingest import committed_exports, read_dataset
+
     out = tmp_path / "lake"
     full = emu.add_batch(seed=11, n_submissions=6)
     empty = emu.add_batch(seed=12, empty=True)
     a = load_batch_export(full, output=str(out), **conn)
-    b = load_batch_export(empty, output=str(out), **conn)
+    load_batch_export(empty, output=str(out), **conn)
     for name in ("submissions", "tasks", "responses", "answers", "files", "instructions"):
-        pa_ = out / name / f"batch_id={full}" / f"export_id={a.export_id}" / "part-0.parquet"
-        pb_ = out / name / f"batch_id={empty}" / f"export_id={b.export_id}" / "part-0.parquet"
-        assert pa_.exists() and pb_.exists(), name
-        assert pq.read_schema(pa_) == pq.read_schema(pb_), name
-        assert pq.read_metadata(pa_).num_rows == a.arrow.row_counts[name]
-    manifest = out / "_manifests" / f"batch_id={full}" / f"{a.export_id}.json"
-    assert json.loads(manifest.read_text())["counts"]["answers"] == len(a.answers)
+        table = DeltaTable(str(out / name))
+        assert table.metadata().partition_columns == ["batch_id"], name
+        got = read_dataset(str(out), name, full)
+        assert len(got) == a.arrow.row_counts[name], name
+        assert list(read_dataset(str(out), name, empty).columns) == list(got.columns), name
+    (record,) = committed_exports(str(out), owner_id=full)
+    assert record["counts"]["answers"] == len(a.answers)
     assert a.written is not None and not a.written.skipped
 
 

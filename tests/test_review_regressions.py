@@ -101,8 +101,8 @@ def test_read_export_of_cache_entries_has_distinct_export_ids(prolific_emulator,
     assert (ra.export_id, rb.export_id) == (a.export_id, b.export_id)
     assert ra.filter is None
     out = str(tmp_path / "lake")
-    assert not ra.to_parquet(out).skipped
-    assert not rb.to_parquet(out).skipped
+    assert not ra.to_lake(out).skipped
+    assert not rb.to_lake(out).skipped
     explicit = read_export(a.archive_url, export_id="mine")
     assert explicit.export_id == "mine"
 
