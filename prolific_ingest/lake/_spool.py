@@ -28,6 +28,9 @@ from ._layout import dated, lake_schema
 __all__ = ["Spool"]
 
 ROW_GROUP_ROWS = 131072
+#: Rows per batch handed to delta-rs: its writer buffers what it is given, so small
+#: batches keep the write's memory flat (measured: 8k rows ~ 215 MB less than 128k).
+READ_BATCH_ROWS = 8192
 
 
 class Spool:
@@ -137,7 +140,7 @@ class Spool:
         parquet = pq.ParquetFile(self.path(table))
         schema = self.schemas[table]
         return pa.RecordBatchReader.from_batches(
-            schema, (b.cast(schema) for b in parquet.iter_batches(batch_size=ROW_GROUP_ROWS))
+            schema, (b.cast(schema) for b in parquet.iter_batches(batch_size=READ_BATCH_ROWS))
         )
 
     def read(self, table: str) -> pa.Table:

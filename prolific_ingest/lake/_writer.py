@@ -27,7 +27,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
-from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
+from deltalake import CommitProperties, DeltaTable, Transaction, WriterProperties, write_deltalake
 from deltalake.exceptions import TableNotFoundError
 
 from .._tables_schema import owner_column
@@ -40,6 +40,11 @@ from ._storage import Lake, scan
 __all__ = ["TableWrite", "write_table"]
 
 logger = logging.getLogger("prolific_ingest.lake")
+
+#: Data files of about this size (delta-rs buffers one file per partition while writing).
+TARGET_FILE_BYTES = 64 * 1024 * 1024
+#: Row groups of the data files: small enough for row-group pruning and bounded memory.
+WRITER = WriterProperties(max_row_group_size=65536)
 
 
 @dataclass(frozen=True)
@@ -132,6 +137,8 @@ def write_table(
                 schema_mode="merge",
                 storage_options=lake.options,
                 commit_properties=props,
+                target_file_size=TARGET_FILE_BYTES,
+                writer_properties=WRITER,
             )
             return TableWrite(name, table.version(), "append", {})
         return _merge(table, props)
@@ -163,6 +170,8 @@ def write_table(
             schema_mode="merge",
             storage_options=lake.options,
             commit_properties=props,
+            target_file_size=TARGET_FILE_BYTES,
+            writer_properties=WRITER,
         )
         metrics: dict[str, Any] = dict(counts)
         update_when = _changed(schema, keys, parts)
