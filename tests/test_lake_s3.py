@@ -107,3 +107,16 @@ def test_an_option_delta_rs_cannot_take_is_named_never_dropped() -> None:
     assert "secret-looking" not in str(info.value)
     with pytest.raises(ConfigurationError, match="client_kwargs"):
         delta_storage_options("s3://b/l", {"client_kwargs": {"proxies": {}}}, environ={})
+
+
+def test_credentials_in_an_s3_url_become_options_and_never_show(s3: Any) -> None:
+    from prolific_ingest.lake._storage import resolve_lake
+
+    lake = resolve_lake("s3://AKID:pass%2Fword@bucket/lake", None)
+    assert lake.uri == "s3://bucket/lake" and lake.display == "s3://bucket/lake"
+    assert lake.options["AWS_ACCESS_KEY_ID"] == "AKID"
+    assert lake.options["AWS_SECRET_ACCESS_KEY"] == "pass/word"
+    assert "pass" not in repr(lake)
+    with pytest.raises(ConfigurationError, match="storage_options") as info:
+        resolve_lake("gs://user:secretpw@bucket/lake", None)
+    assert "secretpw" not in str(info.value)

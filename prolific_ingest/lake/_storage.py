@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from ..errors import ConfigurationError, SinkError, redact_url
 
@@ -128,6 +128,16 @@ def resolve_lake(
     else:
         parts = urlsplit(given)
         uri = f"{parts.scheme}://{parts.hostname or ''}{parts.path}".rstrip("/")
+        if parts.username or parts.password:
+            if scheme not in ("s3", "s3a"):
+                msg = f"{display}: put credentials in storage_options, not in the URL"
+                raise ConfigurationError(msg)
+            # s3fs reads s3://KEY:SECRET@bucket/...; keep that meaning, as options.
+            storage_options = {
+                **dict(storage_options or {}),
+                "key": unquote(parts.username or ""),
+                "secret": unquote(parts.password or ""),
+            }
     options = delta_storage_options(given, storage_options, environ=environ)
     return Lake(
         uri=uri, display=display, options=options, fsspec_options=dict(storage_options or {})
