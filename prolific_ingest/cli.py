@@ -565,7 +565,9 @@ def cmd_lake(args: argparse.Namespace) -> int:
     payload: dict[str, Any]
     lines: list[str] = []
     if args.action == "history":
-        payload = lake.lake_history(args.url, limit=args.limit)
+        payload = lake.lake_history(
+            args.url, limit=args.limit, storage_options=args.storage_options
+        )
         for table, commits in payload.items():
             lines.append(f"{table}:")
             for c in commits:
@@ -575,12 +577,15 @@ def cmd_lake(args: argparse.Namespace) -> int:
                 )
     elif args.action == "vacuum":
         payload = lake.vacuum_lake(
-            args.url, retention_hours=args.retention_hours, dry_run=not args.apply
+            args.url,
+            retention_hours=args.retention_hours,
+            dry_run=not args.apply,
+            storage_options=args.storage_options,
         )
         verb = "deleted" if args.apply else "would delete"
         lines = [f"{table}: {verb} {len(files)} file(s)" for table, files in payload.items()]
     else:
-        payload = lake.optimize_lake(args.url)
+        payload = lake.optimize_lake(args.url, storage_options=args.storage_options)
         lines = [
             f"{table}: {m.get('numFilesRemoved', 0)} file(s) compacted into "
             f"{m.get('numFilesAdded', 0)}"

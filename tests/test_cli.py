@@ -13,7 +13,7 @@ import pytest
 
 from prolific_ingest.cli import build_parser, main
 
-SUBCOMMANDS = ["batch", "collection", "read", "demo", "emulator", "exports", "cache"]
+SUBCOMMANDS = ["batch", "collection", "read", "demo", "emulator", "exports", "cache", "lake"]
 
 
 def test_help_lists_every_subcommand_and_each_has_complete_help(capsys):
@@ -268,7 +268,7 @@ def test_the_cli_reaches_a_custom_s3_endpoint_with_storage_options(env, s3, tmp_
     assert main([*argv, "--storage-options", options, "--json"]) == 0
     payload = json.loads(capsys.readouterr().out)
     s3.fs.invalidate_cache()
-    assert s3.fs.find(f"{s3.bucket}/lake/_manifests/batch_id={batch_id}")
+    assert s3.fs.find(f"{s3.bucket}/lake/answers/batch_id={batch_id}")
     entry = f"{s3.bucket}/cache/batch/{batch_id}/{payload['export_id']}/archive.zip"
     assert s3.fs.exists(entry)
 
@@ -277,7 +277,7 @@ def test_the_cli_reaches_a_custom_s3_endpoint_with_storage_options(env, s3, tmp_
         main(["read", f"s3://{entry}", "--out", s3.url("copy"), "--storage-options", options]) == 0
     )
     s3.fs.invalidate_cache()
-    assert s3.fs.find(f"{s3.bucket}/copy/_manifests")
+    assert s3.fs.find(f"{s3.bucket}/copy/answers/_delta_log")
 
 
 def test_storage_options_come_from_the_environment_too(env, s3, monkeypatch, capsys):
@@ -314,7 +314,7 @@ def test_partition_by_and_overwrite_reach_the_writer(env, tmp_path, capsys):
     out = tmp_path / "lake"
     argv = ["batch", batch_id, "--out", str(out), "--json"]
     first = json.loads(_ok(capsys, [*argv, "--partition-by", "date"]))
-    dates = list((out / "responses").glob(f"batch_id={batch_id}/export_id=*/date=*"))
+    dates = list((out / "responses").glob(f"batch_id={batch_id}/date=*"))
     assert dates, "responses are partitioned by date"
     again = json.loads(_ok(capsys, [*argv, "--partition-by", "date"]))
     assert again["export_id"] == first["export_id"] and again["output_skipped"] is True
@@ -374,4 +374,4 @@ def test_verbose_s3_logs_of_the_console_script_hold_no_url_credentials(env, s3, 
     assert "DEBUG s3fs" in done.stderr  # s3fs's own DEBUG log was on
     assert secret not in done.stderr and secret not in done.stdout
     s3.fs.invalidate_cache()
-    assert s3.fs.find(f"{s3.bucket}/lake/_manifests/batch_id={batch_id}")
+    assert s3.fs.find(f"{s3.bucket}/lake/answers/batch_id={batch_id}")

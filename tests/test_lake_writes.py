@@ -16,6 +16,7 @@ from prolific_ingest import (
     ConfigurationError,
     LakeNotFoundError,
     LegacyLakeError,
+    MissingPathError,
     committed_exports,
     load_batch_export,
     load_collection_export,
@@ -279,10 +280,14 @@ def test_the_old_manifest_layout_is_refused_with_the_rebuild_command(
 
 
 def test_reading_a_lake_that_does_not_exist_is_a_typed_error(tmp_path: Path) -> None:
-    with pytest.raises(LakeNotFoundError, match="responses") as info:
+    with pytest.raises(MissingPathError) as missing:
         read_dataset(str(tmp_path / "nowhere"), "responses")
+    assert isinstance(missing.value, FileNotFoundError)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(LakeNotFoundError, match="responses") as info:
+        read_dataset(str(tmp_path / "empty"), "responses")
     assert isinstance(info.value, FileNotFoundError)
-    assert committed_exports(str(tmp_path / "nowhere")) == []
+    assert committed_exports(str(tmp_path / "empty")) == []
     with pytest.raises(ValueError, match="table"):
         read_dataset(str(tmp_path), "secrets")
 

@@ -181,7 +181,7 @@ def test_s3_credentials_in_a_url_never_reach_any_log_record(prolific_emulator, c
     assert exp.written is not None and SECRET not in exp.written.output
     assert SECRET not in exp.archive_url
     s3.fs.invalidate_cache()
-    assert s3.fs.find(f"{s3.bucket}/lake/_manifests")
+    assert s3.fs.find(f"{s3.bucket}/lake/_loads/_delta_log")
     assert s3.fs.exists(f"{s3.bucket}/cache/batch/{batch_id}/{exp.export_id}/archive.zip")
     assert len(exp.answers) == prolific_emulator.ground_truth(batch_id).counts["answers"]
     with pytest.raises(ConfigurationError, match="already loaded") as info:

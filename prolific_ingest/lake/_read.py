@@ -21,6 +21,7 @@ from deltalake import DeltaTable
 from deltalake.exceptions import TableNotFoundError
 
 from .._parquet import check_id
+from .._urls import parse_storage_url
 from ..errors import LakeNotFoundError, ProlificIngestError
 from ._layout import LOADS, check_table, lake_schema
 from ._legacy import refuse_legacy
@@ -92,8 +93,10 @@ def read_dataset(
 
     Raises
     ------
+    MissingPathError
+        ``output`` is a local path that does not exist (also ``FileNotFoundError``).
     LakeNotFoundError
-        There is no lake (or no such table) at ``output``.
+        No such table at ``output`` (also ``FileNotFoundError``).
     LegacyLakeError
         ``output`` holds the old manifest layout.
     ValueError
@@ -117,6 +120,7 @@ def read_dataset(
     owner_id = batch_id if batch_id is not None else collection_id
     if owner_id is not None:
         check_id(f"{kind}_id", owner_id)
+    parse_storage_url(output, storage_options, purpose="read")  # a missing local root raises
     lake = resolve_lake(output, storage_options)
     refuse_legacy(lake)
     try:

@@ -13,9 +13,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
-from ..errors import ConfigurationError, SinkError, redact_url
+from .._urls import parse_storage_url
+from ..errors import ConfigurationError, SinkError
 
 __all__ = ["Lake", "delta_storage_options", "resolve_lake", "scrub"]
 
@@ -100,14 +101,13 @@ def resolve_lake(
         keeps a fresh in-memory store per table handle, so nothing written there could
         be read back), or an option delta-rs has no equivalent for.
     """
-    if isinstance(url, os.PathLike):
-        url = os.fspath(url)
-    if not isinstance(url, str) or not url.strip():
-        msg = "output must be a non-empty path or URL"
-        raise ConfigurationError(msg)
-    given = url.rstrip("/") or url
-    scheme = _scheme(given)
-    display = redact_url(given) or "" if "://" in given else given
+    # The one URL rule of the package first: malformed URLs, unknown protocols, and
+    # credentials in the URL moved into the options.
+    target = parse_storage_url(url, storage_options, purpose="output")
+    given = target.url.rstrip("/") or target.url
+    scheme = "" if target.is_local else target.protocol
+    display = target.display
+    storage_options = target.storage_options
     if scheme == "memory":
         msg = (
             f"{display}: memory:// cannot hold a Delta lake (delta-rs keeps a fresh in-memory "
@@ -121,23 +121,12 @@ def resolve_lake(
             "s3://, gs:// or abfs://)"
         )
         raise ConfigurationError(msg)
-    if scheme in _LOCAL:
-        path = given[len("file://") :] if scheme == "file" else given
+    if target.is_local:
+        path = given.removeprefix("file://")
         uri = str(Path(path).expanduser().absolute())
         display = uri
     else:
-        parts = urlsplit(given)
-        uri = f"{parts.scheme}://{parts.hostname or ''}{parts.path}".rstrip("/")
-        if parts.username or parts.password:
-            if scheme not in ("s3", "s3a"):
-                msg = f"{display}: put credentials in storage_options, not in the URL"
-                raise ConfigurationError(msg)
-            # s3fs reads s3://KEY:SECRET@bucket/...; keep that meaning, as options.
-            storage_options = {
-                **dict(storage_options or {}),
-                "key": unquote(parts.username or ""),
-                "secret": unquote(parts.password or ""),
-            }
+        uri = given
     options = delta_storage_options(given, storage_options, environ=environ)
     return Lake(
         uri=uri, display=display, options=options, fsspec_options=dict(storage_options or {})
