@@ -15,12 +15,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from .._parquet import check_id
 from .._version import __version__
 from ..errors import ProlificIngestError
 from . import _checkpoints
-from ._layout import check_partition_by, write_order
+from ._layout import MERGE_KEYS, check_partition_by, write_order
 from ._legacy import refuse_legacy
 from ._loads import LoadRecord, append_record, read_records
 from ._spool import Spool
@@ -194,10 +195,14 @@ def _commit_tables(
                 return table.to_reader()
             return _watched(spool.reader(name), name)
 
+        def source_keys(name: str = name) -> pa.Table:
+            return pq.read_table(spool.path(name), columns=list(MERGE_KEYS[name]))
+
         writes[name] = write_table(
             lake,
             name,
             source,
+            source_keys=source_keys,
             schema=spool.schemas[name],
             kind=spool.kind,
             owner_id=spool.owner_id,

@@ -85,14 +85,26 @@ def _key_strings(data: pa.RecordBatch | pa.Table, keys: Sequence[str]) -> pa.Arr
         col = data.column(key)
         text = col if pa.types.is_string(col.type) else pc.cast(col, pa.string())
         parts.append(pc.fill_null(pc.binary_join_element_wise("v", text, ""), "n"))
-    if len(parts) == 1:
-        return pa.chunked_array([parts[0]]).combine_chunks()
-    joined = pc.binary_join_element_wise(*parts, "\x1f")
-    return pa.chunked_array([joined]).combine_chunks()
+    joined = parts[0] if len(parts) == 1 else pc.binary_join_element_wise(*parts, "\x1f")
+    if isinstance(joined, pa.ChunkedArray):
+        joined = joined.combine_chunks()
+    return joined.cast(pa.string())
 
 
-def _partition_keys(table: DeltaTable, keys: Sequence[str], owner: str, owner_id: str) -> pa.Array:
-    held = scan(table, columns=list(keys), filter=ds.field(owner) == owner_id)
+def _partition_keys(
+    table: DeltaTable, keys: Sequence[str], owner: str, owner_id: str, source: pa.Table
+) -> pa.Array:
+    """Keys of the owner partition that the source also has (by its first key column).
+
+    The scan reads only the key columns of that partition and keeps only rows whose first
+    key is one of the source's, so memory follows the source, not the table.
+    """
+    first = source.column(keys[0])
+    where = ds.field(owner) == owner_id
+    candidates = ds.field(keys[0]).isin(pc.drop_null(pc.unique(first)))
+    if first.null_count:
+        candidates = candidates | ds.field(keys[0]).is_null()
+    held = scan(table, columns=list(keys), filter=where & candidates)
     return _key_strings(held, keys)
 
 
@@ -101,6 +113,7 @@ def write_table(
     name: str,
     source: Callable[[bool], pa.RecordBatchReader],
     *,
+    source_keys: Callable[[], pa.Table],
     schema: pa.Schema,
     kind: str,
     owner_id: str,
@@ -110,7 +123,8 @@ def write_table(
     """Commit the rows of ``source`` into ``<lake>/<name>`` (retrying commit conflicts).
 
     ``source(merging)`` returns a fresh stream of the rows for each attempt; ``merging``
-    tells whether they will be merged into rows already there.
+    tells whether they will be merged into rows already there. ``source_keys()`` returns
+    the rows' key columns (read once per attempt that merges).
     """
     owner = owner_column(kind)
     parts = partition_columns(name, kind, partition_by)
@@ -144,7 +158,7 @@ def write_table(
         return _merge(table, props)
 
     def _merge(table: DeltaTable, props: CommitProperties) -> TableWrite:
-        known = _partition_keys(table, keys, owner, owner_id)
+        known = _partition_keys(table, keys, owner, owner_id, source_keys())
         overlap: list[pa.RecordBatch] = []
         counts = {"inserted": 0, "matched": 0}
         stream = source(True)
