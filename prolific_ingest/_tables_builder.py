@@ -29,6 +29,7 @@ __all__ = [
     "maybe_big_int",
     "parse_line",
     "stdlib_loads",
+    "task_key",
 ]
 
 _ABSENT: Any = object()
@@ -143,6 +144,19 @@ def _extra(obj: dict[str, Any], known: frozenset[str]) -> dict[str, Any] | None:
     if known.issuperset(obj):
         return None
     return {k: v for k, v in obj.items() if k not in known}
+
+
+def task_key(row: tuple[Any, ...]) -> bytes:
+    """The 128-bit digest of a ``tasks`` row's exact content (its de-duplication key).
+
+    A digest, not the text: thousands of long-lived texts scattered through the parse's
+    short-lived objects kept ~45 MB of the allocator's arenas in use.
+    """
+    try:
+        text = orjson.dumps(row)
+    except TypeError:  # an integer beyond 64 bits
+        text = b"\0" + dumps(row).encode("utf-8")
+    return hashlib.blake2b(text, digest_size=16).digest()
 
 
 def _hashable(value: Any) -> Any:
@@ -295,17 +309,22 @@ class RecordBuilder:
         )
         return None if own is None and _no_task(row) else row
 
+    def claim_tasks(self, keys: list[bytes]) -> list[bool]:
+        """For each :func:`task_key`, whether it is new (and mark it seen), in order."""
+        seen = self.seen_tasks
+        keep = []
+        for key in keys:
+            new = key not in seen
+            if new:
+                seen.add(key)
+            keep.append(new)
+        return keep
+
     def add_task(self, row: tuple[Any, ...] | None, new_tasks: list[Any]) -> None:
         """Keep ``row`` unless a task row with exactly the same content was kept before."""
         if row is None:
             return
-        try:
-            text = orjson.dumps(row)
-        except TypeError:  # an integer beyond 64 bits
-            text = b"\0" + dumps(row).encode("utf-8")
-        # A 128-bit digest, not the text: thousands of long-lived texts scattered through
-        # the parse's short-lived objects kept ~45 MB of the allocator's arenas in use.
-        key = hashlib.blake2b(text, digest_size=16).digest()
+        key = task_key(row)
         if key in self.seen_tasks:
             return
         self.seen_tasks.add(key)

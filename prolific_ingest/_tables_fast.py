@@ -21,6 +21,7 @@ line, which produces exactly the same rows (the shared finishing code lives in
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from itertools import chain, compress, count, repeat
 from operator import is_not, not_
 from typing import Any
@@ -37,9 +38,18 @@ from ._tables_builder import (
     _extra,
     answer_items,
     stdlib_loads,
+    task_key,
 )
 
-__all__ = ["Fallback", "build_block", "long_number_lines", "split_block"]
+__all__ = [
+    "BlockTables",
+    "Fallback",
+    "build_block",
+    "commit_block",
+    "long_number_lines",
+    "parse_block",
+    "split_block",
+]
 
 _ABSENT: Any = object()
 _SIMPLE_RESPONSE = frozenset(("id", "created_at", "instruction_id", "type", "answer"))
@@ -133,11 +143,46 @@ def _parse(block: bytes) -> list[Any]:
     return records
 
 
+@dataclass(frozen=True)
+class BlockTables:
+    """The tables of one block, before the export-wide task de-duplication.
+
+    ``tables`` are in emission order; a ``tasks`` batch there holds every task row of
+    the block, ``task_keys`` their :func:`~._tables_builder.task_key` digests (one per
+    row). :func:`commit_block` keeps the rows not seen before. Built without touching
+    the builder's state, so a worker process can build it.
+    """
+
+    tables: list[tuple[str, pa.RecordBatch]]
+    task_keys: list[bytes]
+    coerced: int
+
+
 def build_block(block: bytes, b: RecordBuilder) -> list[tuple[str, pa.RecordBatch]]:
     """Return the batches of a block of whole lines, or raise :class:`Fallback`."""
+    return commit_block(parse_block(block, b), b)
+
+
+def commit_block(result: BlockTables, b: RecordBuilder) -> list[tuple[str, pa.RecordBatch]]:
+    """Add a block's :class:`BlockTables` to the export: new task rows only, counts."""
+    b.coerced += result.coerced
+    out = []
+    for name, batch in result.tables:
+        if name == "tasks":
+            keep = b.claim_tasks(result.task_keys)
+            if not all(keep):
+                batch = batch.filter(pa.array(keep, type=pa.bool_()))
+            if not batch.num_rows:
+                continue
+        out.append((name, batch))
+    return out
+
+
+def parse_block(block: bytes, b: RecordBuilder) -> BlockTables:
+    """Return a block's :class:`BlockTables` (``b`` is only read), or raise :class:`Fallback`."""
     recs = _parse(block)
     if not recs:
-        return []
+        return BlockTables([], [], 0)
     undo: list[tuple[dict[str, Any], Any]] = []
     try:
         return _build(recs, b, undo)
@@ -254,9 +299,7 @@ def _offsets(lists: pa.ListArray) -> tuple[np.ndarray, np.ndarray]:
     return parents, counts
 
 
-def _build(
-    recs: list[Any], b: RecordBuilder, undo: list[tuple[dict[str, Any], Any]]
-) -> list[tuple[str, pa.RecordBatch]]:
+def _build(recs: list[Any], b: RecordBuilder, undo: list[tuple[dict[str, Any], Any]]) -> BlockTables:
     batch = b.kind == "batch"
     if not all(map(_grouped, recs)):
         raise Fallback
@@ -313,12 +356,13 @@ def _build(
         np.cumsum(n_ans) - n_ans, n_ans
     )
 
-    # -- nothing below can fall back: commit state --------------------------------------
-    b.coerced += coerced
+    # -- nothing below can fall back ----------------------------------------------------
     out: list[tuple[str, pa.RecordBatch]] = []
+    task_keys: list[bytes] = []
     if batch:
-        task_rows = _new_tasks(tasks, task_rec, owner, b)
+        task_rows = _task_rows(tasks, task_rec, owner, b)
         if task_rows:
+            task_keys = list(map(task_key, task_rows))
             out.append(("tasks", b._batch("tasks", task_rows, {})))
     for i, raw in bad.items():
         resp_extras[i] = {**(resp_extras[i] or {}), "created_at": raw}
@@ -386,19 +430,15 @@ def _build(
             ),
         )
     )
-    return out
+    return BlockTables(out, task_keys, coerced)
 
 
-def _new_tasks(
+def _task_rows(
     tasks: list[dict[str, Any]], task_rec: np.ndarray, owner: pa.Array, b: RecordBuilder
 ) -> list[tuple[Any, ...]]:
-    """Rows of the ``tasks`` table whose content was not seen before (as the builder's)."""
-    start = len(b.tasks)
+    """The ``tasks`` rows of a block's task objects (``None`` rows, tasks without content,
+    left out), before de-duplication."""
     owners = owner.to_pylist()
-    add, row_of = b.add_task, b.task_row
-    keys: list[Any] = []
-    for t, rec in zip(tasks, task_rec.tolist(), strict=True):
-        add(row_of(t, owners[rec]), keys)
-    rows = b.tasks[start:]
-    del b.tasks[start:]
-    return rows
+    row_of = b.task_row
+    rows = map(row_of, tasks, map(owners.__getitem__, task_rec.tolist()))
+    return [row for row in rows if row is not None]

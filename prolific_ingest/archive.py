@@ -195,6 +195,10 @@ class ExportArchive:
             raise MissingMemberError(msg, source=self._display, member=logical)
         return self._safe[self.members[logical]].info
 
+    def member_size(self, logical: str) -> int:
+        """The uncompressed size a logical member declares, in bytes."""
+        return self._member_info(logical).file_size
+
     def iter_chunks(self, logical: str, chunk_bytes: int | None = None) -> Iterator[bytes]:
         """Yield a member's decompressed bytes in chunks of about ``chunk_bytes``.
 

@@ -52,9 +52,11 @@ import pyarrow as pa
 
 from ._tables_arrow import dumps
 from ._tables_builder import BadLine, RecordBuilder, check_record, parse_line
-from ._tables_fast import Fallback, build_block
+from ._tables_fast import BlockTables, Fallback, build_block, commit_block
 from ._tables_pandas import to_pandas as _to_pandas
+from ._tables_parallel import Outcome, block_outcomes, parse_workers
 from ._tables_schema import TABLE_NAMES, schema_for, table_names
+from . import archive as _archive
 from .archive import BATCH, ExportArchive
 from .errors import BadRecordError, redact_url
 
@@ -182,10 +184,19 @@ class _BlockReader:
         self.skipped = 0
         self.fallbacks = 0
 
-    def read(self, start: int, block: bytes) -> list[tuple[str, pa.RecordBatch]]:
-        """Add a block's rows; return the fast path's batches (empty if it fell back)."""
+    def read(
+        self, start: int, block: bytes, outcome: Outcome = None
+    ) -> list[tuple[str, pa.RecordBatch]]:
+        """Add a block's rows; return the fast path's batches (empty if it fell back).
+
+        ``outcome`` is what a worker process made of the block, if one did.
+        """
+        if isinstance(outcome, BlockTables):
+            return commit_block(outcome, self.builder)
         records: list[Any] | None = None
-        if FAST_PATH:
+        if outcome == "fallback":
+            self.fallbacks += 1
+        elif FAST_PATH:
             try:
                 return build_block(block, self.builder)
             except Fallback as fallback:
@@ -229,6 +240,7 @@ def iter_record_batches(
     *,
     on_bad_records: OnBadRecords = "raise",
     batch_rows: int = 65536,
+    workers: int | None = None,
 ) -> Iterator[tuple[str, pa.RecordBatch]]:
     """Stream ``(table, record batch)`` pairs for every table of the export.
 
@@ -246,6 +258,12 @@ def iter_record_batches(
         the ``rejected`` table, or skip it with one WARNING giving the count.
     batch_rows : int
         Rows per emitted batch (responses/answers).
+    workers : int, optional
+        Processes that parse the member's blocks (``1``: in this process). By default
+        the ``PROLIFIC_PARSE_WORKERS`` environment variable, else one per core for a
+        member of 16 MiB or more and 1 below. The rows and their order are the same
+        for any count; if workers cannot start, the parse continues in this process
+        (with one WARNING per process).
     """
     if on_bad_records not in ("raise", "quarantine", "skip"):
         msg = f"on_bad_records must be 'raise', 'quarantine' or 'skip', not {on_bad_records!r}"
@@ -262,11 +280,16 @@ def iter_record_batches(
     logical = primary_member(archive)
     if logical is not None:
         reader.member = archive.members[logical]
-        for start, block in archive.iter_blocks(logical):
+        n = 1
+        if FAST_PATH:
+            size = archive.member_size(logical)
+            n = parse_workers(workers, size, _archive.CHUNK_BYTES)
+        blocks = archive.iter_blocks(logical)
+        for start, block, outcome in block_outcomes(blocks, n, builder):
             gc_enabled = gc.isenabled()
             gc.disable()  # millions of short-lived containers: collections would dominate
             try:
-                fast = reader.read(start, block)
+                fast = reader.read(start, block, outcome)
             finally:
                 if gc_enabled:
                     gc.enable()
@@ -296,13 +319,19 @@ def iter_record_batches(
         yield from _sliced(iter([("rejected", rejected)]), batch_rows)
 
 
-def build_tables(archive: ExportArchive, *, on_bad_records: OnBadRecords = "raise") -> ExportTables:
+def build_tables(
+    archive: ExportArchive,
+    *,
+    on_bad_records: OnBadRecords = "raise",
+    workers: int | None = None,
+) -> ExportTables:
     """Read every table of ``archive`` into memory.
 
-    See :func:`iter_record_batches` for ``on_bad_records``.
+    See :func:`iter_record_batches` for ``on_bad_records`` and ``workers``.
     """
     batches: dict[str, list[pa.RecordBatch]] = {name: [] for name in table_names(archive.kind)}
-    for name, batch in iter_record_batches(archive, on_bad_records=on_bad_records):
+    stream = iter_record_batches(archive, on_bad_records=on_bad_records, workers=workers)
+    for name, batch in stream:
         batches[name].append(batch)
     tables = {
         name: pa.Table.from_batches(parts, schema=schema_for(name, archive.kind))
