@@ -15,6 +15,7 @@ the worker answers ``OK`` (:func:`encode_result`: Arrow IPC streams, no pickling
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 import select
@@ -50,10 +51,9 @@ def widen_pipe(stream: IO[bytes]) -> None:
     setsize = getattr(fcntl, "F_SETPIPE_SZ", None) if fcntl is not None else None
     if setsize is None:
         return
-    try:
+    # not a pipe, or above /proc/sys/fs/pipe-max-size: keep the default
+    with contextlib.suppress(OSError, ValueError):
         fcntl.fcntl(stream.fileno(), setsize, PIPE_BYTES)
-    except (OSError, ValueError):
-        pass  # not a pipe, or above /proc/sys/fs/pipe-max-size: keep the default
 
 
 def read_frame(stream: IO[bytes]) -> tuple[int, bytes] | None:

@@ -299,7 +299,9 @@ def _offsets(lists: pa.ListArray) -> tuple[np.ndarray, np.ndarray]:
     return parents, counts
 
 
-def _build(recs: list[Any], b: RecordBuilder, undo: list[tuple[dict[str, Any], Any]]) -> BlockTables:
+def _build(
+    recs: list[Any], b: RecordBuilder, undo: list[tuple[dict[str, Any], Any]]
+) -> BlockTables:
     batch = b.kind == "batch"
     if not all(map(_grouped, recs)):
         raise Fallback

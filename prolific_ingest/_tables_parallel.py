@@ -15,6 +15,7 @@ this process, so a load never fails for it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import queue
@@ -131,7 +132,8 @@ class _Worker:
         self.stderr = stderr
         self.results: queue.SimpleQueue[tuple[int, bytes] | None] = queue.SimpleQueue()
         self.inbox: queue.SimpleQueue[tuple[int, bytes] | None] = queue.SimpleQueue()
-        assert proc.stdin is not None and proc.stdout is not None
+        assert proc.stdin is not None
+        assert proc.stdout is not None
         wire.widen_pipe(proc.stdin)
         wire.widen_pipe(proc.stdout)
         for target, stream in ((_pump, proc.stdout), (_feed, proc.stdin)):
@@ -155,7 +157,8 @@ class _Worker:
         try:
             frame = self.results.get(timeout=timeout)
         except queue.Empty:
-            raise _Broken(f"a worker gave no answer within {timeout:.0f} s") from None
+            msg = f"a worker gave no answer within {timeout:.0f} s"
+            raise _Broken(msg) from None
         if frame is None:
             raise _Broken(self._why("a worker exited"))
         tag, body = frame
@@ -184,10 +187,8 @@ def _feed(stream: IO[bytes], inbox: queue.SimpleQueue[tuple[int, bytes] | None])
     except (OSError, ValueError):
         pass
     finally:
-        try:
+        with contextlib.suppress(OSError):
             stream.close()
-        except OSError:
-            pass
 
 
 def _pump(stream: IO[bytes], results: queue.SimpleQueue[tuple[int, bytes] | None]) -> None:
@@ -232,7 +233,7 @@ class _Pool:
         env = {k: v for k, v in os.environ.items() if not k.startswith("PROLIFIC_")}
         stderr = tempfile.TemporaryFile()  # noqa: SIM115  (owned by the worker record)
         try:
-            proc = subprocess.Popen(  # noqa: S603  (our own interpreter and module)
+            proc = subprocess.Popen(
                 [sys.executable, "-c", _BOOT, orjson.dumps(sys.path).decode(), package],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,

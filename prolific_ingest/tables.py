@@ -50,13 +50,13 @@ from typing import Any, Literal
 import pandas as pd
 import pyarrow as pa
 
+from . import archive as _archive
 from ._tables_arrow import dumps
 from ._tables_builder import BadLine, RecordBuilder, check_record, parse_line
 from ._tables_fast import BlockTables, Fallback, build_block, commit_block
 from ._tables_pandas import to_pandas as _to_pandas
 from ._tables_parallel import Outcome, block_outcomes, parse_workers
 from ._tables_schema import TABLE_NAMES, schema_for, table_names
-from . import archive as _archive
 from .archive import BATCH, ExportArchive
 from .errors import BadRecordError, redact_url
 

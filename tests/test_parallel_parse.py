@@ -43,7 +43,7 @@ def export(tmp_path_factory: pytest.TempPathFactory) -> Path:
                 # repeats of earlier lines (same tasks: de-duplicated across blocks and
                 # workers), an unparseable line and a wrongly shaped one (fallback blocks)
                 lines[60:60] = [b"{not json", b'{"tasks": "oops"}']
-                lines += lines[:5] + [b"[1, 2]"]
+                lines += [*lines[:5], b"[1, 2]"]
                 data = b"\n".join(lines) + b"\n"
             zout.writestr(info, data)
     return out
