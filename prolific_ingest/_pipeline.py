@@ -323,15 +323,21 @@ def parse(
     written = None
     with open_archive(entry.archive_path, storage_options=cache.storage_options) as archive:
         metadata = archive.metadata
-        stream = store.tee(iter_record_batches(archive, on_bad_records=on_bad_records), counts)
+        batches = iter_record_batches(archive, on_bad_records=on_bad_records)
+        # Without a sink the tables are wanted in memory: keep them, rather than read the
+        # cache back (a sink's load must stay flat in memory: it reads back on demand).
+        stream = store.tee(batches, counts, keep=sink is None)
         if sink is not None:
             written = sink(stream)
         for _ in stream:  # a sink that found the export committed read nothing: parse anyway
             pass
     reusable = on_bad_records != "skip" and counts.get("rejected", 0) == 0
+    kept = store.kept()
     if reusable and store.commit(counts, metadata):
+        if kept is not None:
+            return Parsed(counts, metadata, lambda: kept, written)
         return Parsed(counts, metadata, lambda: _read_committed(store), written)
-    tables = store.read_uncommitted()
+    tables = kept if kept is not None else store.read_uncommitted()
     store.discard()
     return Parsed(counts, metadata, lambda: tables, written)
 

@@ -12,7 +12,10 @@ are never committed: another load may choose another policy.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import queue
+import threading
 import uuid
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -38,6 +41,10 @@ _DONE = "_tables.json"
 ROW_GROUP_ROWS = 131072
 #: Bytes of record batches the cache's writers may hold together before writing.
 BUFFER_BYTES = 24 * 1024 * 1024
+#: Largest total of record batches a cold load keeps to hand its tables over from memory.
+MEMORY_BYTES = 1024 * 1024 * 1024
+#: Batches that may wait for the background writer.
+QUEUED_BATCHES = 8
 
 
 class TableCache:
@@ -89,37 +96,60 @@ class TableCache:
 
     # -- writing -------------------------------------------------------------------------------
     def tee(
-        self, batches: Iterable[tuple[str, pa.RecordBatch]], counts: dict[str, int]
+        self,
+        batches: Iterable[tuple[str, pa.RecordBatch]],
+        counts: dict[str, int],
+        *,
+        keep: bool = False,
     ) -> Iterator[tuple[str, pa.RecordBatch]]:
-        """Yield ``batches`` unchanged while writing them to temporary table files.
+        """Yield ``batches`` unchanged while a background thread writes them to table files.
 
-        ``counts`` is filled with rows per table. Call :meth:`commit` or :meth:`discard`
-        afterwards (``discard`` also runs if the consumer stops early with an error).
+        ``counts`` is filled with rows per table. With ``keep``, the batches are also kept
+        while they total at most :data:`MEMORY_BYTES` (then :meth:`kept` returns them as
+        tables, so a cold load need not read its own cache back). Call :meth:`commit` or
+        :meth:`discard` afterwards (``discard`` also runs if the consumer stops early
+        with an error, or the writing fails: that error is raised here).
         """
         self._tmp = {
             name: f"{self._path(name)}.tmp-{uuid.uuid4().hex}" for name in table_names(self.kind)
         }
         self.fs.makedirs(self.root, exist_ok=True)
-        budget = BufferBudget(BUFFER_BYTES)
-        writers: dict[str, RowGroupWriter] = {}
+        self._kept: dict[str, list[pa.RecordBatch]] | None = (
+            {name: [] for name in table_names(self.kind)} if keep else None
+        )
+        kept_bytes = 0
+        writer = _BackgroundWriter(self)
         try:
             for name, batch in batches:
-                if name not in writers:
-                    writers[name] = self._writer(name, budget)
-                writers[name].write(batch)
+                writer.put((name, batch))
                 counts[name] = counts.get(name, 0) + batch.num_rows
+                if self._kept is not None:
+                    kept_bytes += batch.nbytes
+                    if kept_bytes > MEMORY_BYTES:
+                        self._kept = None  # too big to hand over: read back on demand
+                    else:
+                        self._kept[name].append(batch)
                 yield name, batch
             for name in table_names(self.kind):
-                if name not in writers:  # every table always exists, even empty
-                    writers[name] = self._writer(name, budget)
-                    counts.setdefault(name, 0)
-            for writer in writers.values():
-                writer.close()
+                counts.setdefault(name, 0)
+            writer.finish()
         except BaseException:
-            for writer in writers.values():
-                writer.abort()
+            writer.abort()
             self.discard()
             raise
+
+    def kept(self) -> ExportTables | None:
+        """The tables :meth:`tee` kept in memory (``None`` if it kept none, or too many)."""
+        kept = getattr(self, "_kept", None)
+        if kept is None:
+            return None
+        return ExportTables(
+            kind=self.kind,
+            tables={
+                name: pa.Table.from_batches(parts, schema=schema_for(name, self.kind))
+                for name, parts in kept.items()
+            },
+        )
 
     def _writer(self, name: str, budget: BufferBudget) -> RowGroupWriter:
         return RowGroupWriter(
@@ -168,6 +198,89 @@ class TableCache:
                     self.fs.rm(tmp)
             except OSError:
                 logger.debug("could not remove %s", tmp)
+
+
+class _BackgroundWriter:
+    """Writes a :class:`TableCache`'s batches on a thread, behind the parse.
+
+    Parquet encoding (zstd) releases the GIL, so it overlaps with the parse. At most
+    :data:`QUEUED_BATCHES` batches wait; every wait is bounded by the thread's progress,
+    and an error on the thread is raised in the caller at the next :meth:`put` or at
+    :meth:`finish`.
+    """
+
+    def __init__(self, store: TableCache) -> None:
+        self.store = store
+        self.queue: queue.Queue[tuple[str, pa.RecordBatch] | None] = queue.Queue(QUEUED_BATCHES)
+        self.error: BaseException | None = None
+        self.writers: dict[str, RowGroupWriter] = {}
+        self.budget = BufferBudget(BUFFER_BYTES)
+        self.thread = threading.Thread(
+            target=self._run, name="prolific-ingest-table-cache", daemon=True
+        )
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            while (item := self.queue.get()) is not None:
+                if self.error is not None:
+                    continue  # keep draining so that the producer never waits in vain
+                name, batch = item
+                try:
+                    if name not in self.writers:
+                        self.writers[name] = self.store._writer(name, self.budget)
+                    self.writers[name].write(batch)
+                except BaseException as exc:  # noqa: BLE001 - re-raised in the producer
+                    self.error = exc
+            if self.error is None:
+                for name in table_names(self.store.kind):
+                    if name not in self.writers:  # every table always exists, even empty
+                        self.writers[name] = self.store._writer(name, self.budget)
+                for writer in self.writers.values():
+                    writer.close()
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the producer
+            self.error = exc
+
+    def _check(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+    def put(self, item: tuple[str, pa.RecordBatch] | None) -> None:
+        """Queue ``item`` (``None``: no more), waiting while the thread makes progress."""
+        while True:
+            self._check()
+            try:
+                self.queue.put(item, timeout=1.0)
+            except queue.Full:
+                if not self.thread.is_alive():
+                    self._check()
+                    msg = "the parsed-table cache writer stopped"
+                    raise OSError(msg) from None
+                continue
+            return
+
+    def finish(self) -> None:
+        """Write what is queued, close every file; raise the thread's error, if any."""
+        self.put(None)
+        while self.thread.is_alive():
+            self.thread.join(timeout=1.0)
+        self._check()
+
+    def abort(self) -> None:
+        """Stop after a failure: nothing more is written, every file is closed."""
+        self.error = self.error or _Aborted()
+        with contextlib.suppress(queue.Full):
+            self.queue.put_nowait(None)
+        while self.thread.is_alive():
+            with contextlib.suppress(queue.Full):
+                self.queue.put_nowait(None)
+            self.thread.join(timeout=0.5)
+        for writer in self.writers.values():
+            writer.abort()
+
+
+class _Aborted(Exception):
+    """The consumer of :meth:`TableCache.tee` stopped early."""
 
 
 _PARQUET = ds.ParquetFileFormat()
