@@ -13,6 +13,7 @@ subprocess so that peak RSS is per measurement:
   streamed to Parquet and never materialised as DataFrames);
 * ``parse``   the library's parse alone: ``build_tables`` of the local archive, then
   ``to_pandas`` (no HTTP, no verification, no caches);
+* ``parse1``  the same on one worker (``workers=1``: no worker processes);
 * ``naive``   ``requests.get(url).content`` -> ``zipfile`` -> ``pd.read_json(lines=True)``
   -> ``pd.json_normalize`` of the answers with their response/task/submission meta;
 * ``pyarrow`` a bare ``pyarrow.json.read_json`` of the extracted member. pyarrow cannot
@@ -52,7 +53,18 @@ BATCH_ID = "5f0c1d2e-3a4b-4c5d-8e6f-708192a3b4c5"
 #: Generated submissions per MB of the primary member (default generator options).
 SUBMISSIONS_PER_MB = 141.1
 MB = 1e6
-KINDS = ("cold", "warm", "output", "parse", "naive", "pyarrow", "pyarrow1", "unzip", "duckdb")
+KINDS = (
+    "cold",
+    "warm",
+    "output",
+    "parse",
+    "parse1",
+    "naive",
+    "pyarrow",
+    "pyarrow1",
+    "unzip",
+    "duckdb",
+)
 
 
 # -- data -------------------------------------------------------------------------------------
@@ -184,6 +196,17 @@ def _parse(spec: dict[str, Any]) -> dict[str, Any]:
     return {"rows": len(frames["answers"]), "arrow": arrow}
 
 
+def _parse1(spec: dict[str, Any]) -> dict[str, Any]:
+    from prolific_ingest.archive import open_archive
+    from prolific_ingest.tables import build_tables
+
+    with open_archive(spec["archive"]) as archive:
+        tables = build_tables(archive, workers=1)
+    frames = tables.to_pandas()
+    arrow = sum(table.nbytes for table in tables.tables.values())
+    return {"rows": len(frames["answers"]), "arrow": arrow}
+
+
 def _naive(spec: dict[str, Any]) -> dict[str, Any]:
     import io
 
@@ -298,6 +321,7 @@ MEASURES: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "warm": _warm,
     "output": _output,
     "parse": _parse,
+    "parse1": _parse1,
     "naive": _naive,
     "pyarrow": _pyarrow,
     "pyarrow1": _pyarrow1,
@@ -426,7 +450,8 @@ def run_size(size_mb: int, workdir: Path, naive_max_mb: float, repeat: int) -> d
                 lambda d: {**common, "cache": str(d / "cache"), "output": str(d / "out")},
                 repeat,
             )
-            results["parse"] = _repeat("parse", lambda d: {"archive": str(archive)}, repeat)
+            for kind in ("parse", "parse1"):
+                results[kind] = _repeat(kind, lambda d: {"archive": str(archive)}, repeat)
             if member_bytes / MB <= naive_max_mb:
                 results["naive"] = _repeat("naive", lambda d: {"url": url}, repeat)
         for kind in ("pyarrow", "pyarrow1"):
@@ -472,6 +497,7 @@ def report(size_mb: int, r: dict[str, Any]) -> str:
     lines += [
         f"  cold load / bare pyarrow MB/s:   {cold_mbps / pa_mbps:6.2f}",
         f"  parse only / bare pyarrow MB/s:  {r['jsonl_mb'] / r['parse']['seconds'] / pa_mbps:6.2f}",
+        f"  parse on workers vs one worker: {r['parse1']['seconds'] / r['parse']['seconds']:6.2f}x faster",
         f"  warm load vs cold load:         {cold['seconds'] / warm['seconds']:6.1f}x faster",
         f"  cold peak RSS / Arrow tables:    {cold['rss_mb'] / arrow_mb:6.2f}  (tables "
         + f"{arrow_mb:.0f} MB; interpreter with imports {cold['base_rss_mb']:.0f} MB)",
