@@ -39,7 +39,7 @@ __all__ = ["ENV_WORKERS", "MIN_PARALLEL_BYTES", "Outcome", "block_outcomes", "pa
 logger = logging.getLogger(__name__)
 
 #: Environment variable that pins the number of parse workers (``1``: no worker process).
-ENV_WORKERS = "PROLIFIC_PARSE_WORKERS"
+ENV_WORKERS = "PROLIFIC_INGEST_PARSE_WORKERS"
 #: A member smaller than this (uncompressed) is parsed in-process when the count is not
 #: pinned: starting interpreters would cost more than it saves.
 MIN_PARALLEL_BYTES = 16 * 2**20

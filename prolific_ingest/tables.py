@@ -260,7 +260,7 @@ def iter_record_batches(
         Rows per emitted batch (responses/answers).
     workers : int, optional
         Processes that parse the member's blocks (``1``: in this process). By default
-        the ``PROLIFIC_PARSE_WORKERS`` environment variable, else one per core for a
+        the ``PROLIFIC_INGEST_PARSE_WORKERS`` environment variable, else one per core for a
         member of 16 MiB or more and 1 below. The rows and their order are the same
         for any count; if workers cannot start, the parse continues in this process
         (with one WARNING per process).

@@ -211,7 +211,7 @@ def test_the_worker_count_follows_the_cores_the_blocks_and_the_setting(
     assert parallel.parse_workers(None, big, 2**20) == 1
     assert parallel.parse_workers(2, big, 2**20) == 2  # the argument wins
     monkeypatch.setenv(parallel.ENV_WORKERS, "many")
-    with pytest.raises(ConfigurationError, match="PROLIFIC_PARSE_WORKERS"):
+    with pytest.raises(ConfigurationError, match="PROLIFIC_INGEST_PARSE_WORKERS"):
         parallel.parse_workers(None, big, 2**20)
     with pytest.raises(ConfigurationError, match="at least 1"):
         parallel.parse_workers(0, big, 2**20)
