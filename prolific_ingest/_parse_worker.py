@@ -97,14 +97,18 @@ def encode_result(result: BlockTables) -> list[bytes | pa.Buffer]:
 
 
 def decode_result(payload: bytes) -> BlockTables:
-    """The inverse of :func:`encode_result`; the batches point into ``payload`` (no copy)."""
+    """The inverse of :func:`encode_result`.
+
+    Each table's stream is copied out of ``payload`` (a memcpy per table), so a batch
+    kept by a writer's buffer pins its own table's bytes, not the whole block's.
+    """
     view = memoryview(payload)
     (size,) = _LENGTH.unpack_from(view)
     at = _LENGTH.size + size
     header = orjson.loads(view[_LENGTH.size : at])
     tables = []
     for name, length in zip(header["names"], header["sizes"], strict=True):
-        with pa.ipc.open_stream(pa.py_buffer(view[at : at + length])) as reader:
+        with pa.ipc.open_stream(pa.py_buffer(bytes(view[at : at + length]))) as reader:
             tables.append((name, reader.read_next_batch()))
         at += length
     keys = [bytes(view[i : i + 16]) for i in range(at, at + 16 * header["keys"], 16)]

@@ -73,7 +73,7 @@ def test_worker_processes_give_the_tables_of_one_worker(
     with caplog.at_level(logging.WARNING, logger="prolific_ingest"):
         two = _tables(export, 2)
         three = _tables(export, 3)
-    assert not caplog.records
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(decoded) > 10  # blocks really came back from worker processes
     _assert_identical(one, two)
     _assert_identical(one, three)
