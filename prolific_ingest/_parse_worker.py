@@ -56,14 +56,30 @@ def widen_pipe(stream: IO[bytes]) -> None:
         fcntl.fcntl(stream.fileno(), setsize, PIPE_BYTES)
 
 
+def _read_exactly(stream: IO[bytes], n: int) -> bytes | None:
+    """``n`` bytes (short reads of a raw pipe are retried); ``None`` at end of stream."""
+    first = stream.read(n)
+    if first is None or len(first) == n:
+        return first
+    parts = [first]
+    got = len(first)
+    while got < n:
+        part = stream.read(n - got)
+        if not part:
+            return None
+        parts.append(part)
+        got += len(part)
+    return b"".join(parts)
+
+
 def read_frame(stream: IO[bytes]) -> tuple[int, bytes] | None:
     """Read one frame; ``None`` at end of stream (or on a truncated frame)."""
-    head = stream.read(HEADER.size)
-    if len(head) < HEADER.size:
+    head = _read_exactly(stream, HEADER.size)
+    if head is None:
         return None
     tag, length = HEADER.unpack(head)
-    body = stream.read(length) if length else b""
-    if len(body) < length:
+    body = _read_exactly(stream, length) if length else b""
+    if body is None:
         return None
     return tag, body
 
@@ -119,7 +135,8 @@ def main() -> None:
     """Serve blocks until ``END``, end of input, or :data:`IDLE_SECONDS` of silence."""
     out = os.fdopen(os.dup(1), "wb")  # frames only: a stray print goes to stderr instead
     os.dup2(2, 1)
-    source = sys.stdin.buffer
+    # unbuffered: a frame already read ahead into a buffer would be invisible to select()
+    source = os.fdopen(sys.stdin.fileno(), "rb", buffering=0, closefd=False)
     widen_pipe(source)
     widen_pipe(out)
     gc.disable()  # the parse makes millions of short-lived containers and no cycles

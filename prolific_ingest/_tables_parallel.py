@@ -224,8 +224,8 @@ class _Pool:
                 worker = self._start()
                 self.workers.append(worker)
                 worker.send(wire.INIT, config)
-        except OSError as exc:
-            self._break(f"cannot start {sys.executable}: {exc}")
+        except (OSError, ValueError) as exc:
+            self._break(f"cannot start {sys.executable!r}: {exc}")
 
     @staticmethod
     def _start() -> _Worker:
