@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from prolific_ingest import _sinks_writer
+from prolific_ingest import _parquet
 from prolific_ingest import _table_cache as table_cache
 from prolific_ingest._pipeline import parse
 from prolific_ingest._table_cache import TableCache
@@ -54,13 +54,13 @@ def test_cache_files_are_written_on_a_background_thread(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     threads: set[str] = set()
-    real = _sinks_writer.RowGroupWriter.write
+    real = _parquet.RowGroupWriter.write
 
     def spy(self: Any, batch: Any) -> None:
         threads.add(threading.current_thread().name)
         real(self, batch)
 
-    monkeypatch.setattr(_sinks_writer.RowGroupWriter, "write", spy)
+    monkeypatch.setattr(_parquet.RowGroupWriter, "write", spy)
     path = _archive(tmp_path)
     store = TableCache(_entry(tmp_path, path), None)
     counts: dict[str, int] = {}
@@ -85,7 +85,7 @@ def test_a_failing_cache_write_fails_the_parse_and_leaves_no_file(
     def broken(self: Any, batch: Any) -> None:
         raise OSError("disk full (test)")
 
-    monkeypatch.setattr(_sinks_writer.RowGroupWriter, "write", broken)
+    monkeypatch.setattr(_parquet.RowGroupWriter, "write", broken)
     path = _archive(tmp_path)
     store = TableCache(_entry(tmp_path, path), None)
     with open_archive(path) as archive, pytest.raises(OSError, match="disk full"):
