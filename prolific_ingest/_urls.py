@@ -264,7 +264,7 @@ def parse_storage_url(
     protocol = scheme.lower()
     _check_protocol(protocol, purpose, shown)
     if protocol in _LOCAL:
-        return _local(url, shown, purpose)
+        return _local(f"{protocol}://{rest}", shown, purpose)
     userinfo, remainder = _authority(rest)
     host = remainder.partition("/")[0].partition("?")[0].partition("#")[0]
     if protocol in _NEEDS_HOST and not host:
@@ -282,7 +282,7 @@ def _known(name: str) -> bool:
 
 def _local(path: str, shown: str, purpose: str) -> StorageURL:
     if purpose == "read":
-        fs_path = path.partition("://")[2] if path.startswith("file://") else path
+        fs_path = path.partition("://")[2] if "://" in path else path
         if not os.path.exists(fs_path):
             msg = f"read location {shown!r} does not exist"
             raise MissingPathError(msg)

@@ -210,3 +210,12 @@ def test_extracting_uploaded_files_to_a_malformed_url_is_refused_before_writing(
     with pytest.raises(ConfigurationError, match="output location"):
         exp.extract_files(url)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["export.zip"]
+
+
+@pytest.mark.parametrize("scheme", ["file", "FILE", "File", "local"])
+def test_a_local_url_is_read_whatever_the_case_of_its_scheme(tmp_path, scheme):
+    loc = parse_storage_url(f"{scheme}://{tmp_path}", purpose="read")
+    assert loc.is_local
+    assert loc.url == f"{scheme.lower()}://{tmp_path}"
+    with pytest.raises(MissingPathError):
+        parse_storage_url(f"{scheme}://{tmp_path}/absent", purpose="read")
