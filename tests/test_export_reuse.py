@@ -1,4 +1,4 @@
-"""Regressions for reuse safety, incremental scope, archive identity and batch reports."""
+"""Reuse safety, incremental scope, archive identity and batch reports."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""Regressions from the reliability review: skipped outputs, shared remote caches,
-the export cap under scheduled incremental loads, lost DELETE responses, conflicting
+"""Load edge cases: skipped outputs, shared remote caches, the export cap under
+scheduled incremental loads, lost DELETE responses, conflicting
 ``export_id`` and filter arguments, storage errors as typed exceptions."""
 
 from __future__ import annotations
