@@ -1,4 +1,4 @@
-"""User-facing behaviour found by review: identities, messages, CLI options, settings.
+"""User-facing behaviour: identities, messages, CLI options, settings.
 
 Every test drives the real code: the CLI's ``main`` in-process, the library against the
 loopback emulator (``prolific_emulator`` / ``conn``) or archives from the generator.
