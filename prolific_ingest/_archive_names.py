@@ -15,7 +15,8 @@ declared size / ratio over the limits     ``ArchiveSecurityError``     ``Archive
 
 Backslashes are treated as path separators before these checks, so ``..\\..\\x`` is a
 traversal and ``export\\batch.json`` is an ordinary (Windows-written) name. Skipped names
-are never used as paths.
+are never used as paths. The size limits (per member and for the whole archive, checked
+before and while inflating) are :mod:`prolific_ingest._archive_budget`'s.
 """
 
 from __future__ import annotations
@@ -27,9 +28,15 @@ import zipfile
 from collections import Counter
 from dataclasses import dataclass
 
+from ._archive_budget import ArchiveLimits, check_declared
 from .errors import ArchiveSecurityError
 
-__all__ = ["KNOWN_MEMBERS", "ArchiveLimits", "SafeMember", "classify_members"]
+__all__ = [
+    "KNOWN_MEMBERS",
+    "ArchiveLimits",
+    "SafeMember",
+    "classify_members",
+]  # ArchiveLimits: re-export
 
 logger = logging.getLogger(__name__)
 
@@ -44,31 +51,6 @@ KNOWN_MEMBERS = (
 )
 
 _DRIVE = re.compile(r"^[A-Za-z]:")
-
-
-@dataclass(frozen=True)
-class ArchiveLimits:
-    """Size limits that reject zip bombs before anything is decompressed.
-
-    Parameters
-    ----------
-    max_member_bytes : int
-        Largest declared uncompressed size of one member.
-    max_total_bytes : int
-        Largest declared uncompressed size of all members together.
-    max_ratio : float
-        Largest uncompressed/compressed ratio for members of at least ``ratio_min_bytes``.
-    ratio_min_bytes : int
-        Members smaller than this are not ratio-checked (tiny members compress absurdly).
-    max_members : int
-        Largest number of entries.
-    """
-
-    max_member_bytes: int = 32 * 2**30
-    max_total_bytes: int = 128 * 2**30
-    max_ratio: float = 500.0
-    ratio_min_bytes: int = 32 * 2**20
-    max_members: int = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -112,28 +94,7 @@ def classify_members(
     ArchiveSecurityError
         For the cases the module docstring lists as errors.
     """
-    if len(infos) > limits.max_members:
-        msg = f"archive has {len(infos)} entries (limit {limits.max_members})"
-        raise ArchiveSecurityError(msg, source=source)
-    total = 0
-    for info in infos:
-        total += info.file_size
-        if info.file_size > limits.max_member_bytes:
-            msg = (
-                f"member {info.filename!r} declares {info.file_size} bytes "
-                f"(limit {limits.max_member_bytes})"
-            )
-            raise ArchiveSecurityError(msg, source=source, member=info.filename)
-        ratio = info.file_size / max(info.compress_size, 1)
-        if info.file_size >= limits.ratio_min_bytes and ratio > limits.max_ratio:
-            msg = (
-                f"member {info.filename!r} has compression ratio {ratio:.0f} "
-                f"(limit {limits.max_ratio:.0f}): refusing a possible zip bomb"
-            )
-            raise ArchiveSecurityError(msg, source=source, member=info.filename)
-    if total > limits.max_total_bytes:
-        msg = f"archive declares {total} uncompressed bytes (limit {limits.max_total_bytes})"
-        raise ArchiveSecurityError(msg, source=source)
+    check_declared(infos, source=source, limits=limits)
 
     candidates: list[SafeMember] = []
     for info in infos:

@@ -8,10 +8,9 @@ is always streamed in large chunks; a member is never held whole in memory.
 
 from __future__ import annotations
 
-import json
+import contextlib
 import logging
 import os
-import shutil
 import threading
 import zipfile
 import zlib
@@ -22,14 +21,16 @@ from typing import IO, Any, BinaryIO, Self, cast
 
 import fsspec
 
-from ._archive_names import KNOWN_MEMBERS, ArchiveLimits, SafeMember, classify_members
+from ._archive_budget import ArchiveLimits, CountedMember
+from ._archive_metadata import parse_metadata
+from ._archive_names import KNOWN_MEMBERS, SafeMember, classify_members
 from ._urls import parse_storage_url
 from .errors import (
     ArchiveError,
     ArchiveSecurityError,
-    BadRecordError,
     CorruptArchiveError,
     MissingMemberError,
+    SinkError,
     redact_url,
 )
 
@@ -59,6 +60,8 @@ _BOM = b"\xef\xbb\xbf"
 _BATCH_MEMBERS = ("responses-by-submission.jsonl", "responses-by-task.jsonl", "batch.json")
 _COLLECTION_MEMBERS = ("responses.jsonl", "collection.json")
 _READ_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError)
+#: General-purpose bit 0 of a ZIP entry: the member is encrypted.
+_ENCRYPTED = 0x1
 
 
 @dataclass(frozen=True)
@@ -122,7 +125,9 @@ class ExportArchive:
             raise CorruptArchiveError(msg, source=source) from exc
         try:
             safe = classify_members(
-                self._zip.infolist(), source=self._display, limits=limits or ArchiveLimits()
+                self._zip.infolist(),
+                source=self._display,
+                limits=limits or ArchiveLimits.from_env(),
             )
             self._safe: dict[str, SafeMember] = {m.name: m for m in safe}
             self.root = _find_root(list(self._safe))
@@ -160,15 +165,7 @@ class ExportArchive:
             raise ArchiveSecurityError(msg, source=self._display, member=info.filename)
         with self._open_member(info) as fh:
             raw = self._read_all(fh, info.filename)
-        try:
-            data = json.loads(raw.decode("utf-8-sig"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            msg = f"{info.filename} in {self._display} is not valid JSON: {exc}"
-            raise BadRecordError(msg, source=self._display, member=info.filename) from exc
-        if not isinstance(data, dict):
-            msg = f"{info.filename} in {self._display} is not a JSON object"
-            raise BadRecordError(msg, source=self._display, member=info.filename)
-        return data
+        return parse_metadata(raw, member=info.filename, source=self._display)
 
     def has(self, logical: str) -> bool:
         """Return whether the logical member (e.g. ``"responses.jsonl"``) is present."""
@@ -176,11 +173,25 @@ class ExportArchive:
 
     # -- reading -------------------------------------------------------------------------
     def _open_member(self, info: zipfile.ZipInfo) -> IO[bytes]:
+        """Open a member for reading, its inflated bytes counted (:class:`CountedMember`).
+
+        Raises :class:`ArchiveError` naming the member when it cannot be read at all
+        (encrypted, unsupported compression), :class:`CorruptArchiveError` when its
+        header is damaged.
+        """
+        where = f"member {info.filename} of {self._display}"
         try:
-            return self._zip.open(info)
+            raw = self._zip.open(info)
         except _READ_ERRORS as exc:
-            msg = f"cannot open member {info.filename} of {self._display}: {exc}"
+            msg = f"cannot open {where}: {exc}"
             raise CorruptArchiveError(msg, source=self._display, member=info.filename) from exc
+        except (NotImplementedError, RuntimeError) as exc:  # compression method, encryption
+            if info.flag_bits & _ENCRYPTED:
+                msg = f"{where} is encrypted: export archives never are; download it again"
+            else:
+                msg = f"{where} cannot be read ({type(exc).__name__}: {exc})"
+            raise ArchiveError(msg, source=self._display, member=info.filename) from exc
+        return cast(IO[bytes], CountedMember(raw, info, source=self._display))
 
     def _read_all(self, fh: IO[bytes], member: str) -> bytes:
         try:
@@ -315,16 +326,42 @@ class ExportArchive:
                 if os.path.commonpath([parent, real_base]) != real_base:
                     msg = f"refusing to write {rel!r} outside {where.display!r}"
                     raise ArchiveSecurityError(msg, source=self._display, member=entry.path)
-            fs.makedirs(target.rsplit("/", 1)[0], exist_ok=True)
-            with self.open_file(entry.path) as src, fs.open(target, "wb") as out:
-                try:
-                    shutil.copyfileobj(src, out, CHUNK_BYTES)
-                except _READ_ERRORS as exc:
-                    msg = f"member {entry.path} of {self._display} is corrupt: {exc}"
-                    raise CorruptArchiveError(msg, source=self._display, member=entry.path) from exc
+            self._extract_one(entry.path, fs, target)
             written.append(fs.unstrip_protocol(target) if not local else target)
         logger.info("extracted %d uploaded files to %s", len(written), redact_url(str(dest)))
         return written
+
+    def _extract_one(self, member: str, fs: Any, target: str) -> None:
+        """Copy one member to ``target``; on any failure nothing is left at ``target``.
+
+        A member that cannot be read raises :class:`ArchiveError` (naming it); a
+        destination that cannot be written (a full disk ...) raises :class:`SinkError`
+        naming the target.
+        """
+        shown = redact_url(str(fs.unstrip_protocol(target))) or target
+        with self.open_file(member) as src:
+            try:
+                fs.makedirs(target.rsplit("/", 1)[0], exist_ok=True)
+                with fs.open(target, "wb") as out:
+                    while True:
+                        try:
+                            chunk = src.read(CHUNK_BYTES)
+                        except _READ_ERRORS as exc:
+                            msg = f"member {member} of {self._display} is corrupt: {exc}"
+                            raise CorruptArchiveError(
+                                msg, source=self._display, member=member
+                            ) from exc
+                        if not chunk:
+                            break
+                        out.write(chunk)
+            except BaseException as exc:
+                with contextlib.suppress(Exception):
+                    if fs.exists(target):
+                        fs.rm(target)
+                if isinstance(exc, OSError):
+                    msg = f"could not write {shown} (extracting {member}): {exc}"
+                    raise SinkError(msg, url=shown) from exc
+                raise
 
     def verify(self) -> None:
         """Read every member fully; raise :class:`CorruptArchiveError` on a bad CRC/truncation.
@@ -350,9 +387,11 @@ class ExportArchive:
                 if info is None:
                     return
                 try:
-                    with self._zip.open(info) as fh:
+                    with self._open_member(info) as fh:
                         while fh.read(CHUNK_BYTES):
                             pass
+                except ArchiveError as exc:  # encrypted, headers that lie ...: as raised
+                    failures.append(exc)
                 except _READ_ERRORS as exc:
                     msg = f"member {info.filename} of {self._display} is corrupt: {exc}"
                     error = CorruptArchiveError(msg, source=self._display, member=info.filename)
