@@ -6,13 +6,18 @@ A cold load streams the parser's record batches into one Parquet writer per tabl
 process-unique temporary names; they are renamed into place and ``_tables.json`` is
 written **last** as the commit marker. A warm load
 (same export, same archive checksum, same format) reads these files instead of
-re-parsing. Tables with quarantined lines, or parsed with ``on_bad_records="skip"``,
+re-parsing. The marker is written to a temporary name and renamed, so it is either whole
+or absent; a damaged marker reads as absent. It is encoded with the stdlib's
+``json.dumps`` (``ensure_ascii``), which cannot fail on metadata: a lone surrogate such
+as ``"\\udc80"`` is written back as the same escape and read back as the same code
+point. Tables with quarantined lines, or parsed with ``on_bad_records="skip"``,
 are never committed: another load may choose another policy.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import queue
 import threading
@@ -21,7 +26,6 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 import fsspec
-import orjson
 import pyarrow as pa
 import pyarrow.dataset as ds
 
@@ -66,10 +70,13 @@ class TableCache:
         """The commit marker, if it is present, valid and matches this archive."""
         try:
             with self.fs.open(f"{self.root}/{_DONE}", "rb") as fh:
-                info: dict[str, Any] = orjson.loads(fh.read())
+                info: Any = json.loads(fh.read().decode("ascii"))
         except FileNotFoundError:
             return None
-        except (OSError, orjson.JSONDecodeError):
+        except (OSError, ValueError):  # JSON/ASCII decoding errors are ValueErrors
+            logger.warning("export %s: unreadable parsed-table cache", self.entry.export_id)
+            return None
+        if not isinstance(info, dict) or not isinstance(info.get("counts"), dict):
             logger.warning("export %s: unreadable parsed-table cache", self.entry.export_id)
             return None
         same_archive = info.get("archive_sha256") == self.entry.manifest.get("sha256")
@@ -180,9 +187,16 @@ class TableCache:
                 "counts": counts,
                 "metadata": metadata,
             }
-            with self.fs.open(f"{self.root}/{_DONE}", "wb") as fh:
-                fh.write(orjson.dumps(marker))
-        except OSError as exc:  # an optimisation only: never fail a load for it
+            # ensure_ascii: escapes lone surrogates instead of failing on them; encoded
+            # before anything is opened, written to a temporary name, renamed last.
+            body = json.dumps(marker, ensure_ascii=True).encode("ascii")
+            tmp = f"{self.root}/{_DONE}.tmp-{uuid.uuid4().hex}"
+            self._tmp[_DONE] = tmp
+            with self.fs.open(tmp, "wb") as fh:
+                fh.write(body)
+            self.fs.mv(tmp, f"{self.root}/{_DONE}")
+            del self._tmp[_DONE]
+        except (OSError, TypeError, ValueError) as exc:  # an optimisation: never fail a load
             logger.warning(
                 "export %s: could not cache parsed tables: %s", self.entry.export_id, exc
             )
