@@ -28,6 +28,7 @@ from typing import Any
 import fsspec
 import pyarrow as pa
 import pyarrow.dataset as ds
+from fsspec.implementations.local import LocalFileSystem
 
 from ._parquet import BufferBudget, RowGroupWriter
 from ._version import __version__
@@ -89,8 +90,7 @@ class TableCache:
         tables: dict[str, pa.Table] = {}
         try:
             for name in table_names(self.kind):
-                with self.fs.open(self._path(name), "rb") as fh:
-                    table = _read_parquet(fh)
+                table = _read_parquet(self.fs, self._path(name))
                 if not table.schema.equals(schema_for(name, self.kind)):
                     return None
                 if table.num_rows != info["counts"].get(name):
@@ -171,8 +171,7 @@ class TableCache:
         """Read the temporary files written by :meth:`tee` (then :meth:`discard` them)."""
         tables = {}
         for name in table_names(self.kind):
-            with self.fs.open(self._tmp[name], "rb") as fh:
-                tables[name] = _read_parquet(fh)
+            tables[name] = _read_parquet(self.fs, self._tmp[name])
         return ExportTables(kind=self.kind, tables=tables)
 
     def commit(self, counts: dict[str, int], metadata: dict[str, Any]) -> bool:
@@ -300,12 +299,28 @@ class _Aborted(Exception):
 _PARQUET = ds.ParquetFileFormat()
 
 
-def _read_parquet(fh: Any) -> pa.Table:
+def _read_parquet(fs: Any, path: str) -> pa.Table:
     """Read one cached table file.
+
+    Arrow gets a native source, never a Python file object: the scan's reader state is
+    released on one of Arrow's pool threads, and a buffer owned by a Python object
+    (what reads from a Python file return) needs the GIL to be freed there. Released
+    while the interpreter exits, that made the process abort ("terminate called without
+    an active exception", exit 134). A local file is opened by Arrow itself; a remote one
+    is read whole and copied into Arrow-owned memory.
 
     The buffers come from the system allocator: the default pool (mimalloc) keeps about
     half a table's size again of freed decoding memory, which a warm load's peak RSS
     would otherwise pay for every table.
     """
-    table: pa.Table = _PARQUET.make_fragment(fh).to_table(memory_pool=pa.system_memory_pool())
+    pool = pa.system_memory_pool()
+    source: Any
+    if isinstance(fs, LocalFileSystem):
+        source = pa.OSFile(path, "rb", memory_pool=pool)
+    else:
+        sink = pa.BufferOutputStream(memory_pool=pool)
+        sink.write(fs.cat_file(path))
+        source = pa.BufferReader(sink.getvalue())
+    with source:
+        table: pa.Table = _PARQUET.make_fragment(source).to_table(memory_pool=pool)
     return table

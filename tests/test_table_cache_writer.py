@@ -112,7 +112,7 @@ def test_a_cold_parse_hands_its_tables_over_from_memory(
     entry = _entry(tmp_path, path)
     parsed = parse(entry, cache=_cache())
 
-    def no_reads(fh: Any) -> Any:
+    def no_reads(fs: Any, path: str) -> Any:
         raise AssertionError("the cold load read its own cache back")
 
     monkeypatch.setattr(table_cache, "_read_parquet", no_reads)
@@ -134,7 +134,9 @@ def test_tables_too_big_for_memory_are_read_back_from_the_cache(
     path = _archive(tmp_path)
     reads: list[int] = []
     real = table_cache._read_parquet
-    monkeypatch.setattr(table_cache, "_read_parquet", lambda fh: reads.append(1) or real(fh))
+    monkeypatch.setattr(
+        table_cache, "_read_parquet", lambda fs, path: reads.append(1) or real(fs, path)
+    )
     tables = parse(_entry(tmp_path, path), cache=_cache()).load()
     assert reads
     with open_archive(path) as archive:
