@@ -9,11 +9,18 @@ from typing import Any
 
 import fsspec
 
+from .errors import CacheError, redact_url
+
 __all__ = ["Sink"]
 
 
 class Sink:
     """The destination file, with running hashes.
+
+    A failure to write the destination (a full disk, a read-only folder ...) raises
+    :class:`~prolific_ingest.errors.CacheError` naming the destination, never a raw
+    ``OSError`` that retry logic could take for a network error; the caller removes the
+    partial file (:meth:`remove`).
 
     The file stays open across retries, so a resumed response is appended to the same
     handle: that works for every fsspec destination alike (an object store's upload in
@@ -41,10 +48,20 @@ class Sink:
         self.written = 0
         self.sha256 = hashlib.sha256()
         self.md5 = hashlib.md5(usedforsecurity=False)
-        self.handle = self.fs.open(self.path, "wb")
+        try:
+            self.handle = self.fs.open(self.path, "wb")
+        except OSError as exc:
+            raise self._error(exc) from exc
+
+    def _error(self, exc: OSError) -> CacheError:
+        shown = redact_url(self.dest) or self.path
+        return CacheError(f"could not write the download to {shown}: {exc}")
 
     def write(self, chunk: bytes) -> None:
-        self.handle.write(chunk)
+        try:
+            self.handle.write(chunk)
+        except OSError as exc:
+            raise self._error(exc) from exc
         self.sha256.update(chunk)
         self.md5.update(chunk)
         self.written += len(chunk)
@@ -52,7 +69,10 @@ class Sink:
     def close(self) -> None:
         if self.handle is not None:
             handle, self.handle = self.handle, None
-            handle.close()
+            try:
+                handle.close()
+            except OSError as exc:
+                raise self._error(exc) from exc
 
     def remove(self) -> None:
         with contextlib.suppress(Exception):
