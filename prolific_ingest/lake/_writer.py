@@ -180,6 +180,26 @@ def _changed_rows(
     return changed
 
 
+def _held_rows(table: DeltaTable, keys: Sequence[str], where: ds.Expression) -> pa.Table:
+    """The table's rows matching ``where`` (an owner partition and first-key values).
+
+    Reads the key columns of that partition's files first, then every column of only
+    the files that hold a match: memory follows the source, and the cost of an
+    overlapping window follows the files the overlap lives in, not the partition.
+    Scans single-threaded (see :func:`._storage.scan`).
+    """
+    dataset = table.to_pyarrow_dataset()
+    holding = [
+        fragment
+        for fragment in dataset.get_fragments(filter=where)
+        if fragment.to_table(
+            schema=dataset.schema, columns=list(keys), filter=where, use_threads=False
+        ).num_rows
+    ]
+    subset = ds.FileSystemDataset(holding, dataset.schema, dataset.format, dataset.filesystem)
+    return subset.to_table(filter=where, use_threads=False)
+
+
 def _unique(values: pa.Array | pa.ChunkedArray) -> pa.Array:
     out = pc.unique(values)
     return out.combine_chunks() if isinstance(out, pa.ChunkedArray) else out
@@ -308,9 +328,8 @@ def write_table(
     def _merge(table: DeltaTable) -> TableWrite:
         start = table.version()
         ours = source_keys()
-        # The rows the table holds under the source's first-key values (that partition
-        # only; files pruned by partition and statistics): memory follows the source.
-        current = scan(table, filter=_first_key_filter(owner, owner_id, first, ours.column(first)))
+        where = _first_key_filter(owner, owner_id, first, ours.column(first))
+        current = _held_rows(table, keys, where)
         held = _key_strings(current, keys)
         is_new = pc.invert(_in(_key_strings(ours, keys), held))
         new_firsts = _unique(ours.column(first).filter(is_new))
