@@ -200,3 +200,32 @@ def test_more_keys_than_one_predicate_holds_split_the_rewrite_into_bounded_commi
     assert {values[f"r{i:05d}"] for i in range(2, 8)} == {'{"tag":"new"}'}
     new = pc.equal(DeltaTable(f"{lake}/answers").to_pyarrow_table()["value"], "new")
     assert pc.sum(new).as_py() == 12
+
+
+def test_a_rewrite_keeps_the_values_of_columns_only_the_table_has(
+    tmp_path: Path, make_export: Any
+) -> None:
+    from deltalake import write_deltalake
+
+    lake = str(tmp_path / "lake")
+    write_export(make_export("b1", 3, tag="old"), lake, kind="batch", owner_id="b1", export_id="e1")
+    # A newer library version evolved the table with a column this one does not write.
+    uri = f"{lake}/responses"
+    rows = DeltaTable(uri).to_pyarrow_table()
+    checksums = pa.array([f"c-{r}" for r in rows.column("response_id").to_pylist()])
+    write_deltalake(
+        uri,
+        rows.append_column("checksum", checksums),
+        mode="overwrite",
+        schema_mode="merge",
+        partition_by=["batch_id"],
+    )
+    write_export(make_export("b1", 2, tag="new"), lake, kind="batch", owner_id="b1", export_id="e2")
+    assert _values(lake, "responses", "response_id", "extra") == {
+        "r00000": '{"tag":"new"}',
+        "r00001": '{"tag":"new"}',
+        "r00002": '{"tag":"old"}',
+    }
+    assert _values(lake, "responses", "response_id", "checksum") == {
+        r: f"c-{r}" for r in ("r00000", "r00001", "r00002")
+    }
