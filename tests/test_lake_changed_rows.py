@@ -186,7 +186,14 @@ def test_more_keys_than_one_predicate_holds_split_the_rewrite_into_bounded_commi
     before = _versions(lake)
     # Responses: 4 changed + 2 new first keys (> 2): one append, then 4 / 2 rewrites.
     second = _combined(make_export("b1", 2, tag="old"), make_export("b1", 6, start=2, tag="new"))
+    # ... and a changed response gains an answer: appended first, then rewritten with it.
+    extra_answer = second["answers"].slice(4, 1)  # (r00002, 0)
+    extra_answer = extra_answer.set_column(
+        extra_answer.schema.get_field_index("answer_index"), "answer_index", pa.array([2])
+    )
+    second["answers"] = pa.concat_tables([second["answers"], extra_answer])
     result = write_export(second, lake, kind="batch", owner_id="b1", export_id="e2")
+    assert _answers(lake)[("r00002", 2)] == ("new", "e2")
     assert result.versions["responses"] == before["responses"] + 1 + 2
     assert result.versions["answers"] == before["answers"] + 1 + 2
     # Submissions: 2 changed + 1 new: one append, one rewrite.
@@ -199,7 +206,7 @@ def test_more_keys_than_one_predicate_holds_split_the_rewrite_into_bounded_commi
     assert values["r00001"] == '{"tag":"old"}'
     assert {values[f"r{i:05d}"] for i in range(2, 8)} == {'{"tag":"new"}'}
     new = pc.equal(DeltaTable(f"{lake}/answers").to_pyarrow_table()["value"], "new")
-    assert pc.sum(new).as_py() == 12
+    assert pc.sum(new).as_py() == 13
 
 
 def test_a_rewrite_keeps_the_values_of_columns_only_the_table_has(
