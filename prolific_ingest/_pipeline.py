@@ -337,6 +337,8 @@ def parse(
         if kept is not None:
             return Parsed(counts, metadata, lambda: kept, written)
         return Parsed(counts, metadata, lambda: _read_committed(store), written)
+    if kept is None and store.failed is not None:  # no table files: parse again on demand
+        return Parsed(counts, metadata, lambda: store.parse_again(on_bad_records), written)
     tables = kept if kept is not None else store.read_uncommitted()
     store.discard()
     return Parsed(counts, metadata, lambda: tables, written)
