@@ -56,7 +56,7 @@ def _cli(batch_id: str) -> list[str]:
 def _warm_loads(batch_id: str) -> list[str]:
     """A process that loads ``batch_id`` from the cache :data:`WARM_LOADS` times."""
     script = (
-        "import logging, sys\n"
+        "import logging\n"
         "from prolific_ingest import load_batch_export\n"
         "logging.basicConfig(level=logging.INFO)\n"
         f"for _ in range({WARM_LOADS}):\n"
