@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 
 import requests
 
-from ._api_errors import api_error, response_json
+from ._api_errors import api_error, request_id, response_json
 from ._retry import RetryPolicy, RetryState, is_retriable, parse_retry_after
 from ._scrub import scrub_secrets
 from ._urls import is_https_or_loopback, url_secrets
@@ -220,7 +220,8 @@ class ProlificClient:
         MissingTokenError
             No token is configured.
         APIError
-            A typed subclass for error statuses (after retries for 429/5xx).
+            A typed subclass for error statuses (after retries for 429/5xx); its
+            ``request_id`` is the server's id of the last response, when it sent one.
         TransportError
             The connection kept failing or timing out, or ``timeout`` passed.
         """
@@ -248,13 +249,15 @@ class ProlificClient:
                 self._retry_after_failure(exc, state, f"{method} {log_path}", deadline)
                 continue
             elapsed = self._clock() - started
+            rid = request_id(resp, self._secrets())
             logger.info(
-                "%s %s -> %d in %.3fs (authenticated=%s)",
+                "%s %s -> %d in %.3fs (authenticated=%s%s)",
                 method,
                 log_path,
                 resp.status_code,
                 elapsed,
                 authed,
+                "" if rid is None else f", request id {rid}",
             )
             if resp.status_code in expect:
                 return resp

@@ -11,7 +11,7 @@ working. The original low-level exception is always kept as ``__cause__``.
     ├── ConfigurationError                      (also ValueError)
     │   ├── MissingTokenError                   no token: says how to set PROLIFIC_TOKEN
     │   └── MissingPathError                    a local path to read does not exist (also FileNotFoundError)
-    ├── APIError(status, error_code, title, detail, method, url)
+    ├── APIError(status, error_code, title, detail, method, url, request_id)
     │   ├── BadRequestError          400, 422   (also ValueError)
     │   ├── AuthenticationError      401        (also PermissionError)
     │   ├── PermissionDeniedError    403        (also PermissionError)
@@ -130,6 +130,10 @@ class APIError(ProlificIngestError):
         Fields of Prolific's error envelope, when present.
     method, url
         The request, with the URL's query string removed.
+    request_id : str or None
+        The request id the server gave the response (``X-Request-Id`` or a similar
+        header), to quote to Prolific support; ``None`` when the response had none.
+        The message names it too.
     """
 
     def __init__(
@@ -142,6 +146,7 @@ class APIError(ProlificIngestError):
         detail: Any = None,
         method: str | None = None,
         url: str | None = None,
+        request_id: str | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -150,6 +155,7 @@ class APIError(ProlificIngestError):
         self.detail = detail
         self.method = method
         self.url = redact_url(url)
+        self.request_id = request_id
 
 
 class BadRequestError(APIError, ValueError):

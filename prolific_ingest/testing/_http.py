@@ -6,6 +6,7 @@ import contextlib
 import json
 import logging
 import re
+import secrets
 import socket
 import ssl
 import threading
@@ -19,7 +20,11 @@ from .faults import API_ERROR_KINDS
 if TYPE_CHECKING:
     from .emulator import Emulator
 
-__all__ = ["EmulatorServer", "Reply", "s3_error"]
+__all__ = ["REQUEST_ID_HEADER", "EmulatorServer", "Reply", "s3_error"]
+
+#: The header naming each API answer (Prolific's documentation names none; this is
+#: the usual spelling, one of those the client reads).
+REQUEST_ID_HEADER = "X-Request-Id"
 
 logger = logging.getLogger(__name__)
 
@@ -173,7 +178,14 @@ class _BaseHandler(BaseHTTPRequestHandler):
         query = dict(parse_qsl(parts.query, keep_blank_values=True))
         return parts.path, query, time.time()
 
-    def _record(self, path: str, query: dict[str, str], status: int, started: float) -> bool:
+    def _record(
+        self,
+        path: str,
+        query: dict[str, str],
+        status: int,
+        started: float,
+        request_id: str | None = None,
+    ) -> bool:
         self.server.emulator._log_request(
             self.server.host_name,
             self.command,
@@ -182,6 +194,7 @@ class _BaseHandler(BaseHTTPRequestHandler):
             dict(self.headers.items()),
             status,
             started,
+            request_id,
         )
         return True
 
@@ -230,8 +243,10 @@ class _ApiHandler(_BaseHandler):
                     logged = self._record(path, query, 0, started)
                     self._drop()
                     return
+            # Every answer of the API host carries an id, as a production API's would.
+            rid = reply.headers.setdefault(REQUEST_ID_HEADER, f"emu-req-{secrets.token_hex(8)}")
             # logged before answering, so a client that got the answer finds it in the log
-            logged = self._record(path, query, reply.status, started)
+            logged = self._record(path, query, reply.status, started, rid)
             self._send(reply)
         finally:
             self.wfile = wfile

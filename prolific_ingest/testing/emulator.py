@@ -34,7 +34,9 @@ class RequestRecord:
     """One request received by the emulator (secrets redacted).
 
     ``status`` is the status sent, or ``0`` when the connection was dropped without
-    an answer. ``host`` is ``"api"`` or ``"download"``.
+    an answer. ``host`` is ``"api"`` or ``"download"``. ``request_id`` is the
+    ``X-Request-Id`` the API host answered with (``None`` on the download host and
+    for a dropped answer).
     """
 
     host: str
@@ -44,6 +46,7 @@ class RequestRecord:
     headers: dict[str, str]
     status: int
     time: float
+    request_id: str | None = None
 
 
 class Emulator:
@@ -324,6 +327,7 @@ class Emulator:
         headers: Mapping[str, str],
         status: int,
         started: float,
+        request_id: str | None = None,
     ) -> None:
         record = RequestRecord(
             host,
@@ -333,6 +337,7 @@ class Emulator:
             {k: self._clean(k, v) for k, v in headers.items()},
             status,
             started,
+            request_id,
         )
         with self._requests_lock:
             self._requests.append(record)
