@@ -95,8 +95,27 @@ def redact_url(url: str | None) -> str | None:
     return redact(url)
 
 
+def _restore(cls: type[ProlificIngestError], args: tuple[Any, ...]) -> ProlificIngestError:
+    """Rebuild a pickled error without calling its ``__init__`` (see ``__reduce__``)."""
+    # The C-level constructor of the instance layout: OSError's for the classes that
+    # also derive from an OSError (PermissionError, FileNotFoundError …).
+    new = OSError.__new__ if issubclass(cls, OSError) else BaseException.__new__
+    err = new(cls, *args)
+    BaseException.__init__(err, *args)
+    return err
+
+
 class ProlificIngestError(Exception):
-    """Root of every error raised by prolific_ingest."""
+    """Root of every error raised by prolific_ingest.
+
+    Every error pickles (to cross a process pool, say) with its attributes: it is
+    rebuilt from its message and attributes, not by calling ``__init__`` again, whose
+    keyword-only arguments (``status=`` …) the default exception pickling cannot pass.
+    The cause and traceback are not carried, as for any pickled exception.
+    """
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _restore, (type(self), self.args), dict(vars(self))
 
 
 class ConfigurationError(ProlificIngestError, ValueError):
