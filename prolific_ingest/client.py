@@ -310,7 +310,7 @@ class ProlificClient:
                 dog.attach_response(resp)
                 resp.content  # noqa: B018 - read the body while the watchdog runs
             except requests.RequestException as exc:
-                if dog.reason is None:
+                if dog.reason is None and not self._reached_limit(exc, limit):
                     raise
                 raise self._timed_out(limit, deadline) from exc
             if dog.reason is not None:
@@ -319,6 +319,14 @@ class ProlificClient:
                 resp.close()
                 raise self._timed_out(limit, deadline)
         return resp
+
+    def _reached_limit(self, exc: requests.RequestException, limit: float) -> bool:
+        """Whether ``exc`` is a socket timeout cut down to ``limit``: it fired because the
+        exchange's limit passed (one wait of ``limit`` seconds), just before the watchdog."""
+        settings = self._settings
+        if isinstance(exc, requests.ConnectTimeout):
+            return limit < settings.connect_timeout
+        return isinstance(exc, requests.ReadTimeout) and limit < settings.read_timeout
 
     def _timed_out(self, limit: float, deadline: float | None) -> _TimedOut:
         whole = deadline is not None and limit < self._settings.request_timeout

@@ -20,8 +20,10 @@ import pytest
 import requests
 
 from prolific_ingest import __version__
+from prolific_ingest import client as client_module
 from prolific_ingest._api_errors import REQUEST_ID_HEADERS
 from prolific_ingest._retry import RetryPolicy
+from prolific_ingest._watchdog import Watchdog
 from prolific_ingest.client import ProlificClient, check_base_url
 from prolific_ingest.config import Secret, Settings
 from prolific_ingest.errors import (
@@ -552,3 +554,27 @@ def test_read_timeout_is_retried() -> None:
         assert len(clock.sleeps) == 1
     finally:
         silent.close()
+
+
+class _LateWatchdog(Watchdog):
+    """A watchdog that wakes long after its limit: the socket timeout always fires first."""
+
+    def __init__(self, *, timeout: float | None = None, **kw: Any) -> None:
+        super().__init__(timeout=None if timeout is None else timeout * 20, **kw)
+
+
+def test_a_socket_timeout_at_the_deadline_is_reported_as_the_deadline(
+    prolific_emulator: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The socket's read timeout is cut down to the time left; when it fires before the
+    watchdog (a loaded machine), the call still ends as past its deadline, not retried."""
+    emu = prolific_emulator
+    batch = emu.add_batch(seed=5, n_submissions=1)
+    rule = emu.faults.drip(bytes_per_second=1, host="api")
+    monkeypatch.setattr(client_module, "Watchdog", _LateWatchdog)
+    settings = Settings(base_url=emu.base_url, token=Secret(emu.token), request_timeout=60.0)
+    client = ProlificClient(settings)
+    with pytest.raises(TransportError, match=r"\(the deadline\) after 1 attempt") as info:
+        client.get_json(f"batches/{batch}", timeout=0.5)
+    assert isinstance(info.value.__cause__, requests.Timeout)
+    assert rule.triggered == 1
