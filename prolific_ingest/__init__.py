@@ -150,7 +150,9 @@ def _rehome(namespace: dict[str, object], names: list[str]) -> None:
     the spelling users import, not ``prolific_ingest._retry.RetryPolicy``, and private
     modules can move without breaking pickles. A class's own annotations are resolved in
     its defining module first (and this package's names), so ``typing.get_type_hints``
-    keeps working.
+    keeps working. The price: ``inspect.getsource`` of a class now looks for it in this
+    file and fails (functions keep their source file); docs/internals.md maps names to
+    modules.
     """
     for name in names:
         obj = namespace[name]

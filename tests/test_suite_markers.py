@@ -78,4 +78,4 @@ class _Item:
 def test_the_rule_marks_modules_listed_tests_and_s3(item: _Item, slow: bool) -> None:
     from tests.conftest import _is_slow
 
-    assert _is_slow(item) is slow  # type: ignore[arg-type]
+    assert _is_slow(item) is slow  # type: ignore[arg-type]  # a stand-in, not a pytest.Item
