@@ -304,6 +304,7 @@ SLOW_MODULES = {
     "test_lake_crash": "SIGKILLs writer subprocesses at every step of a lake commit",
     "test_lake_concurrency": "several writer processes race on one lake",
     "test_lake_readers": "reads the lake with polars, duckdb and daft",
+    "test_lake_changed_rows": "reloads changed rows and reads them with every engine",
     "test_parallel_parse": "parses on worker processes, one of them killed",
     "test_progress_tty": "drives the CLI in a subprocess on a pseudo-terminal",
     "test_full_disk": "downloads onto a real tmpfs mounted for the test",
@@ -323,7 +324,10 @@ SLOW_TESTS = {
     },
     "test_echoed_secrets": {"test_an_echoed_token_never_reaches_the_cli_error_line[500]"},
     "test_faults": {"test_soak_random_faults_every_load_exact_or_typed"},
-    "test_hostile_archives": {"test_a_bomb_split_into_small_members_is_refused_before_inflating"},
+    "test_hostile_archives": {
+        "test_a_bomb_split_into_small_members_is_refused_before_inflating",
+        "test_a_load_of_deeply_nested_metadata_fails_the_cli_typed_and_caches_nothing",
+    },
     "test_load": {"test_tls_download_host_with_the_emulator_ca"},
     "test_load_edge_cases": {
         "test_scheduled_loads_keep_working_at_the_export_job_cap",  # fill the 10-job cap
