@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import gc
 import logging
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -140,46 +139,26 @@ def _files_batch(archive: ExportArchive) -> pa.RecordBatch:
     )
 
 
-_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-def _unicode(text: str) -> bool:
-    """Whether ``text`` is storable as UTF-8 (no lone surrogate, which JSON can escape)."""
-    return _SURROGATE.search(text) is None
-
-
-def _json_text(obj: Any) -> str:
-    """Return ``dumps(obj)`` with every lone surrogate written as its JSON escape.
-
-    ``batch.json`` may spell a lone surrogate (``"\\udc80"``); no UTF-8 text holds it,
-    so it stays the escape, which ``json.loads`` turns back into the same string.
-    """
-    text = dumps(obj)
-    if _unicode(text):
-        return text
-    return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
-
-
 def _instructions_batch(archive: ExportArchive) -> pa.RecordBatch:
     rows: list[dict[str, str | None]] = []
     items = archive.metadata.get("instructions")
     for item in items if isinstance(items, list) else []:
         if not isinstance(item, dict):
-            rows.append({"extra": _json_text({"instruction": item})})
+            rows.append({"extra": dumps({"instruction": item})})
             continue
         extra = {k: v for k, v in item.items() if k not in _INSTRUCTION_KNOWN}
         options = item.get("options")
         row: dict[str, str | None] = {
-            "options": None if options is None else _json_text(options),
+            "options": None if options is None else dumps(options),
         }
         for column, key in _INSTRUCTION_TEXT:
             value = item.get(key)
-            if value is None or (type(value) is str and _unicode(value)):
+            if value is None or type(value) is str:
                 row[column] = value
-            else:  # a wrong JSON type or a lone surrogate: null cell, the value kept in extra
+            else:  # a wrong JSON type is not coerced: null cell, the value kept in extra
                 row[column] = None
                 extra[key] = value
-        row["extra"] = _json_text(extra) if extra else None
+        row["extra"] = dumps(extra) if extra else None
         rows.append(row)
     return pa.RecordBatch.from_pylist(rows, schema=schema_for("instructions", archive.kind))
 

@@ -41,10 +41,7 @@ def option_labels(instructions: pd.DataFrame) -> dict[tuple[str, str], str]:
             continue
         for option in parsed if isinstance(parsed, list) else ():
             if isinstance(option, dict) and "value" in option and option.get("label") is not None:
-                label = str(option["label"])  # a lone surrogate shows as its escape
-                labels[(str(instruction_id), _value_text(option["value"]))] = label.encode(
-                    "utf-8", "backslashreplace"
-                ).decode()
+                labels[(str(instruction_id), _value_text(option["value"]))] = str(option["label"])
     return labels
 
 

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from prolific_ingest import load_batch_export, read_dataset
-from prolific_ingest.testing import _build, _content
+from prolific_ingest import load_batch_export
+from prolific_ingest.testing import _build
 from prolific_ingest.testing._zipwriter import dumps
 
 SURROGATE = "caf\udc80"
@@ -59,48 +58,3 @@ def test_a_damaged_table_cache_marker_reads_as_absent(
     assert again.row_counts == first.row_counts
     assert again.metadata == first.metadata
     assert marker.stat().st_size > 0 and marker.read_bytes() != damage  # re-committed
-
-
-@pytest.fixture
-def surrogate_instructions(prolific_emulator: Any, monkeypatch: pytest.MonkeyPatch) -> str:
-    real = _content.instruction_definition
-
-    def with_surrogates(*args: Any, **kwargs: Any) -> dict[str, Any]:
-        item = real(*args, **kwargs)
-        item["description"] = SURROGATE
-        item["unknown_\udc81"] = SURROGATE
-        if "options" in item:
-            item["options"][0]["label"] = SURROGATE
-        return item
-
-    monkeypatch.setattr(_content, "instruction_definition", with_surrogates)
-    monkeypatch.setattr(_build, "dumps", lambda obj: dumps(obj, ascii_only=True))
-    batch_id: str = prolific_emulator.add_batch(seed=3, n_submissions=5)
-    return batch_id
-
-
-def test_a_lone_surrogate_in_an_instruction_is_kept_as_its_json_escape(
-    surrogate_instructions: str, conn: dict[str, Any], tmp_path: Path
-) -> None:
-    for attempt in ("cold", "warm"):
-        tables = load_batch_export(surrogate_instructions, **conn).instructions
-        assert tables["description"].isna().all(), attempt  # not storable as UTF-8 text
-        for extra in tables["extra"]:
-            assert "\\udc80" in extra and _unicode_only(extra)
-            kept = json.loads(extra)
-            assert kept["description"] == SURROGATE
-            assert kept["unknown_\udc81"] == SURROGATE
-        options = [json.loads(o) for o in tables["options"].dropna()]
-        assert options and all(o[0]["label"] == SURROGATE for o in options)
-    lake = tmp_path / "lake"
-    load_batch_export(surrogate_instructions, **conn, output=str(lake))
-    stored = read_dataset(str(lake), "instructions")["extra"].tolist()
-    assert stored and all(json.loads(extra)["description"] == SURROGATE for extra in stored)
-
-
-def _unicode_only(text: str) -> bool:
-    try:
-        text.encode()
-    except UnicodeEncodeError:
-        return False
-    return True
