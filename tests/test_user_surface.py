@@ -239,7 +239,7 @@ def test_timeout_then_resume_with_the_hinted_export_id(env, capsys, kind):
 
 def test_the_demo_default_output_is_git_ignored():
     root = Path(__file__).resolve().parents[1]
-    source = (root / "prolific_ingest" / "cli.py").read_text(encoding="utf-8")
+    source = (root / "prolific_ingest" / "cli" / "_read.py").read_text(encoding="utf-8")
     assert 'Path("prolific-demo-output")' in source  # the demo's default --out
     ignored = (root / ".gitignore").read_text(encoding="utf-8").splitlines()
     assert "prolific-demo-output/" in ignored
