@@ -261,6 +261,21 @@ def test_library_messages_are_phrased_with_cli_options(env, capsys, monkeypatch)
     assert "--export-id" in err and "export_id=" not in err
 
 
+def test_the_failures_of_several_ids_are_worded_in_cli_terms_too(env, capsys):
+    first = env.add_batch(seed=3, n_submissions=2)
+    second = env.add_batch(seed=4, n_submissions=2)
+    env.polls_until_complete = 10**6  # every export keeps generating
+    assert main(["batch", first, second, "--timeout", "0.05", "--json"]) == 8
+    errors = json.loads(capsys.readouterr().out)["errors"]
+    assert sorted(errors) == sorted([first, second])
+    for text in errors.values():
+        assert text.startswith("ExportTimeoutError: ")
+        assert "--export-id" in text and "export_id=" not in text
+    assert main(["batch", first, second, "--timeout", "0.05"]) == 8
+    out = capsys.readouterr()
+    assert "--export-id" in out.out + out.err and "export_id=" not in out.out + out.err
+
+
 def test_the_cli_reaches_a_custom_s3_endpoint_with_storage_options(env, s3, tmp_path, capsys):
     options = json.dumps({"client_kwargs": {"endpoint_url": s3.endpoint}})
     batch_id = env.add_batch(seed=6, n_submissions=3)

@@ -87,8 +87,8 @@ def cli_message(exc: BaseException) -> str:
 
 
 def error_summary(exc: BaseException) -> str:
-    """One line naming the error's class and message: one failed id of several."""
-    return f"{type(exc).__name__}: {exc}"
+    """One line naming the error's class and its message in CLI terms: one failed id of several."""
+    return f"{type(exc).__name__}: {cli_message(exc)}"
 
 
 def _hint_for(exc: BaseException, hint: str) -> str:
