@@ -83,10 +83,10 @@ def test_offline_cache_miss_exits_4(env, capsys):
 
 
 def test_read_archive_and_cache_commands(env, tmp_path, capsys):
-    from prolific_ingest.testing import make_batch_export
+    from prolific_ingest.testing import ExportSpec, make_batch_export
 
     path = tmp_path / "export.zip"
-    truth = make_batch_export(path, n_submissions=4, seed=5)
+    truth = make_batch_export(path, ExportSpec(n_submissions=4, seed=5))
     assert main(["read", str(path), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["rows"]["answers"] == truth.counts["answers"]
 

@@ -23,7 +23,7 @@ from prolific_ingest.errors import (
     CorruptArchiveError,
     ProlificIngestError,
 )
-from prolific_ingest.testing import _build, make_batch_export
+from prolific_ingest.testing import ExportSpec, _build, make_batch_export
 
 
 def _rewrite(src: Path, dest: Path, replace: dict[str, bytes]) -> Path:
@@ -63,7 +63,7 @@ def _patch_central(
 @pytest.fixture
 def export_zip(tmp_path: Path) -> Path:
     path = tmp_path / "export.zip"
-    make_batch_export(path, n_submissions=4)
+    make_batch_export(path, ExportSpec(n_submissions=4))
     return path
 
 

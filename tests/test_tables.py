@@ -734,7 +734,7 @@ def test_extra_floats_and_big_integers_use_stdlib_json_text(tmp_path: Path) -> N
 def test_generated_blocks_take_the_fast_path(
     tmp_path: Path, path: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from prolific_ingest.testing import make_batch_export, make_collection_export
+    from prolific_ingest.testing import ExportSpec, make_batch_export, make_collection_export
 
     calls: list[str] = []
     real = tables_mod.build_block
@@ -751,7 +751,7 @@ def test_generated_blocks_take_the_fast_path(
     monkeypatch.setattr(tables_mod, "build_block", counting)
     for make in (make_batch_export, make_collection_export):
         archive_path = tmp_path / f"{make.__name__}.zip"
-        make(archive_path, n_submissions=12, crlf=True, blank_lines=True, bom=True)
+        make(archive_path, ExportSpec(n_submissions=12, crlf=True, blank_lines=True, bom=True))
         with open_archive(archive_path) as archive:
             build_tables(archive)
     assert calls == (["fast", "fast"] if path == "fast" else [])

@@ -9,7 +9,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
@@ -18,6 +18,7 @@ from typing import Any, Self
 from . import _content as c
 from . import _routes, _storage
 from ._http import EmulatorServer, Reply
+from ._spec import ExportSpec
 from .faults import FaultRule, Faults
 from .generator import GroundTruth
 from .state import Owner, Signer, parse_filter
@@ -27,6 +28,9 @@ __all__ = ["Emulator", "RequestRecord", "serve"]
 logger = logging.getLogger(__name__)
 
 _REDACTED = "<redacted>"
+# Set per export (the filter), per call (keep_rows) or by the emulator (the snapshots).
+_NOT_OPTIONS = frozenset({"submissions", "study_id", "since", "until", "keep_rows", "owner_id"})
+_BATCH_ONLY = frozenset({"tasks_per_submission", "raters_per_task"})
 
 
 @dataclass(frozen=True)
@@ -200,38 +204,70 @@ class Emulator:
 
     # ---- data ------------------------------------------------------------------------
 
-    def _add(self, kind: str, seed: int, owner_id: str | None, access: bool, options: Any) -> str:
+    def _add(
+        self,
+        kind: str,
+        spec: ExportSpec | None,
+        keywords: dict[str, Any],
+        access: bool,
+        options: dict[str, Any],
+    ) -> str:
+        if spec is None:
+            bad = _NOT_OPTIONS & set(options) | (
+                _BATCH_ONLY & set(options) if kind != "batch" else set()
+            )
+            if bad:
+                msg = f"not a generator option here: {', '.join(sorted(bad))}"
+                raise TypeError(msg)
+            spec = ExportSpec(seed=keywords["seed"] or 0, owner_id=keywords["owner_id"], **options)
+        elif options or any(v is not None for v in keywords.values()):
+            names = ", ".join(
+                sorted({*options, *(k for k, v in keywords.items() if v is not None)})
+            )
+            msg = f"add_{kind}() takes an ExportSpec or keyword options, not both ({names})"
+            raise TypeError(msg)
         with self._lock:
-            if owner_id is None:
+            if spec.owner_id is None:
                 n = len(self._owners)
-                owner_id = c.uuid_from(c.rng_for(seed, kind, "emulator-id", n))
-            if (kind, owner_id) in self._owners:
-                msg = f"{kind} {owner_id} already exists"
+                owner_id = c.uuid_from(c.rng_for(spec.seed, kind, "emulator-id", n))
+                spec = replace(spec, owner_id=owner_id)
+            if (kind, spec.owner_id) in self._owners:
+                msg = f"{kind} {spec.owner_id} already exists"
                 raise ValueError(msg)
-        owner = Owner.create(kind, owner_id, seed=seed, access=access, options=dict(options))
+        owner = Owner.create(kind, spec, access=access)
         with self._lock:
-            self._owners[(kind, owner_id)] = owner
-        return owner_id
+            self._owners[(kind, owner.owner_id)] = owner
+        return owner.owner_id
 
     def add_batch(
-        self, *, seed: int = 0, batch_id: str | None = None, access: bool = True, **options: Any
+        self,
+        spec: ExportSpec | None = None,
+        *,
+        seed: int | None = None,
+        batch_id: str | None = None,
+        access: bool = True,
+        **options: Any,
     ) -> str:
-        """Add a batch; ``options`` are :func:`make_batch_export` options. Returns its id.
+        """Add a batch, described by ``spec`` or by its fields as keywords. Returns its id.
 
-        ``access=False`` makes every call about it answer ``403``.
+        ``seed`` (default 0), ``batch_id`` (default: derived from the seed) and
+        ``options`` are :class:`ExportSpec` fields. ``access=False`` makes every call
+        about the batch answer ``403``.
         """
-        return self._add("batch", seed, batch_id, access, options)
+        return self._add("batch", spec, {"seed": seed, "owner_id": batch_id}, access, options)
 
     def add_collection(
         self,
+        spec: ExportSpec | None = None,
         *,
-        seed: int = 0,
+        seed: int | None = None,
         collection_id: str | None = None,
         access: bool = True,
         **options: Any,
     ) -> str:
-        """Add a collection (options of :func:`make_collection_export`). Returns its id."""
-        return self._add("collection", seed, collection_id, access, options)
+        """Add a collection, like :meth:`add_batch` (without task options). Returns its id."""
+        keywords = {"seed": seed, "owner_id": collection_id}
+        return self._add("collection", spec, keywords, access, options)
 
     def _owner(self, kind: str | None, owner_id: str) -> Owner | None:
         with self._lock:
