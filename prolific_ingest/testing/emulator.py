@@ -3,57 +3,33 @@
 from __future__ import annotations
 
 import logging
-import secrets
 import shutil
 import tempfile
 import threading
-import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
 from . import _content as c
-from . import _routes, _storage
-from ._http import EmulatorServer, Reply
+from ._core import EmulatorCore, RequestRecord
+from ._http import EmulatorServer
 from ._spec import ExportSpec
-from .faults import FaultRule, Faults
 from .generator import GroundTruth
-from .state import Owner, Signer, parse_filter
+from .state import Owner, parse_filter
 
 __all__ = ["Emulator", "RequestRecord", "serve"]
 
 logger = logging.getLogger(__name__)
 
-_REDACTED = "<redacted>"
 # Set per export (the filter), per call (keep_rows) or by the emulator (the snapshots).
 _NOT_OPTIONS = frozenset({"submissions", "study_id", "since", "until", "keep_rows", "owner_id"})
 _BATCH_ONLY = frozenset({"tasks_per_submission", "raters_per_task"})
 
 
-@dataclass(frozen=True)
-class RequestRecord:
-    """One request received by the emulator (secrets redacted).
-
-    ``status`` is the status sent, or ``0`` when the connection was dropped without
-    an answer. ``host`` is ``"api"`` or ``"download"``. ``request_id`` is the
-    ``X-Request-Id`` the API host answered with (``None`` on the download host and
-    for a dropped answer).
-    """
-
-    host: str
-    method: str
-    path: str
-    query: dict[str, str]
-    headers: dict[str, str]
-    status: int
-    time: float
-    request_id: str | None = None
-
-
-class Emulator:
+class Emulator(EmulatorCore):
     """Prolific's export API and its S3-style download host, served on 127.0.0.1.
 
     Parameters
@@ -93,34 +69,28 @@ class Emulator:
         download_port: int = 0,
         host: str = "127.0.0.1",
     ) -> None:
+        super().__init__(
+            polls_until_complete=polls_until_complete,
+            legacy_post=legacy_post,
+            url_ttl=url_ttl,
+            token=token,
+            collections_enabled=collections_enabled,
+        )
         self._defaults = {
             "polls_until_complete": polls_until_complete,
             "legacy_post": legacy_post,
             "url_ttl": url_ttl,
             "collections_enabled": collections_enabled,
         }
-        self.polls_until_complete = polls_until_complete
-        self.legacy_post = legacy_post
-        self.url_ttl = url_ttl
-        self.collections_enabled = collections_enabled
         self.tls = tls
-        self.token = token or f"emu-{secrets.token_urlsafe(24)}"
-        self.faults = Faults()
         self._host, self._ports = host, (port, download_port)
         self._own_workdir = workdir is None
-        self._workdir = Path(workdir) if workdir is not None else Path()
-        self._lock = threading.RLock()
-        self._owners: dict[tuple[str, str], Owner] = {}
-        self._requests: list[RequestRecord] = []
-        self._requests_lock = threading.Lock()
-        self._offset = 0.0
-        self._seq = 0
-        self._signer = Signer()
+        if workdir is not None:
+            self._workdir = Path(workdir)
         self._servers: list[EmulatorServer] = []
         self._threads: list[threading.Thread] = []
         self.ca_bundle: str | None = None
         self.base_url = ""
-        self.download_url = ""
 
     # ---- lifecycle -------------------------------------------------------------------
 
@@ -195,7 +165,7 @@ class Emulator:
 
     def now(self) -> float:
         """The emulator's (virtual) time as a POSIX timestamp."""
-        return time.time() + self._offset
+        return self._now()
 
     def advance_time(self, seconds: float) -> None:
         """Move the virtual clock forward (URL expiry, ``expires_at``, ``created_at``)."""
@@ -269,14 +239,6 @@ class Emulator:
         keywords = {"seed": seed, "owner_id": collection_id}
         return self._add("collection", spec, keywords, access, options)
 
-    def _owner(self, kind: str | None, owner_id: str) -> Owner | None:
-        with self._lock:
-            if kind is not None:
-                return self._owners.get((kind, owner_id))
-            return self._owners.get(("batch", owner_id)) or self._owners.get(
-                ("collection", owner_id)
-            )
-
     def _require(self, owner_id: str) -> Owner:
         owner = self._owner(None, owner_id)
         if owner is None:
@@ -348,50 +310,6 @@ class Emulator:
         """Empty the request log."""
         with self._requests_lock:
             self._requests.clear()
-
-    def _clean(self, key: str, value: str) -> str:
-        if key.lower() in ("authorization", "x-amz-signature") or self.token in value:
-            return _REDACTED
-        return value
-
-    def _log_request(
-        self,
-        host: str,
-        method: str,
-        path: str,
-        query: Mapping[str, str],
-        headers: Mapping[str, str],
-        status: int,
-        started: float,
-        request_id: str | None = None,
-    ) -> None:
-        record = RequestRecord(
-            host,
-            method,
-            _REDACTED if self.token in path else path,
-            {k: self._clean(k, v) for k, v in query.items()},
-            {k: self._clean(k, v) for k, v in headers.items()},
-            status,
-            started,
-            request_id,
-        )
-        with self._requests_lock:
-            self._requests.append(record)
-
-    # ---- handlers' entry points ------------------------------------------------------
-
-    def _fault_reply(self, rule: FaultRule, auth: str | None = None, target: str = "") -> Reply:
-        if rule.kind == "echo_token":
-            return _routes.echo_reply(rule, auth, target, self.download_url)
-        return _routes.fault_reply(rule)
-
-    def _api(self, method: str, path: str, query: dict[str, str], auth: str | None) -> Reply:
-        return _routes.api(self, method, path, query, auth)
-
-    def _download(
-        self, method: str, path: str, query: dict[str, str], headers: Mapping[str, str]
-    ) -> tuple[Reply, tuple[Path, int, int] | None]:
-        return _storage.download(self, method, path, query, headers)
 
     # ---- presentation ----------------------------------------------------------------
 
