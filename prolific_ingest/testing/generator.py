@@ -11,6 +11,7 @@ derived seed, so archives of any size are written with bounded memory (pass
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -37,7 +38,7 @@ _BATCH_ONLY = frozenset({"tasks_per_submission", "raters_per_task"})
 
 def _spec_from_keywords(
     kind: str, spec: ExportSpec | None, keywords: dict[str, Any]
-) -> tuple[ExportSpec, Any]:
+) -> tuple[ExportSpec, Sequence[SubmissionSpec] | None]:
     """The spec (and ``submissions``) of a call; the old keywords build one, with a warning."""
     if not keywords:
         return spec or ExportSpec(), None
