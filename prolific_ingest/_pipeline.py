@@ -45,7 +45,6 @@ __all__ = [
     "LoadPlan",
     "Parsed",
     "download_into_cache",
-    "fetch",
     "load",
     "parse",
     "write_export",
@@ -63,27 +62,6 @@ class LoadPlan:
     export_id: str | None
     max_age: timedelta
     offline: bool
-
-
-def fetch(
-    plan: LoadPlan,
-    *,
-    cache: ExportCache,
-    client: Callable[[], ProlificClient],
-    progress: bool | str | None,
-    wait_timeout: float | None = None,
-) -> CachedExport:
-    """Return a committed cache entry for ``plan``, downloading only when needed.
-
-    ``client`` is a factory so that an offline or cache-hit load never builds one. A
-    download is verified whole (every member's CRC) before it is committed; :func:`load`
-    leaves the primary member's CRC to the parse instead.
-    """
-    found = _locate(plan, cache=cache, client=client, progress=progress, wait_timeout=wait_timeout)
-    if isinstance(found, CachedExport):
-        return found
-    job, api = found
-    return download_into_cache(job, cache, api, progress=progress)
 
 
 def load(

@@ -264,6 +264,15 @@ def iter_record_batches(
         member of 16 MiB or more and 1 below. The rows and their order are the same
         for any count; if workers cannot start, the parse continues in this process
         (with one WARNING per process).
+
+    Raises
+    ------
+    CorruptArchiveError
+        The primary member fails its CRC-32 (checked as its last bytes are read, so
+        before the last batches) or is truncated. A caller that consumed the whole
+        stream has therefore parsed an intact member.
+    BadRecordError
+        A bad line, with ``on_bad_records="raise"``.
     """
     if on_bad_records not in ("raise", "quarantine", "skip"):
         msg = f"on_bad_records must be 'raise', 'quarantine' or 'skip', not {on_bad_records!r}"
