@@ -321,3 +321,21 @@ def test_corruption_that_breaks_a_line_before_the_crc_is_reported_as_corruption(
     assert isinstance(info.value.__cause__, BadRecordError)
     assert "CRC" in str(info.value)
     assert _files(Path(conn["cache"])) == []
+
+
+def test_verify_leaves_the_skipped_member_to_its_reader(tmp_path: Path) -> None:
+    from prolific_ingest.archive import open_archive
+    from prolific_ingest.testing import make_batch_export
+
+    good = tmp_path / "good.zip"
+    make_batch_export(good, n_submissions=6)
+    bad = tmp_path / "bad.zip"
+    bad.write_bytes(_with_wrong_crc(good, PRIMARY, _swap_case_of_a_value))
+    with open_archive(bad) as archive:
+        archive.verify(skip=PRIMARY)  # every other member is intact
+        with pytest.raises(CorruptArchiveError) as info:
+            archive.verify()
+        assert info.value.member == archive.members[PRIMARY]
+        with pytest.raises(CorruptArchiveError):  # the reader checks the skipped member
+            for _ in archive.iter_chunks(PRIMARY):
+                pass
