@@ -7,7 +7,8 @@ it holds no I/O code of its own beyond the parsed-table cache beside each archiv
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -77,11 +78,12 @@ def load(
     """Fetch and parse ``plan``'s export: its committed entry and the :class:`Parsed` result.
 
     A cache hit is parsed as :func:`parse` does (the parsed-table cache, no verification).
-    A cold load decompresses the primary member once: the download's other members are
-    verified before anything else, the parse's own read of the primary member checks its
-    CRC, and only then is the archive committed (then its parsed tables). A corrupt
-    primary member raises :class:`CorruptArchiveError` naming it and the export, with
-    nothing committed: the next load downloads again. ``sink_for(entry)`` gives the sink
+    A cold load decompresses the primary member once: the parse's own read of it checks
+    its CRC, the other members are verified on a thread while it runs, and only when both
+    passed does the stream end and the archive get committed (then its parsed tables). A
+    corrupt member raises :class:`CorruptArchiveError` naming it and the export, with
+    nothing committed (a sink has seen an unfinished stream): the next load downloads
+    again. ``sink_for(entry)`` gives the sink
     the parse streams into (``None``: none); ``entry`` is the one that will be committed.
     The entry's lock is held from the download to the commit, so concurrent loads of one
     export download it once.
@@ -262,16 +264,11 @@ def download_into_cache(
 
 @dataclass(frozen=True)
 class _Staged:
-    """A downloaded archive in its entry's staging file, verified but not committed.
-
-    ``primary`` names the logical member whose CRC is *not* checked yet (the parse's
-    read checks it), ``None`` when every member was verified.
-    """
+    """A downloaded archive in its entry's staging file, not committed."""
 
     cache: ExportCache
     entry: CachedExport  # what the entry will be once committed
     path: str
-    primary: str | None
     commit_args: dict[str, Any]
 
     def commit(self) -> CachedExport:
@@ -292,11 +289,12 @@ def _download_verified(
     progress: bool | str | None,
     whole: bool,
 ) -> _Staged:
-    """Download ``job``'s archive into a staging file and verify it; call under the lock.
+    """Download ``job``'s archive into a staging file and check it; call under the lock.
 
-    With ``whole=False`` the primary member (the one the parse reads whole) is left
-    to the parse; every other member is verified here. A corrupt archive is fetched
-    again while the retry budget lasts (it spends the budget a 503 does).
+    The archive is opened (a ZIP, safe names and sizes, readable metadata) and, with
+    ``whole``, every member's CRC is verified; without, the members are left to the
+    parse (:func:`_parse_staged`). A corrupt archive is fetched again while the retry
+    budget lasts (it spends the budget a 503 does).
     """
     ref = job.ref
     assert job.url is not None
@@ -326,8 +324,8 @@ def _download_verified(
                 stall_min_rate=settings.stall_min_rate,
             )
             with open_archive(staging, storage_options=cache.storage_options) as archive:
-                unchecked = None if whole else primary_member(archive)
-                archive.verify(skip=unchecked)
+                if whole:
+                    archive.verify()
         except (CorruptArchiveError, IntegrityError) as exc:
             cache.discard(staging)
             delay = budget.next_delay()
@@ -364,7 +362,7 @@ def _download_verified(
             "created_at": job.created_at,
         }
         entry = cache.pending(ref, job.export_id, **commit_args)
-        return _Staged(cache, entry, staging, unchecked, commit_args)
+        return _Staged(cache, entry, staging, commit_args)
 
 
 # -- parsing, with the parsed-table cache beside the archive -----------------------------------
@@ -420,16 +418,21 @@ def _stream(
     cache: ExportCache,
     on_bad_records: OnBadRecords,
     sink: SinkFn | None,
+    last: Callable[[], None] | None = None,
 ) -> _Streamed:
     """Parse the archive at ``path`` once, into the table cache's files and ``sink``.
 
-    The primary member is read to its end (its CRC checked) before this returns.
+    The primary member is read to its end (its CRC checked) before this returns. ``last``
+    runs after the last batch and before the stream ends: what it raises, the sink sees
+    instead of the end of the stream.
     """
     counts: dict[str, int] = {}
     written = None
     with open_archive(path, storage_options=cache.storage_options) as archive:
         metadata = archive.metadata
         batches = iter_record_batches(archive, on_bad_records=on_bad_records)
+        if last is not None:
+            batches = _then(batches, last)
         # Without a sink the tables are wanted in memory: keep them, rather than read the
         # cache back (a sink's load must stay flat in memory: it reads back on demand).
         stream = store.tee(batches, counts, keep=sink is None)
@@ -438,6 +441,13 @@ def _stream(
         for _ in stream:  # a sink that found the export committed read nothing: parse anyway
             pass
     return _Streamed(counts, metadata, written)
+
+
+def _then(
+    batches: Iterator[tuple[str, pa.RecordBatch]], last: Callable[[], None]
+) -> Iterator[tuple[str, pa.RecordBatch]]:
+    yield from batches
+    last()
 
 
 def _finish(store: TableCache, streamed: _Streamed, on_bad_records: OnBadRecords) -> Parsed:
@@ -463,18 +473,22 @@ def _parse_staged(
     on_bad_records: OnBadRecords,
     sink_for: Callable[[CachedExport], SinkFn | None] | None,
 ) -> tuple[CachedExport, Parsed]:
-    """Parse a staged archive, commit it once its primary member passed its CRC, then its tables.
+    """Parse a staged archive, commit it once every member passed its CRC, then its tables.
 
+    The parse's read checks the primary member; a :class:`_MemberCheck` thread verifies the
+    others meanwhile (zlib releases the GIL), and the stream ends only once it passed.
     Nothing is committed when the parse fails. If the archive itself is sound (the parse
-    stopped at a bad record, a sink failed ...) it is still committed after its
-    primary member is checked, as a download verified whole would have been, so that a
+    stopped at a bad record, a sink failed ...) it is still committed after it is
+    verified whole, as a download verified before the parse would have been, so that a
     retry (another ``on_bad_records``, a fixed sink) does not download it again.
     """
     store = TableCache(staged.entry, cache.storage_options)
+    others = _MemberCheck(staged)
     try:
         sink = sink_for(staged.entry) if sink_for is not None else None
-        streamed = _stream(staged.path, store, cache, on_bad_records, sink)
+        streamed = _stream(staged.path, store, cache, on_bad_records, sink, last=others.result)
     except BaseException as exc:
+        others.cancel()
         _after_failed_parse(staged, exc)
         raise
     try:
@@ -483,6 +497,38 @@ def _parse_staged(
         store.discard()
         raise
     return entry, _finish(store, streamed, on_bad_records)
+
+
+class _MemberCheck:
+    """Verify every member of a staged archive but the primary one, on a thread."""
+
+    def __init__(self, staged: _Staged) -> None:
+        self.staged = staged
+        self.error: BaseException | None = None
+        self.stop = threading.Event()
+        self.thread = threading.Thread(
+            target=self._run, name="prolific-ingest-verify-members", daemon=True
+        )
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            path, options = self.staged.path, self.staged.cache.storage_options
+            with open_archive(path, storage_options=options) as archive:
+                archive.verify(skip=primary_member(archive), cancel=self.stop)
+        except BaseException as exc:  # noqa: BLE001 - raised by result()
+            self.error = exc
+
+    def result(self) -> None:
+        """Wait for the check; raise what it found."""
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+
+    def cancel(self) -> None:
+        """Stop the check (within a chunk) and wait for its thread."""
+        self.stop.set()
+        self.thread.join()
 
 
 def _after_failed_parse(staged: _Staged, exc: BaseException) -> None:
@@ -501,10 +547,8 @@ def _after_failed_parse(staged: _Staged, exc: BaseException) -> None:
         return
     sound = False
     try:
-        if staged.primary is not None:  # the CRC the parse did not reach
-            with open_archive(staged.path, storage_options=staged.cache.storage_options) as zf:
-                for _ in zf.iter_chunks(staged.primary):
-                    pass
+        with open_archive(staged.path, storage_options=staged.cache.storage_options) as zf:
+            zf.verify()  # what the parse did not reach
         sound = True
     except CorruptArchiveError as corrupt:
         raise _corrupt(export_id, corrupt) from exc

@@ -367,7 +367,7 @@ class ExportArchive:
                     raise SinkError(msg, url=shown) from exc
                 raise
 
-    def verify(self, *, skip: str | None = None) -> None:
+    def verify(self, *, skip: str | None = None, cancel: threading.Event | None = None) -> None:
         """Read every member fully; raise :class:`CorruptArchiveError` on a bad CRC/truncation.
 
         Members are checked by :data:`VERIFY_THREADS` threads (largest first), since zlib
@@ -377,7 +377,8 @@ class ExportArchive:
 
         ``skip`` names a logical member (e.g. ``"responses-by-submission.jsonl"``) left
         unchecked, for a caller that reads it to its end with :meth:`iter_chunks` (or
-        :meth:`iter_blocks`, :meth:`iter_lines`), which checks the same CRC.
+        :meth:`iter_blocks`, :meth:`iter_lines`), which checks the same CRC. Setting
+        ``cancel`` (from another thread) makes it return soon, having checked only part.
         """
         skipped = self.members.get(skip) if skip is not None else None
         infos = sorted(
@@ -392,16 +393,17 @@ class ExportArchive:
         pending = iter(infos)
         lock = threading.Lock()
         failures: list[BaseException] = []
+        stop = cancel or threading.Event()
 
         def check() -> None:
-            while not failures:
+            while not failures and not stop.is_set():
                 with lock:
                     info = next(pending, None)
                 if info is None:
                     return
                 try:
                     with self._open_member(info) as fh:
-                        while fh.read(CHUNK_BYTES):
+                        while fh.read(CHUNK_BYTES) and not stop.is_set():
                             pass
                 except ArchiveError as exc:  # encrypted, headers that lie ...: as raised
                     failures.append(exc)

@@ -255,27 +255,31 @@ def test_a_lake_gets_nothing_from_an_archive_whose_primary_member_fails_its_crc(
 # -- the other members, and failures that are not corruption ----------------------------------
 
 
-def test_a_corrupt_uploaded_file_is_found_before_the_parse_and_nothing_is_cached(
-    prolific_emulator: Any, conn: dict[str, Any], inflated: list[tuple[str, int]]
+def _flip_a_bit(data: bytes) -> bytes:
+    at = len(data) // 2
+    return data[:at] + bytes([data[at] ^ 0x01]) + data[at + 1 :]
+
+
+@pytest.mark.parametrize("member", ["responses-by-task.jsonl", "upload"])
+def test_a_corrupt_member_the_parse_does_not_read_fails_the_load_with_nothing_committed(
+    prolific_emulator: Any, conn: dict[str, Any], tmp_path: Path, member: str
 ) -> None:
     batch_id = prolific_emulator.add_batch(seed=16, n_submissions=10)
     served = _serve(prolific_emulator, batch_id)
     with zipfile.ZipFile(served.path) as zf:
-        upload = max(
-            (i for i in zf.infolist() if "files/" in i.filename), key=lambda i: i.file_size
-        )
-        primary = next(n for n in zf.namelist() if n.endswith(PRIMARY))
-
-    def flip_a_bit(data: bytes) -> bytes:
-        at = len(data) // 2
-        return data[:at] + bytes([data[at] ^ 0x01]) + data[at + 1 :]
-
-    served.store(_with_wrong_crc(served.path, upload.filename, flip_a_bit))
+        files = [i for i in zf.infolist() if "files/" in i.filename and not i.is_dir()]
+        if member == "upload":
+            name = max(files, key=lambda i: i.file_size).filename
+        else:
+            name = next(n for n in zf.namelist() if n.endswith(member))
+    served.store(_with_wrong_crc(served.path, name, _flip_a_bit))
+    out = tmp_path / "lake"
     with pytest.raises(CorruptArchiveError) as info:
-        load_batch_export(batch_id, export_id=served.export_id, **conn)
-    assert info.value.member == upload.filename
-    assert primary not in {name for name, _ in inflated}  # refused before the parse began
+        load_batch_export(batch_id, export_id=served.export_id, output=str(out), **conn)
+    assert info.value.member == name
+    assert served.export_id in str(info.value)
     assert _files(Path(conn["cache"])) == []
+    assert not out.exists() or _delta_logs(out) == {}  # no table version, no load record
 
 
 def test_a_bad_record_leaves_the_sound_archive_cached_for_the_next_policy(
