@@ -96,7 +96,7 @@ def load(
         with cache.lock(job.ref, job.export_id):
             hit = cache.lookup(job.ref, job.export_id)
             if hit is None:  # else another thread or process fetched it while we waited
-                staged = _download_verified(job, cache, api, progress=progress, whole=False)
+                staged = _download(job, cache, api, progress=progress, whole=False)
                 return _parse_staged(
                     staged, cache=cache, on_bad_records=on_bad_records, sink_for=sink_for
                 )
@@ -259,7 +259,7 @@ def download_into_cache(
         hit = cache.lookup(job.ref, job.export_id)
         if hit is not None:  # another thread or process fetched it while we waited
             return hit
-        return _download_verified(job, cache, api, progress=progress, whole=True).commit()
+        return _download(job, cache, api, progress=progress, whole=True).commit()
 
 
 @dataclass(frozen=True)
@@ -281,7 +281,7 @@ class _Staged:
         self.cache.discard(self.path)
 
 
-def _download_verified(
+def _download(
     job: ExportJob,
     cache: ExportCache,
     api: ProlificClient,
