@@ -329,10 +329,10 @@ def test_corruption_that_breaks_a_line_before_the_crc_is_reported_as_corruption(
 
 def test_verify_leaves_the_skipped_member_to_its_reader(tmp_path: Path) -> None:
     from prolific_ingest.archive import open_archive
-    from prolific_ingest.testing import make_batch_export
+    from prolific_ingest.testing import ExportSpec, make_batch_export
 
     good = tmp_path / "good.zip"
-    make_batch_export(good, n_submissions=6)
+    make_batch_export(good, ExportSpec(n_submissions=6))
     bad = tmp_path / "bad.zip"
     bad.write_bytes(_with_wrong_crc(good, PRIMARY, _swap_case_of_a_value))
     with open_archive(bad) as archive:
