@@ -83,16 +83,52 @@ __all__ = [
 ]
 
 
-def redact_url(url: str | None) -> str | None:
-    """Return ``url`` without its query string, fragment or user info (a path unchanged).
+def url_authority(rest: str) -> tuple[str, str]:
+    """Split what follows ``scheme://`` into ``(user info, remainder)``.
 
-    Presigned URLs carry their signature in the query string; it must never reach
-    a log line, an exception message or a manifest. The rule itself lives in
-    :func:`prolific_ingest._urls.redact_url`.
+    The user info ends at the last ``@`` of the authority. A secret with an unescaped
+    ``/`` (``s3://KEY:ab/cd@bucket``) ends the authority early; the ``@`` after it still
+    marks where the secret ends, so the whole of it counts as user info.
     """
-    from ._urls import redact_url as redact
+    end = len(rest)
+    for stop in "/?#":
+        pos = rest.find(stop)
+        if pos != -1:
+            end = min(end, pos)
+    head = rest[:end]
+    if "@" in head:
+        cut = head.rfind("@")
+        return rest[:cut], rest[cut + 1 :]
+    if ":" in head and "@" in rest[end:]:
+        port = head.rpartition(":")[2]
+        if not port.isdigit():
+            cut = rest.find("@", end)
+            return rest[:cut], rest[cut + 1 :]
+    return "", rest
 
-    return redact(url)
+
+def _redact_one(url: str) -> str:
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    _, remainder = url_authority(rest)
+    for stop in "?#":
+        remainder = remainder.partition(stop)[0]
+    return f"{scheme}://{remainder}"
+
+
+def redact_url(url: str | None) -> str | None:
+    """Return ``url`` without user info, query string or fragment; a plain path unchanged.
+
+    Presigned URLs carry their signature in the query string and storage URLs may carry
+    ``KEY:SECRET@``; neither may reach a log line, an exception message or a manifest.
+    (The rule lives here, below every module that raises, so that no error module
+    imports the URL rules back.)
+    Each part of a chained URL (``simplecache::s3://…``) is redacted.
+    """
+    if url is None:
+        return None
+    return "::".join(_redact_one(part) for part in str(url).split("::"))
 
 
 def _restore(cls: type[ProlificIngestError], args: tuple[Any, ...]) -> ProlificIngestError:
