@@ -122,9 +122,8 @@ def redact_url(url: str | None) -> str | None:
 
     Presigned URLs carry their signature in the query string and storage URLs may carry
     ``KEY:SECRET@``; neither may reach a log line, an exception message or a manifest.
-    (The rule lives here, below every module that raises, so that no error module
-    imports the URL rules back.)
-    Each part of a chained URL (``simplecache::s3://…``) is redacted.
+    Each part of a chained URL (``simplecache::s3://…``) is redacted. (The rule lives
+    here, below every module that raises, so nothing imports the URL rules back.)
     """
     if url is None:
         return None
