@@ -10,10 +10,11 @@ import json
 import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from itertools import compress, count, repeat
+from itertools import chain, compress, count, repeat
 from operator import is_not
 from typing import Any
 
+import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -123,30 +124,70 @@ def dumps(obj: Any) -> str:
 def json_column(values: Sequence[Any]) -> pa.Array:
     """Return a string column holding ``dumps(v)`` for every non-``None`` value.
 
-    The values are encoded with orjson in one go and the float-form check of
-    :func:`dumps` runs once over all of them (a byte translation and two ``find``); only
-    when it could match is any value re-checked (and re-encoded) on its own.
+    The values are encoded by **one** ``orjson.dumps`` call (:func:`_joined`), and the
+    float-form check of :func:`dumps` runs once over the whole text; only when it could
+    match (or orjson refuses a value) is every value encoded, checked and re-encoded on
+    its own, exactly as :func:`dumps` does.
     """
     n = len(values)
     present = list(compress(count(), map(is_not, values, repeat(None, n))))
     if not present:
         return pa.nulls(n, type=pa.string())
-    out: list[Any] = [None] * n
+    items = values if len(present) == n else list(map(values.__getitem__, present))
+    column = _joined(items)
+    if column is None:
+        column = pa.array(_one_by_one(items), type=pa.string())
+    if len(present) == n:
+        return column
+    at = np.full(n, -1, dtype=np.int64)
+    at[present] = np.arange(len(present), dtype=np.int64)
+    return column.take(pa.array(at, mask=at < 0))
+
+
+#: Written between the values by :func:`_joined`: orjson never writes a raw newline
+#: itself (a newline in a string is escaped), so ``,\n,`` can only be this separator.
+_SEPARATOR = orjson.Fragment(b"\n")
+
+
+def _joined(items: Sequence[Any]) -> pa.Array | None:
+    """The values' compact JSON text as one string array, or ``None`` to go value by value.
+
+    One ``orjson.dumps`` of ``[v0, SEP, v1, SEP, ...]`` (one call instead of one per
+    value: about 7x less CPU), then the separators are cut out of the text and the value
+    offsets computed with numpy; the array is made over that buffer without copying.
+    ``None`` when orjson refuses a value (an integer beyond 64 bits, deep nesting) or
+    the text could hold a float orjson writes differently from the stdlib.
+    """
+    try:
+        blob = orjson.dumps(list(chain.from_iterable(zip(items, repeat(_SEPARATOR)))))
+    except TypeError:  # orjson.JSONEncodeError
+        return None
+    if b"0.0000" in blob or b"0e" in blob.translate(_DIGIT_TO_ZERO):
+        return None
+    # blob: "[" t0 ",\n," t1 ",\n," ... t(m-1) ",\n]"
+    ends = np.flatnonzero(np.frombuffer(blob, dtype=np.uint8) == 0x0A)
+    if len(ends) != len(items):  # cannot happen (see _SEPARATOR); never guess
+        return None
+    lengths = ends - 1 - np.concatenate(([1], ends[:-1] + 2))
+    offsets = np.zeros(len(ends) + 1, dtype=np.int32)
+    np.cumsum(lengths, out=offsets[1:])
+    data = blob.replace(b",\n,", b"")[1:-3]
+    return pa.StringArray.from_buffers(
+        len(ends), pa.py_buffer(offsets), pa.py_buffer(data), null_count=0
+    )
+
+
+def _one_by_one(items: Sequence[Any]) -> list[Any]:
+    """:func:`dumps` of every value (as bytes where orjson's text is already right)."""
     texts: list[Any]
     try:
-        texts = [orjson.dumps(values[i]) for i in present]
+        texts = [orjson.dumps(v) for v in items]
     except TypeError:  # an integer beyond 64 bits somewhere: value by value
-        texts = [dumps(values[i]) for i in present]
-    else:
-        blob = b"\n".join(texts)
-        if b"0.0000" in blob or b"0e" in blob.translate(_DIGIT_TO_ZERO):
-            texts = [
-                _encode(values[i]).encode() if _FLOAT_FORMS.search(t) else t
-                for i, t in zip(present, texts, strict=True)
-            ]
-    for i, text in zip(present, texts, strict=True):
-        out[i] = text
-    return pa.array(out, type=pa.string())
+        return [dumps(v) for v in items]
+    return [
+        _encode(v).encode() if _FLOAT_FORMS.search(t) else t
+        for v, t in zip(items, texts, strict=True)
+    ]
 
 
 def parse_timestamp(value: Any) -> int | None:

@@ -573,3 +573,54 @@ def test_deep_values_are_written_without_touching_the_recursion_limit(
 
     monkeypatch.setattr(sys, "setrecursionlimit", refuse)
     assert dumps(deep) == expected
+
+
+# -- extra is the exact compact JSON text of the unknown keys ----------------------------
+
+
+def _compact(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+_AWKWARD_EXTRAS: list[dict[str, Any]] = [
+    {"z": 1, "a": None, "m": [None, True, {"y": 1, "b": 2}]},  # key order, null kept
+    {"text": 'line\nbreak ,\n, and \u2028 é \x00 \\ "'},  # what a separator could look like
+    {"small": 1e-05, "large": 1e16, "plain": 0.5, "one": 1.0, "int": 1},  # number forms
+    {"deep": {"a": {"b": {"c": []}}}, "empty": {}},
+]
+
+
+@pytest.mark.parametrize("scatter", [False, True], ids=["every-row", "some-rows"])
+def test_extra_is_the_exact_compact_text_of_the_unknown_keys_at_every_level(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, scatter: bool
+) -> None:
+    """Key order, null values, newlines and number forms survive the block encoder."""
+    records = []
+    for i, unknown in enumerate(_AWKWARD_EXTRAS * 3):
+        if scatter and i % 2:
+            unknown = {}
+        answer = {"value": "v", **unknown}
+        response = {"id": f"r{i}", "answer": [answer], **unknown}
+        records.append(
+            submission(f"s{i}", [task(f"t{i}", responses=[response], **unknown)], **unknown)
+        )
+    tables = read(tmp_path, monkeypatch, records)
+    for name in ("submissions", "tasks", "responses", "answers"):
+        texts = [row["extra"] for row in rows(tables, name)]
+        expected = [
+            None if scatter and i % 2 else _compact(unknown)
+            for i, unknown in enumerate(_AWKWARD_EXTRAS * 3)
+        ]
+        assert texts == expected, name
+
+
+def test_extra_keeps_integers_beyond_64_bits_exactly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    big = 2**70 + 1
+    records = [submission("s1", huge=big, small=-(2**64)), submission("s2", x="y")]
+    tables = read(tmp_path, monkeypatch, records)
+    assert [row["extra"] for row in rows(tables, "submissions")] == [
+        f'{{"huge":{big},"small":{-(2**64)}}}',
+        '{"x":"y"}',
+    ]
