@@ -48,9 +48,27 @@ def _encode(obj: Any) -> str:
     interpreter-wide setting, which other threads would see).
     """
     try:
-        return _ENCODER.encode(obj)
+        text = _ENCODER.encode(obj)
     except RecursionError:
-        return _encode_deep(obj)
+        text = _encode_deep(obj)
+    return _escape_surrogates(text)
+
+
+#: A surrogate code point: Python strings from JSON may hold one alone (``"\\udc80"``).
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _escape_surrogates(text: str) -> str:
+    """``text`` with every lone surrogate written as its ``\\uXXXX`` escape.
+
+    The stdlib encoder (``ensure_ascii=False``) writes such a code point as is, and no
+    UTF-8 text (so no Arrow string) can hold it. In JSON text it can only stand inside a
+    string, where the escape means exactly that code point: ``json.loads`` of the result
+    gives the original value back, so nothing is lost.
+    """
+    if _SURROGATE.search(text) is None:
+        return text
+    return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
 def _encode_deep(obj: Any) -> str:
@@ -110,7 +128,8 @@ def dumps(obj: Any) -> str:
 
     orjson writes the same text except for some floats (``1e-05`` vs ``0.00001``, exponent
     forms) and integers beyond 64 bits; whenever its output could hold such a float, or it
-    refuses the object, the stdlib encoder is used instead.
+    refuses the object, the stdlib encoder is used instead. A lone surrogate (which orjson
+    refuses) is written as its ``\\uXXXX`` escape, so the text is always valid UTF-8.
     """
     try:
         text = orjson.dumps(obj)
