@@ -200,17 +200,21 @@ def _restore(undo: list[tuple[dict[str, Any], Any]]) -> None:
         response["answer"] = answer
 
 
-def _coerce_answers(resps: list[dict[str, Any]], undo: list[tuple[dict[str, Any], Any]]) -> int:
+def _coerce_answers(
+    resps: list[dict[str, Any]], undo: list[tuple[dict[str, Any], Any]]
+) -> tuple[int, list[Any] | None]:
     """Make every ``answer`` a list of objects in place (see ``answer_items``).
 
-    Returns the number of coerced items; the replaced values are appended to ``undo``.
+    Returns the number of coerced items and, when there were none, the answer objects
+    of every response in order (``_children(resps, "answer")``, computed on the way);
+    the replaced values are appended to ``undo``.
     """
     answers = list(map(dict.get, resps, repeat("answer")))
     kinds = set(map(type, answers))
     if kinds <= {list, type(None)}:
-        items = set(map(type, chain.from_iterable(filter(None, answers))))
-        if items <= {dict}:
-            return 0  # the documented shape: nothing to do
+        items = list(chain.from_iterable(filter(None, answers)))
+        if set(map(type, items)) <= {dict}:
+            return 0, items  # the documented shape: nothing to do
     coerced = 0
     for response, answer in zip(resps, answers, strict=True):
         fixed, n = answer_items(answer)
@@ -218,7 +222,7 @@ def _coerce_answers(resps: list[dict[str, Any]], undo: list[tuple[dict[str, Any]
             undo.append((response, answer))
             response["answer"] = fixed
             coerced += n
-    return coerced
+    return coerced, None
 
 
 def _grouped(r: Any) -> bool:
@@ -312,7 +316,7 @@ def _build(
     # where a list belongs is refused by _children.
     tasks = _children(recs, "tasks") if batch else []
     resps = _children(tasks, "responses") if batch else _children(recs, "responses")
-    coerced = _coerce_answers(resps, undo)
+    coerced, answers = _coerce_answers(resps, undo)
     top = pa.array(recs, type=_RECORD_T[b.kind])  # all known keys, type-checked, in C
     sub, part, study, owner = (top.field(i) for i in range(4))
     if batch:
@@ -327,7 +331,8 @@ def _build(
         resp_rec, _ = _offsets(resp_lists)
     resp_arr = resp_lists.flatten()
     ans_lists = resp_arr.field(4)
-    answers = _children(resps, "answer")
+    if answers is None:
+        answers = _children(resps, "answer")
     ans_resp, n_ans = _offsets(ans_lists)
     ans_arr = ans_lists.flatten()
     if len(resps) != len(resp_arr) or len(answers) != len(ans_arr):
@@ -365,6 +370,12 @@ def _build(
         task_rows = _task_rows(tasks, task_rec, owner, b)
         if task_rows:
             task_keys = list(map(task_key, task_rows))
+            # the first row of each content only (repeats are never new for commit_block)
+            first = dict(zip(reversed(task_keys), range(len(task_keys) - 1, -1, -1), strict=True))
+            if len(first) < len(task_keys):
+                keep = sorted(first.values())
+                task_rows = list(map(task_rows.__getitem__, keep))
+                task_keys = list(map(task_keys.__getitem__, keep))
             out.append(("tasks", b._batch("tasks", task_rows, {})))
     for i, raw in bad.items():
         resp_extras[i] = {**(resp_extras[i] or {}), "created_at": raw}

@@ -448,6 +448,27 @@ def test_the_fast_path_itself_deduplicates_task_rows_by_content() -> None:
     assert builder.tasks == []  # the fast path's rows are all in its batch
 
 
+def test_a_block_hands_back_each_task_content_once() -> None:
+    """Repeats inside a block are dropped where the block is parsed (a worker, say), so
+    only one row per content crosses to the process that keeps the export-wide set."""
+    from prolific_ingest._tables_builder import RecordBuilder
+    from prolific_ingest._tables_fast import commit_block, parse_block
+
+    t1 = {"task_id": "t1", "datapoint": {"d": 1}, "responses": []}
+    t2 = {"task_id": "t2", "responses": [], "x": None}
+    lines = [submission(f"s{i}", [t1, t2] if i % 2 else [t2]) for i in range(6)]
+    builder = RecordBuilder("batch", files_prefix="files/", existing_files=[], batch_rows=100)
+    result = parse_block(b"\n".join(map(_line, lines)), builder)
+    (tasks,) = [batch for name, batch in result.tables if name == "tasks"]
+    assert tasks.column("task_id").to_pylist() == ["t2", "t1"]
+    assert len(result.task_keys) == len(set(result.task_keys)) == 2
+    assert len(builder.seen_tasks) == 0  # parsing a block claims nothing
+    committed = dict(commit_block(result, builder))
+    assert committed["tasks"].num_rows == 2
+    again = parse_block(b"\n".join(map(_line, lines)), builder)
+    assert "tasks" not in dict(commit_block(again, builder))  # seen in the first block
+
+
 def test_flat_records_keep_each_distinct_task_metadata(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
