@@ -11,7 +11,7 @@ import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from itertools import chain, compress, count, repeat
-from operator import is_not
+from operator import is_not, itemgetter, not_
 from typing import Any
 
 import numpy as np
@@ -22,6 +22,7 @@ import pyarrow.compute as pc
 __all__ = [
     "TIMESTAMP",
     "dumps",
+    "extra_column",
     "file_paths",
     "json_column",
     "parse_timestamp",
@@ -194,6 +195,77 @@ def _joined(items: Sequence[Any]) -> pa.Array | None:
     return pa.StringArray.from_buffers(
         len(ends), pa.py_buffer(offsets), pa.py_buffer(data), null_count=0
     )
+
+
+def extra_column(
+    items: Sequence[dict[str, Any]], known: frozenset[str]
+) -> tuple[pa.Array, set[str]] | None:
+    """``json_column`` of every item's unknown keys (``None`` where it has none), built
+    without a dict per item, and the set of those keys; ``None`` to ask the caller for
+    the dict way.
+
+    The items with unknown keys are grouped by key tuple (their few distinct shapes).
+    For each shape, the unknown keys' values are picked with C-level ``itemgetter``
+    maps, and all of them go through **one** ``orjson.dumps``, spliced between
+    :class:`orjson.Fragment` pieces that write the object's punctuation and keys
+    (``{"k1":`` / ``,"k2":`` / ``}``). The fragments carry control bytes that orjson never
+    writes itself (it escapes them in strings), which mark the commas to cut and the end
+    of each object. The text is exactly ``dumps`` of the dict: keys in their order, the
+    same key and value encoding; when the float-form check of :func:`dumps` could match,
+    or orjson refuses a value, ``None`` sends the column back to the dict way.
+    """
+    n = len(items)
+    at = list(compress(count(), map(not_, map(known.issuperset, items))))
+    if not at:
+        return pa.nulls(n, type=pa.string()), set()
+    objs = list(map(items.__getitem__, at))
+    shapes = list(map(tuple, objs))
+    code_of: dict[tuple[str, ...], int] = {}
+    for shape in shapes:
+        if shape not in code_of:
+            code_of[shape] = len(code_of)
+            if len(code_of) > max(16, len(at) // 16):
+                return None  # (nearly) every item its own shape: no gain in grouping
+    codes = np.fromiter(map(code_of.__getitem__, shapes), dtype=np.int64, count=len(at))
+    order = np.argsort(codes, kind="stable")
+    bounds = np.concatenate(([0], np.cumsum(np.bincount(codes, minlength=len(code_of)))))
+    parts: list[Any] = []
+    unknown: set[str] = set()
+    for shape, code in code_of.items():
+        group = list(map(objs.__getitem__, order[bounds[code] : bounds[code + 1]].tolist()))
+        keys = [k for k in shape if k not in known]
+        unknown.update(keys)
+        pieces: list[Any] = []
+        for j, key in enumerate(keys):
+            name = orjson.dumps(key)
+            head = b"\x01{" + name if j == 0 else b"\x03" + name
+            pieces += [repeat(orjson.Fragment(head + b":\x02")), map(itemgetter(key), group)]
+        pieces.append(repeat(_CLOSE))
+        parts.append(chain.from_iterable(zip(*pieces, strict=False)))  # repeat(): endless
+    try:
+        blob = orjson.dumps(list(chain.from_iterable(parts)))
+    except TypeError:  # orjson.JSONEncodeError
+        return None
+    if b"0.0000" in blob or b"0e" in blob.translate(_DIGIT_TO_ZERO):
+        return None
+    # "[\x01{"k":\x02,v,\x03"k2":\x02,v2,\x01}\x04\x02,\x01{..." -> "[{"k":v,"k2":v2}\x04{...]"
+    text = blob.replace(b"\x02,", b"").replace(b",\x01", b"").translate(None, b"\x01\x02\x03")
+    ends = np.flatnonzero(np.frombuffer(text, dtype=np.uint8) == 0x04)
+    if len(ends) != len(at):  # cannot happen (see above); never guess
+        return None
+    lengths = ends - np.concatenate(([1], ends[:-1] + 1))
+    offsets = np.zeros(len(ends) + 1, dtype=np.int32)
+    np.cumsum(lengths, out=offsets[1:])
+    data = text[1:-1].replace(b"\x04", b"")
+    grouped = pa.StringArray.from_buffers(
+        len(ends), pa.py_buffer(offsets), pa.py_buffer(data), null_count=0
+    )
+    where = np.full(n, -1, dtype=np.int64)
+    where[np.asarray(at, dtype=np.int64)[order]] = np.arange(len(at), dtype=np.int64)
+    return grouped.take(pa.array(where, mask=where < 0)), unknown
+
+
+_CLOSE = orjson.Fragment(b"\x01}\x04\x02")
 
 
 def _one_by_one(items: Sequence[Any]) -> list[Any]:

@@ -31,7 +31,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ._tables_arrow import dumps, file_paths, json_column, timestamps
+from ._tables_arrow import dumps, extra_column, file_paths, json_column, timestamps
 from ._tables_builder import (
     _ANSWER_KNOWN,
     RecordBuilder,
@@ -239,6 +239,12 @@ def _extras(items: list[dict[str, Any]], known: frozenset[str]) -> list[dict[str
     return extras
 
 
+def _extra_column(items: list[dict[str, Any]], known: frozenset[str]) -> pa.Array:
+    """The ``extra`` column of ``items``: grouped by shape, else one dict per item."""
+    grouped = extra_column(items, known)
+    return json_column(_extras(items, known)) if grouped is None else grouped[0]
+
+
 def _children(parents: list[dict[str, Any]], key: str) -> list[Any]:
     """The concatenated ``parent[key]`` lists.
 
@@ -340,14 +346,19 @@ def _build(
 
     # submissions
     n_responses = np.bincount(resp_rec, minlength=n_recs).astype(np.int64)
-    sub_extra = json_column(_extras(recs, b.sub_known))
+    sub_extra = _extra_column(recs, b.sub_known)
 
     # responses
-    resp_extras = _extras(resps, _SIMPLE_RESPONSE)
-    for extra in resp_extras:
-        if extra is not None and not _OVERRIDES.isdisjoint(extra):
-            raise Fallback
     created, bad = timestamps(resp_arr.field(1))
+    resp_extras: list[dict[str, Any] | None] = []
+    grouped = None if bad else extra_column(resps, _SIMPLE_RESPONSE)
+    if grouped is None:  # the dict way (also to add unparseable created_at values)
+        resp_extras = _extras(resps, _SIMPLE_RESPONSE)
+        resp_unknown = set(chain.from_iterable(filter(None, resp_extras)))
+    else:
+        resp_extra, resp_unknown = grouped
+    if not _OVERRIDES.isdisjoint(resp_unknown):
+        raise Fallback
     resp_idx = pa.array(resp_rec)
     if batch:
         resp_task_id = task_arr.field(0).take(pa.array(resp_task))
@@ -358,7 +369,7 @@ def _build(
     value, value_type = _value_columns(answers)
     size_mb = ans_arr.field(4)
     _check_sizes(size_mb, answers)
-    ans_extra = json_column(_extras(answers, _ANSWER_KNOWN))
+    ans_extra = _extra_column(answers, _ANSWER_KNOWN)
     answer_index = np.arange(len(answers), dtype=np.int64) - np.repeat(
         np.cumsum(n_ans) - n_ans, n_ans
     )
@@ -379,6 +390,8 @@ def _build(
             out.append(("tasks", b._batch("tasks", task_rows, {})))
     for i, raw in bad.items():
         resp_extras[i] = {**(resp_extras[i] or {}), "created_at": raw}
+    if grouped is None:
+        resp_extra = json_column(resp_extras)
     s = b.schemas
     rid, iid, rtype = resp_arr.field(0), resp_arr.field(2), resp_arr.field(3)
     out.append(
@@ -395,7 +408,7 @@ def _build(
                     iid,
                     rtype,
                     pa.array(n_ans),
-                    json_column(resp_extras),
+                    resp_extra,
                 ],
                 schema=s["responses"],
             ),

@@ -606,18 +606,24 @@ def _compact(value: Any) -> str:
 _AWKWARD_EXTRAS: list[dict[str, Any]] = [
     {"z": 1, "a": None, "m": [None, True, {"y": 1, "b": 2}]},  # key order, null kept
     {"text": 'line\nbreak ,\n, and \u2028 é \x00 \\ "'},  # what a separator could look like
+    {"\x01{\x02": "\x02,\x03,\x01}\x04", "k\x04": [",\x01", "\x02,"]},  # ... or a marker
     {"small": 1e-05, "large": 1e16, "plain": 0.5, "one": 1.0, "int": 1},  # number forms
     {"deep": {"a": {"b": {"c": []}}}, "empty": {}},
 ]
 
 
 @pytest.mark.parametrize("scatter", [False, True], ids=["every-row", "some-rows"])
+@pytest.mark.parametrize("numbers", [True, False], ids=["number-forms", "by-shape"])
 def test_extra_is_the_exact_compact_text_of_the_unknown_keys_at_every_level(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, scatter: bool
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, scatter: bool, numbers: bool
 ) -> None:
-    """Key order, null values, newlines and number forms survive the block encoder."""
+    """Key order, null values, newlines and number forms survive the block encoder.
+
+    Without the number forms orjson writes differently (``1e-05``), the block path builds
+    ``extra`` by shape; with them, from one dict per object."""
+    awkward = _AWKWARD_EXTRAS if numbers else [e for e in _AWKWARD_EXTRAS if "small" not in e]
     records = []
-    for i, unknown in enumerate(_AWKWARD_EXTRAS * 3):
+    for i, unknown in enumerate(awkward * 3):
         if scatter and i % 2:
             unknown = {}
         answer = {"value": "v", **unknown}
@@ -630,7 +636,7 @@ def test_extra_is_the_exact_compact_text_of_the_unknown_keys_at_every_level(
         texts = [row["extra"] for row in rows(tables, name)]
         expected = [
             None if scatter and i % 2 else _compact(unknown)
-            for i, unknown in enumerate(_AWKWARD_EXTRAS * 3)
+            for i, unknown in enumerate(awkward * 3)
         ]
         assert texts == expected, name
 
@@ -645,3 +651,40 @@ def test_extra_keeps_integers_beyond_64_bits_exactly(
         f'{{"huge":{big},"small":{-(2**64)}}}',
         '{"x":"y"}',
     ]
+
+
+def test_extra_built_by_shape_is_the_text_of_the_unknown_keys_dict() -> None:
+    """The block path's ``extra`` (grouped by key tuple, no dict per item) against the
+    per-item definition, over random objects: key order, nulls, nesting, odd keys."""
+    import random
+
+    from prolific_ingest._tables_arrow import extra_column, json_column
+    from prolific_ingest._tables_builder import _extra
+
+    known = frozenset(["value", "unit"])
+    values: list[Any] = [None, True, 0, -5, 2.5, 0.1, "x", 'é\n,\x01\x04"', [], {}]
+    values += [[1, {"a": None}], {"z": [1.5]}, 2**63 - 1]
+    keys = ["value", "unit", "a", "b", "confidence", "é", 'x"y', "\n", "\x02"]
+    rnd = random.Random(7)
+    grouped = 0
+    for _ in range(400):
+        shapes = [rnd.sample(keys, rnd.randint(0, 5)) for _ in range(rnd.randint(1, 6))]
+        items = [
+            {k: rnd.choice(values) for k in rnd.choice(shapes)} for _ in range(rnd.randint(0, 40))
+        ]
+        expected = json_column([_extra(item, known) for item in items])
+        result = extra_column(items, known)
+        if result is None:
+            continue
+        column, unknown = result
+        column.validate(full=True)
+        assert column.equals(expected), items
+        assert unknown == {k for item in items for k in item if k not in known}
+        grouped += 1
+    assert grouped > 300
+    # what the grouping hands back to the dict way: many shapes, numbers orjson writes
+    # differently (1e-05), integers beyond 64 bits
+    many = [{f"k{i}": i} for i in range(100)]
+    assert extra_column(many, known) is None
+    assert extra_column([{"a": 1e-05}], known) is None
+    assert extra_column([{"a": 2**70}], known) is None
