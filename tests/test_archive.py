@@ -15,8 +15,8 @@ from pathlib import Path
 import fsspec
 import pytest
 
-from prolific_ingest import archive as archive_mod
 from prolific_ingest.archive import BATCH, COLLECTION, ArchiveLimits, FileEntry, open_archive
+from prolific_ingest.archive import _reader as archive_mod
 from prolific_ingest.errors import (
     ArchiveError,
     ArchiveSecurityError,

@@ -1,6 +1,6 @@
 """The parse on worker processes: the same tables as on one worker, and a safe fallback.
 
-Blocks are made small (``archive.CHUNK_BYTES``) so that a small export has many of them;
+Blocks are made small (``archive._reader.CHUNK_BYTES``) so that a small export has many of them;
 real worker processes parse them.
 """
 
@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from prolific_ingest import _tables_parallel as parallel
-from prolific_ingest import archive as archive_mod
+from prolific_ingest.archive import _reader as archive_mod
 from prolific_ingest.archive import open_archive
 from prolific_ingest.errors import ConfigurationError
 from prolific_ingest.tables import ExportTables, build_tables, iter_record_batches

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 from _truth import assert_matches_truth
 
-from prolific_ingest import archive as archive_mod
 from prolific_ingest import tables as tables_mod
+from prolific_ingest.archive import _reader as archive_mod
 from prolific_ingest.archive import open_archive
 from prolific_ingest.tables import build_tables, schema_for, table_names
 from prolific_ingest.testing import ExportSpec, make_batch_export, make_collection_export

@@ -16,7 +16,7 @@ declared size / ratio over the limits     ``ArchiveSecurityError``     ``Archive
 Backslashes are treated as path separators before these checks, so ``..\\..\\x`` is a
 traversal and ``export\\batch.json`` is an ordinary (Windows-written) name. Skipped names
 are never used as paths. The size limits (per member and for the whole archive, checked
-before and while inflating) are :mod:`prolific_ingest._archive_budget`'s.
+before and while inflating) are :mod:`prolific_ingest.archive._budget`'s.
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ import zipfile
 from collections import Counter
 from dataclasses import dataclass
 
-from ._archive_budget import ArchiveLimits, check_declared
-from .errors import ArchiveSecurityError
+from ..errors import ArchiveSecurityError
+from ._budget import ArchiveLimits, check_declared
 
 __all__ = [
     "KNOWN_MEMBERS",

@@ -28,7 +28,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import IO, Any
 
-from .errors import ArchiveSecurityError, ConfigurationError
+from ..errors import ArchiveSecurityError, ConfigurationError
 
 __all__ = ["ENV_VARS", "ArchiveLimits", "CountedMember", "check_declared", "format_bytes"]
 

@@ -1,49 +1,48 @@
-"""Open an export ZIP from any path or fsspec URL: members, metadata, JSONL lines, files.
+"""The export archive: its layout, kind and metadata, JSONL blocks and lines, uploaded files.
 
-The reader is tolerant of the layout variations of spec section 2 (a top-level folder,
-CRLF, blank lines, a UTF-8 BOM, lines of many megabytes) and strict about hostile
-archives: see :mod:`prolific_ingest._archive_names` for the per-case policy. Member data
-is always streamed in large chunks; a member is never held whole in memory.
+Tolerant of the layout variations of spec section 2 (a top-level folder, CRLF, blank
+lines, a UTF-8 BOM, lines of many megabytes); the safety policy is
+:mod:`prolific_ingest.archive._names`'s and member I/O :mod:`prolific_ingest.archive._members`'s.
+Member data is always streamed in chunks of :data:`CHUNK_BYTES`; a member is never held
+whole in memory.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import threading
 import zipfile
-import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass
 from types import TracebackType
 from typing import IO, Any, BinaryIO, Self, cast
 
 import fsspec
 
-from ._archive_budget import ArchiveLimits, CountedMember
-from ._archive_metadata import parse_metadata
-from ._archive_names import KNOWN_MEMBERS, SafeMember, classify_members
-from ._urls import parse_storage_url
-from .errors import (
-    ArchiveError,
+from .._urls import parse_storage_url
+from ..errors import (
     ArchiveSecurityError,
     CorruptArchiveError,
     MissingMemberError,
-    SinkError,
     redact_url,
 )
+from ._budget import ArchiveLimits
+from ._layout import FileEntry, file_entry, find_root
+from ._members import READ_ERRORS, copy_member, corrupt, open_member, read_all, verify_members
+from ._metadata import parse_metadata
+from ._names import KNOWN_MEMBERS, SafeMember, classify_members
 
 __all__ = [
     "BATCH",
+    "CHUNK_BYTES",
     "COLLECTION",
-    "ArchiveLimits",
+    "MAX_METADATA_BYTES",
+    "VERIFY_THREADS",
     "ExportArchive",
-    "FileEntry",
     "open_archive",
 ]
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("prolific_ingest.archive")  # the name it has always logged under
 
 BATCH, COLLECTION = "batch", "collection"
 
@@ -59,42 +58,10 @@ MAX_METADATA_BYTES = 256 * 2**20
 _BOM = b"\xef\xbb\xbf"
 _BATCH_MEMBERS = ("responses-by-submission.jsonl", "responses-by-task.jsonl", "batch.json")
 _COLLECTION_MEMBERS = ("responses.jsonl", "collection.json")
-_READ_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError)
-#: General-purpose bit 0 of a ZIP entry: the member is encrypted.
-_ENCRYPTED = 0x1
-
-
-@dataclass(frozen=True)
-class FileEntry:
-    """One uploaded file under ``files/``.
-
-    ``path`` is the full member path (with the root folder, if any); the other fields come
-    from ``files/<submission_id>/<file_key>/<file_name>`` (``None`` when the path is shorter).
-    """
-
-    path: str
-    size_bytes: int
-    submission_id: str | None
-    file_key: str | None
-    file_name: str
 
 
 def _display(source: str) -> str:
     return redact_url(source) or source if "://" in source else source
-
-
-def _find_root(names: list[str]) -> str:
-    for name in names:
-        if name in KNOWN_MEMBERS or name.startswith("files/"):
-            return ""
-    for name in names:
-        head, sep, rest = name.partition("/")
-        if sep and (rest in KNOWN_MEMBERS or rest.startswith("files/")):
-            return head + "/"
-    tops = {n.partition("/")[0] for n in names if "/" in n}
-    if len(tops) == 1 and all("/" in n for n in names) and tops != {"files"}:
-        return tops.pop() + "/"
-    return ""
 
 
 class ExportArchive:
@@ -130,7 +97,7 @@ class ExportArchive:
                 limits=limits or ArchiveLimits.from_env(),
             )
             self._safe: dict[str, SafeMember] = {m.name: m for m in safe}
-            self.root = _find_root(list(self._safe))
+            self.root = find_root(list(self._safe))
             self.members: dict[str, str] = {
                 logical: self.root + logical
                 for logical in KNOWN_MEMBERS
@@ -164,7 +131,7 @@ class ExportArchive:
             msg = f"{logical} declares {info.file_size} bytes (limit {MAX_METADATA_BYTES})"
             raise ArchiveSecurityError(msg, source=self._display, member=info.filename)
         with self._open_member(info) as fh:
-            raw = self._read_all(fh, info.filename)
+            raw = read_all(fh, info.filename, source=self._display)
         return parse_metadata(raw, member=info.filename, source=self._display)
 
     def has(self, logical: str) -> bool:
@@ -173,32 +140,7 @@ class ExportArchive:
 
     # -- reading -------------------------------------------------------------------------
     def _open_member(self, info: zipfile.ZipInfo) -> IO[bytes]:
-        """Open a member for reading, its inflated bytes counted (:class:`CountedMember`).
-
-        Raises :class:`ArchiveError` naming the member when it cannot be read at all
-        (encrypted, unsupported compression), :class:`CorruptArchiveError` when its
-        header is damaged.
-        """
-        where = f"member {info.filename} of {self._display}"
-        try:
-            raw = self._zip.open(info)
-        except _READ_ERRORS as exc:
-            msg = f"cannot open {where}: {exc}"
-            raise CorruptArchiveError(msg, source=self._display, member=info.filename) from exc
-        except (NotImplementedError, RuntimeError) as exc:  # compression method, encryption
-            if info.flag_bits & _ENCRYPTED:
-                msg = f"{where} is encrypted: export archives never are; download it again"
-            else:
-                msg = f"{where} cannot be read ({type(exc).__name__}: {exc})"
-            raise ArchiveError(msg, source=self._display, member=info.filename) from exc
-        return cast(IO[bytes], CountedMember(raw, info, source=self._display))
-
-    def _read_all(self, fh: IO[bytes], member: str) -> bytes:
-        try:
-            return fh.read()
-        except _READ_ERRORS as exc:
-            msg = f"member {member} of {self._display} is corrupt: {exc}"
-            raise CorruptArchiveError(msg, source=self._display, member=member) from exc
+        return open_member(self._zip, info, source=self._display)
 
     def _member_info(self, logical: str) -> zipfile.ZipInfo:
         if logical not in self.members:
@@ -225,11 +167,8 @@ class ExportArchive:
             while True:
                 try:
                     chunk = fh.read(size)
-                except _READ_ERRORS as exc:
-                    msg = f"member {info.filename} of {self._display} is corrupt: {exc}"
-                    raise CorruptArchiveError(
-                        msg, source=self._display, member=info.filename
-                    ) from exc
+                except READ_ERRORS as exc:
+                    raise corrupt(info.filename, self._display, exc) from exc
                 if not chunk:
                     return
                 yield chunk
@@ -284,17 +223,11 @@ class ExportArchive:
     def file_entries(self) -> list[FileEntry]:
         """Return one :class:`FileEntry` per regular file under ``files/``."""
         prefix = self.root + "files/"
-        entries = []
-        for name, member in self._safe.items():
-            if not name.startswith(prefix):
-                continue
-            parts = name[len(prefix) :].split("/")
-            if len(parts) >= 3:
-                sub, key, fname = parts[0], parts[1], "/".join(parts[2:])
-            else:
-                sub, key, fname = None, None, parts[-1]
-            entries.append(FileEntry(name, member.info.file_size, sub, key, fname))
-        return entries
+        return [
+            file_entry(name, m.info.file_size, prefix)
+            for name, m in self._safe.items()
+            if name.startswith(prefix)
+        ]
 
     def open_file(self, path: str) -> BinaryIO:
         """Open an uploaded file by member path (with or without the root folder)."""
@@ -330,42 +263,18 @@ class ExportArchive:
                 if os.path.commonpath([parent, real_base]) != real_base:
                     msg = f"refusing to write {rel!r} outside {where.display!r}"
                     raise ArchiveSecurityError(msg, source=self._display, member=entry.path)
-            self._extract_one(entry.path, fs, target)
+            with self.open_file(entry.path) as src:
+                copy_member(
+                    src,
+                    fs,
+                    target,
+                    member=entry.path,
+                    source=self._display,
+                    chunk_bytes=CHUNK_BYTES,
+                )
             written.append(fs.unstrip_protocol(target) if not local else target)
         logger.info("extracted %d uploaded files to %s", len(written), redact_url(str(dest)))
         return written
-
-    def _extract_one(self, member: str, fs: Any, target: str) -> None:
-        """Copy one member to ``target``; on any failure nothing is left at ``target``.
-
-        A member that cannot be read raises :class:`ArchiveError` (naming it); a
-        destination that cannot be written (a full disk ...) raises :class:`SinkError`
-        naming the target.
-        """
-        shown = redact_url(str(fs.unstrip_protocol(target))) or target
-        with self.open_file(member) as src:
-            try:
-                fs.makedirs(target.rsplit("/", 1)[0], exist_ok=True)
-                with fs.open(target, "wb") as out:
-                    while True:
-                        try:
-                            chunk = src.read(CHUNK_BYTES)
-                        except _READ_ERRORS as exc:
-                            msg = f"member {member} of {self._display} is corrupt: {exc}"
-                            raise CorruptArchiveError(
-                                msg, source=self._display, member=member
-                            ) from exc
-                        if not chunk:
-                            break
-                        out.write(chunk)
-            except BaseException as exc:
-                with contextlib.suppress(Exception):
-                    if fs.exists(target):
-                        fs.rm(target)
-                if isinstance(exc, OSError):
-                    msg = f"could not write {shown} (extracting {member}): {exc}"
-                    raise SinkError(msg, url=shown) from exc
-                raise
 
     def verify(self, *, skip: str | None = None, cancel: threading.Event | None = None) -> None:
         """Read every member fully; raise :class:`CorruptArchiveError` on a bad CRC/truncation.
@@ -381,59 +290,14 @@ class ExportArchive:
         ``cancel`` (from another thread) makes it return soon, having checked only part.
         """
         skipped = self.members.get(skip) if skip is not None else None
-        infos = sorted(
-            (
-                info
-                for info in self._zip.infolist()
-                if not info.is_dir() and info.filename != skipped
-            ),
-            key=lambda info: info.compress_size,
-            reverse=True,
+        verify_members(
+            (i for i in self._zip.infolist() if not i.is_dir() and i.filename != skipped),
+            self._open_member,
+            source=self._display,
+            chunk_bytes=CHUNK_BYTES,
+            threads=VERIFY_THREADS,
+            cancel=cancel,
         )
-        pending = iter(infos)
-        lock = threading.Lock()
-        failures: list[BaseException] = []
-        stop = cancel or threading.Event()
-
-        def check() -> None:
-            while not failures and not stop.is_set():
-                with lock:
-                    info = next(pending, None)
-                if info is None:
-                    return
-                try:
-                    with self._open_member(info) as fh:
-                        while fh.read(CHUNK_BYTES) and not stop.is_set():
-                            pass
-                except ArchiveError as exc:  # encrypted, headers that lie ...: as raised
-                    failures.append(exc)
-                except _READ_ERRORS as exc:
-                    msg = f"member {info.filename} of {self._display} is corrupt: {exc}"
-                    error = CorruptArchiveError(msg, source=self._display, member=info.filename)
-                    error.__cause__ = exc
-                    failures.append(error)
-                except Exception as exc:  # noqa: BLE001 - encrypted, unknown compression ...: never lost
-                    kind = type(exc).__name__
-                    msg = (
-                        f"member {info.filename} of {self._display} cannot be read ({kind}: {exc})"
-                    )
-                    unreadable = ArchiveError(msg, source=self._display, member=info.filename)
-                    unreadable.__cause__ = exc
-                    failures.append(unreadable)
-
-        workers = [
-            threading.Thread(target=check, name=f"prolific-ingest-verify-{i}", daemon=True)
-            for i in range(1, VERIFY_THREADS)
-        ]
-        for worker in workers:
-            worker.start()
-        try:
-            check()
-        finally:
-            for worker in workers:
-                worker.join()
-        if failures:
-            raise failures[0]
 
     # -- lifecycle -----------------------------------------------------------------------
     def close(self) -> None:
@@ -483,7 +347,7 @@ def open_archive(
     CorruptArchiveError
         ``source`` is not a ZIP archive.
     ArchiveSecurityError
-        An entry is unsafe (see :mod:`prolific_ingest._archive_names`).
+        An entry is unsafe (see :mod:`prolific_ingest.archive._names`).
     """
     src = os.fspath(source)
     if kind not in (None, BATCH, COLLECTION):

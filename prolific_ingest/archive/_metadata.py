@@ -21,7 +21,7 @@ import json
 import re
 from typing import Any
 
-from .errors import BadRecordError
+from ..errors import BadRecordError
 
 __all__ = ["MAX_METADATA_DEPTH", "has_lone_surrogate", "parse_metadata"]
 
