@@ -14,11 +14,11 @@ from typing import Any
 
 import fsspec
 
-from ._cache_entry import ARCHIVE_NAME, MANIFEST_NAME
 from ._parquet import check_id
 from ._pipeline import OnBadRecords
 from ._urls import parse_storage_url
 from .archive import open_archive
+from .cache._entry import ARCHIVE_NAME, MANIFEST_NAME
 from .errors import ConfigurationError
 from .result import Export
 from .tables import build_tables

@@ -16,12 +16,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from . import _pipeline
-from ._cache_entry import as_timedelta
 from ._pipeline import OnBadRecords
 from ._read_export import read_export
 from ._retry import RetryPolicy
 from ._urls import StorageURL, parse_storage_url
 from .cache import CachedExport, ExportCache
+from .cache._entry import as_timedelta
 from .client import ProlificClient
 from .config import Settings
 from .errors import ConfigurationError, ProlificIngestError

@@ -25,13 +25,13 @@ from typing import Any
 import requests
 import urllib3
 
-from ._download_sink import Sink
 from ._progress import ProgressLike, make_progress
 from ._retry import RetryPolicy, RetryState, is_retriable, parse_retry_after
 from ._scrub import redact_transport_logs
 from ._urls import is_https_or_loopback
 from ._version import __version__
 from ._watchdog import StallRule, Watchdog, guarded_session
+from .cache._sink import Sink
 from .errors import DownloadError, DownloadExpiredError, IntegrityError, redact_url
 
 __all__ = ["MAX_REFRESHES", "STALL_MIN_RATE", "STALL_TIMEOUT", "DownloadResult", "download_archive"]

@@ -376,7 +376,7 @@ def test_stale_staging_files_are_swept_under_the_lock(cache: ExportCache) -> Non
 
 
 def test_stale_staging_sweep_on_s3(s3: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    import prolific_ingest.cache as cache_module
+    import prolific_ingest.cache._store as cache_module
 
     cache = ExportCache(s3.url("cache"), storage_options=s3.storage_options)
     left = f"{s3.bucket}/cache/batch/B1/E1/archive.zip.tmp-1-dead"

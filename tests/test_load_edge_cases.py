@@ -36,7 +36,7 @@ def test_remote_cache_leaves_a_fresh_archive_without_manifest_alone(
     """On a shared s3:// cache another machine (its own locks) may be between moving its
     archive into place and writing the manifest: a fresh archive without a manifest is
     reported absent but not deleted; once stale it is removed as an interrupted commit."""
-    import prolific_ingest.cache as cache_module
+    import prolific_ingest.cache._store as cache_module
     from prolific_ingest.cache import ExportCache
     from prolific_ingest.exports import ExportRef
 

@@ -1,84 +1,43 @@
-"""ExportCache: downloaded archives, keyed by export id, on any fsspec location.
-
-Layout (pinned by ``tests/test_cache_layout.py``)::
-
-    <root>/<kind>/<owner_id>/<export_id>/archive.zip
-    <root>/<kind>/<owner_id>/<export_id>/manifest.json     written last: the commit marker
-    <root>/<kind>/<owner_id>/<export_id>/tables/           parsed Parquet (written by the loader)
-    <root>/.locks/                                         lock files (local roots only)
-
-An entry exists only once its manifest is written; an archive without a manifest,
-or one whose size (or, with ``verify="full"``, SHA-256) differs from the manifest,
-is reported with a WARNING, removed, and treated as absent.
-"""
+"""ExportCache: the cache's public methods; what they do to files is ``_files``'s."""
 
 from __future__ import annotations
 
 import builtins
 import contextlib
-import functools
-import hashlib
-import json
 import logging
 import os
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any, Concatenate, Literal, ParamSpec, TypeVar
+from typing import Any, Literal
 
 import fsspec
-import platformdirs
 from fsspec.implementations.local import LocalFileSystem
 
-from ._cache_entry import (
+from .._urls import parse_storage_url
+from ..config import default_cache_dir
+from ..errors import CacheError, redact_url, storage_errors
+from ..exports import ExportFilter, ExportRef
+from . import _files, _locks
+from ._entry import (
     ARCHIVE_NAME,
-    FORMAT_VERSION,
-    KINDS,
-    LOCKS_DIR,
     MANIFEST_NAME,
-    TABLES_DIR,
     CachedExport,
     DamagedEntryError,
+    InterruptedCommitError,
     as_timedelta,
     check_id,
     entry_from_manifest,
-    locks_for,
     make_manifest,
-    parse_manifest,
 )
-from ._urls import parse_storage_url
-from .config import default_cache_dir
-from .errors import CacheError, redact_url, storage_errors
-from .exports import ExportFilter, ExportRef
+from ._files import typed_storage_errors
 
-__all__ = ["ARCHIVE_NAME", "FORMAT_VERSION", "MANIFEST_NAME", "CachedExport", "ExportCache"]
+__all__ = ["STALE_STAGING", "ExportCache"]
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("prolific_ingest.cache")  # the name it has always logged under
 
 #: A temporary file not written to for this long was left by a killed process.
 STALE_STAGING = timedelta(hours=1)
-
-
-class _InterruptedCommitError(DamagedEntryError):
-    """``archive.zip`` without ``manifest.json``: a commit killed, or still running."""
-
-
-P = ParamSpec("P")
-R = TypeVar("R")
-
-
-def _typed_storage_errors(
-    method: Callable[Concatenate[ExportCache, P], R],
-) -> Callable[Concatenate[ExportCache, P], R]:
-    """Raise a storage backend's own exceptions (credentials ...) as :class:`CacheError`."""
-
-    @functools.wraps(method)
-    def guarded(self: ExportCache, /, *args: P.args, **kwargs: P.kwargs) -> R:
-        shown = redact_url(self.root) or self.root
-        with storage_errors(lambda detail: CacheError(f"cache {shown}: {detail}")):
-            return method(self, *args, **kwargs)
-
-    return guarded
 
 
 class ExportCache:
@@ -104,12 +63,7 @@ class ExportCache:
             self._fs, path = fsspec.core.url_to_fs(self.root, **self.storage_options)
         self._local = isinstance(self._fs, LocalFileSystem)
         self._base = path.rstrip("/") or "/"
-        if self._local:
-            self._lock_dir = os.path.join(self._base, LOCKS_DIR)
-        else:
-            digest = hashlib.sha256(self._fs.unstrip_protocol(self._base).encode()).hexdigest()
-            user = platformdirs.user_cache_dir("prolific-ingest", appauthor=False)
-            self._lock_dir = os.path.join(user, "locks", digest[:24])
+        self._lock_dir = _locks.lock_dir(self._fs, self._base, local=self._local)
 
     def __repr__(self) -> str:
         return f"ExportCache(root={self.root!r})"
@@ -134,13 +88,6 @@ class ExportCache:
 
     # -- reading -------------------------------------------------------------------------------
 
-    def _read_manifest(self, entry: str) -> dict[str, Any] | None:
-        try:
-            raw = self._fs.cat_file(f"{entry}/{MANIFEST_NAME}")
-        except FileNotFoundError:
-            return None
-        return parse_manifest(raw)
-
     def _build(
         self, ref: ExportRef, export_id: str, entry: str, data: dict[str, Any]
     ) -> CachedExport:
@@ -152,40 +99,20 @@ class ExportCache:
             archive_path=self._external(f"{entry}/{ARCHIVE_NAME}"),
         )
 
-    def _sha256(self, path: str) -> str:
-        digest = hashlib.sha256()
-        with self._fs.open(path, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(chunk)
-        return digest.hexdigest()
-
     def _check(
         self, ref: ExportRef, export_id: str, verify: bool | Literal["full"]
     ) -> CachedExport | None:
         """Return the entry, ``None`` when absent; raise :class:`DamagedEntryError` when invalid."""
         entry = self._entry(ref, export_id)
-        archive = f"{entry}/{ARCHIVE_NAME}"
-        data = self._read_manifest(entry)
+        data = _files.read_manifest(self._fs, entry)
         if data is None:
-            if self._fs.exists(archive):
-                msg = "archive.zip without manifest.json (interrupted commit)"
-                raise _InterruptedCommitError(msg)
+            _files.check_uncommitted(self._fs, entry)
             return None
         found = self._build(ref, export_id, entry, data)
-        try:
-            actual = self._fs.size(archive)
-        except FileNotFoundError as exc:
-            msg = "manifest.json without archive.zip"
-            raise DamagedEntryError(msg) from exc
-        if verify and actual != found.size:
-            msg = f"archive.zip is {actual} bytes, the manifest says {found.size}"
-            raise DamagedEntryError(msg)
-        if verify == "full" and self._sha256(archive) != found.manifest["sha256"]:
-            msg = "archive.zip does not match the manifest's sha256"
-            raise DamagedEntryError(msg)
+        _files.check_archive(self._fs, entry, found, verify)
         return found
 
-    @_typed_storage_errors
+    @typed_storage_errors
     def lookup(
         self, ref: ExportRef, export_id: str, *, verify: bool | Literal["full"] = True
     ) -> CachedExport | None:
@@ -229,7 +156,7 @@ class ExportCache:
                     ref.id,
                     exc,
                 )
-                self._remove_committed(self._entry(ref, export_id))
+                _files.remove_committed(self._fs, self._entry(ref, export_id))
                 return None
 
     def _maybe_committing(self, ref: ExportRef, export_id: str, exc: DamagedEntryError) -> bool:
@@ -239,47 +166,12 @@ class ExportCache:
         without a manifest is left alone (reported absent) until it is
         :data:`STALE_STAGING` old; a local root's lock already rules that out.
         """
-        if self._local or not isinstance(exc, _InterruptedCommitError):
+        if self._local or not isinstance(exc, InterruptedCommitError):
             return False
-        modified = self._modified(f"{self._entry(ref, export_id)}/{ARCHIVE_NAME}")
-        if modified is None:
-            return True  # cannot tell its age: never delete what may be in use
-        if datetime.now(UTC) - modified < STALE_STAGING:
-            logger.info(
-                "export %s: archive without manifest, written %s; maybe a commit in progress "
-                "elsewhere, left alone",
-                export_id,
-                modified.isoformat(timespec="seconds"),
-            )
-            return True
-        return False
+        archive = f"{self._entry(ref, export_id)}/{ARCHIVE_NAME}"
+        return _files.in_flight(self._fs, archive, STALE_STAGING, export_id=export_id)
 
-    def _modified(self, path: str) -> datetime | None:
-        """Last modification of ``path`` (aware UTC), ``None`` when it cannot be told."""
-        try:
-            modified: datetime = self._fs.modified(path)
-        except (OSError, NotImplementedError, ValueError):
-            return None
-        return modified if modified.tzinfo is not None else modified.replace(tzinfo=UTC)
-
-    def _owner_dirs(self, ref: ExportRef | None) -> Iterator[tuple[ExportRef, str]]:
-        if ref is not None:
-            yield ref, self._join(ref.kind, check_id(ref.id, "owner id"))
-            return
-        for kind in KINDS:
-            for owner_dir in self._ls(self._join(kind)):
-                name = owner_dir.rstrip("/").rsplit("/", 1)[-1]
-                with contextlib.suppress(Exception):
-                    yield ExportRef(kind, name), owner_dir.rstrip("/")
-
-    def _ls(self, path: str) -> builtins.list[str]:
-        try:
-            items = self._fs.ls(path, detail=True)
-        except (FileNotFoundError, NotADirectoryError):
-            return []
-        return sorted(i["name"] for i in items if i.get("type") == "directory")
-
-    @_typed_storage_errors
+    @typed_storage_errors
     def list(self, ref: ExportRef | None = None) -> builtins.list[CachedExport]:
         """Return committed entries (all, or one batch/collection's), newest first.
 
@@ -287,18 +179,14 @@ class ExportCache:
         (``lookup`` removes them).
         """
         found: builtins.list[CachedExport] = []
-        for owner, owner_dir in self._owner_dirs(ref):
-            for entry in self._ls(owner_dir):
-                export_id = entry.rstrip("/").rsplit("/", 1)[-1]
-                try:
-                    data = self._read_manifest(entry.rstrip("/"))
-                    if data is not None:
-                        found.append(self._build(owner, export_id, entry.rstrip("/"), data))
-                except (DamagedEntryError, CacheError):
-                    continue
+        for owner, export_id, entry, data in _files.manifests(self._fs, self._join(), ref):
+            try:
+                found.append(self._build(owner, export_id, entry, data))
+            except (DamagedEntryError, CacheError):
+                continue
         return sorted(found, key=lambda e: e.fetched_at, reverse=True)
 
-    @_typed_storage_errors
+    @typed_storage_errors
     def find(
         self,
         ref: ExportRef,
@@ -325,7 +213,7 @@ class ExportCache:
 
     # -- writing -------------------------------------------------------------------------------
 
-    @_typed_storage_errors
+    @typed_storage_errors
     def staging(self, ref: ExportRef, export_id: str) -> str:
         """Return a process-unique temporary archive path inside the entry directory.
 
@@ -353,48 +241,17 @@ class ExportCache:
         """
         entry = self._entry(ref, export_id)
         cutoff = datetime.now(UTC) - STALE_STAGING
-        removed: builtins.list[str] = []
-        for folder in (entry, f"{entry}/{TABLES_DIR}"):
-            try:
-                names = self._fs.ls(folder, detail=False)
-            except (OSError, ValueError):
-                continue
-            for path in names:
-                if ".tmp-" not in path.rsplit("/", 1)[-1]:
-                    continue
-                modified = self._modified(path)
-                if modified is None or modified >= cutoff:
-                    continue
-                try:
-                    self._fs.rm(path)
-                except OSError:
-                    continue
-                removed.append(self._external(path))
+        removed = [self._external(p) for p in _files.sweep_stale(self._fs, entry, cutoff)]
         if removed:
             logger.info("removed %d stale staging files of export %s", len(removed), export_id)
         return removed
 
     def discard(self, staging_path: str) -> None:
         """Remove a staging file if it exists (never raises)."""
-        with contextlib.suppress(OSError):
-            path = self._internal(staging_path)
-            if self._fs.exists(path):
-                self._fs.rm(path)
-
-    def _move(self, src: str, dst: str) -> None:
-        if self._local:
-            os.replace(src, dst)
-        else:
-            self._fs.mv(src, dst)
+        _files.discard(self._fs, self._internal(staging_path))
 
     def _write_json(self, path: str, data: Mapping[str, Any]) -> None:
-        tmp = f"{path}.tmp-{os.getpid()}-{uuid.uuid4().hex}"
-        try:
-            with self._fs.open(tmp, "wb") as fh:
-                fh.write(json.dumps(data, indent=2, sort_keys=True).encode("utf-8"))
-            self._move(tmp, path)
-        finally:
-            self.discard(tmp)
+        _files.write_json(self._fs, path, data, local=self._local)
 
     def pending(
         self,
@@ -428,7 +285,7 @@ class ExportCache:
         )
         return self._build(ref, export_id, self._entry(ref, export_id), manifest)
 
-    @_typed_storage_errors
+    @typed_storage_errors
     def commit(
         self,
         ref: ExportRef,
@@ -459,7 +316,7 @@ class ExportCache:
         staged = self._internal(staging_path)
         archive = f"{entry}/{ARCHIVE_NAME}"
         manifest_path = f"{entry}/{MANIFEST_NAME}"
-        manifest = make_manifest(
+        committed = self.pending(
             ref,
             export_id,
             filter=filter,
@@ -477,48 +334,32 @@ class ExportCache:
                 raise CacheError(msg)
             if self._fs.exists(manifest_path):  # un-commit the old entry before replacing it
                 self._fs.rm(manifest_path)
-            self._move(staged, archive)
-            self._write_json(manifest_path, manifest)
+            _files.move(self._fs, staged, archive, local=self._local)
+            self._write_json(manifest_path, committed.manifest)
         except OSError as exc:
             msg = f"could not commit export {export_id} into {self._external(entry)}: {exc}"
             raise CacheError(msg) from exc
         finally:
             self.discard(staged)
         logger.info("export %s committed to cache %s", export_id, self._external(entry))
-        return self._build(ref, export_id, entry, manifest)
+        return committed
 
     @contextlib.contextmanager
     def lock(self, ref: ExportRef, export_id: str) -> Iterator[None]:
         """Hold the entry's lock (across threads and processes) for the ``with`` block."""
-        os.makedirs(self._lock_dir, exist_ok=True)
         name = f"{ref.kind}-{check_id(ref.id, 'owner id')}-{check_id(export_id, 'export id')}"
-        if len(name) > 200:
-            name = hashlib.sha256(name.encode()).hexdigest()
-        thread_lock, file_lock = locks_for(os.path.join(self._lock_dir, name + ".lock"))
-        with thread_lock, file_lock:
+        with _locks.entry_lock(self._lock_dir, name):
             yield
 
     # -- removal -------------------------------------------------------------------------------
 
-    def _remove_committed(self, entry: str) -> None:
-        """Remove the manifest first (un-commit), then archive and tables; keep staging files."""
-        for name in (MANIFEST_NAME, ARCHIVE_NAME):
-            with contextlib.suppress(FileNotFoundError):
-                self._fs.rm(f"{entry}/{name}")
-        with contextlib.suppress(FileNotFoundError):
-            if self._fs.exists(f"{entry}/{TABLES_DIR}"):
-                self._fs.rm(f"{entry}/{TABLES_DIR}", recursive=True)
-        with contextlib.suppress(OSError):
-            if not self._fs.ls(entry):
-                self._fs.rmdir(entry)
-
-    @_typed_storage_errors
+    @typed_storage_errors
     def delete(self, ref: ExportRef, export_id: str) -> bool:
         """Remove one entry; return whether it was committed."""
         with self.lock(ref, export_id):
             entry = self._entry(ref, export_id)
             existed = bool(self._fs.exists(f"{entry}/{MANIFEST_NAME}"))
-            self._remove_committed(entry)
+            _files.remove_committed(self._fs, entry)
         return existed
 
     def plan_clear(

@@ -9,7 +9,7 @@ from typing import Any
 
 import fsspec
 
-from .errors import CacheError, redact_url
+from ..errors import CacheError, redact_url
 
 __all__ = ["Sink"]
 

@@ -1,22 +1,19 @@
-"""Cache entry model: names, manifest (de)serialisation and validation, per-entry locks.
+"""Cache entry model: names, manifest (de)serialisation and validation.
 
-Private helpers of :mod:`prolific_ingest.cache` (no filesystem access here).
+Private helpers of :class:`~prolific_ingest.cache.ExportCache` (no filesystem access here).
 """
 
 from __future__ import annotations
 
 import json
-import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-import filelock
-
-from ._version import __version__
-from .errors import CacheError
-from .exports import ExportFilter, ExportRef, parse_timestamp
+from .._version import __version__
+from ..errors import CacheError
+from ..exports import ExportFilter, ExportRef, parse_timestamp
 
 __all__ = [
     "ARCHIVE_NAME",
@@ -27,10 +24,10 @@ __all__ = [
     "TABLES_DIR",
     "CachedExport",
     "DamagedEntryError",
+    "InterruptedCommitError",
     "as_timedelta",
     "check_id",
     "entry_from_manifest",
-    "locks_for",
     "make_manifest",
     "parse_manifest",
 ]
@@ -41,19 +38,6 @@ TABLES_DIR = "tables"
 LOCKS_DIR = ".locks"
 FORMAT_VERSION = 1
 KINDS: tuple[Literal["batch", "collection"], ...] = ("batch", "collection")
-
-_LOCKS: dict[str, tuple[threading.RLock, filelock.FileLock]] = {}
-_GUARD = threading.Lock()
-
-
-def locks_for(path: str) -> tuple[threading.RLock, filelock.FileLock]:
-    """One (thread lock, file lock) pair per lock file for the whole process."""
-    with _GUARD:
-        pair = _LOCKS.get(path)
-        if pair is None:
-            pair = (threading.RLock(), filelock.FileLock(path, thread_local=False))
-            _LOCKS[path] = pair
-        return pair
 
 
 def check_id(value: str, what: str) -> str:
@@ -116,6 +100,10 @@ class CachedExport:
 
 class DamagedEntryError(Exception):
     """An entry is present but not valid (the message says why)."""
+
+
+class InterruptedCommitError(DamagedEntryError):
+    """``archive.zip`` without ``manifest.json``: a commit killed, or still running."""
 
 
 def parse_manifest(raw: bytes) -> dict[str, Any]:
