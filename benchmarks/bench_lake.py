@@ -22,8 +22,9 @@ Usage::
     python benchmarks/bench_lake.py [--sizes 100,1000] [--workdir DIR] [--repeat 3]
         [--contenders cold,lake,merge1pct] [--ref DIR]
 
-Seconds are medians of ``--repeat`` runs, peak RSS the largest (``ru_maxrss`` of the
-measuring process; parse worker processes are not included). Ratios are against ``cold``
+Seconds (wall) and CPU seconds (the process and its parse workers) are medians of
+``--repeat`` runs, peak RSS the largest (``ru_maxrss`` of the measuring process; parse
+worker processes are not included). Ratios are against ``cold``
 (``lake``: the lake's overhead over the parse it cannot avoid) and against ``lake``
 (``merge1pct``), all measured in the same run.
 """
@@ -136,6 +137,13 @@ def _child(kind: str, spec_json: str) -> None:
     result = MEASURES[kind](spec)
     result["seconds"] = time.perf_counter() - started
     result["rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    # CPU seconds of this process and of its (reaped) parse workers: less noisy than wall
+    # time on a shared machine.
+    own, workers = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
+    result["cpu_s"] = own.ru_utime + own.ru_stime + workers.ru_utime + workers.ru_stime
     print(json.dumps(result))
 
 
@@ -208,6 +216,7 @@ def run_size(
             "rss_mb": max(r["rss_mb"] for r in rs),
             "mb_per_s": mb / seconds,
             "modes": rs[-1].get("modes"),
+            "cpu_s": statistics.median(r["cpu_s"] for r in rs),
             "runs": [round(r["seconds"], 2) for r in rs],
             "rss_runs": [round(r["rss_mb"]) for r in rs],
         }
@@ -219,8 +228,9 @@ def _ratio(r: dict[str, Any], kind: str) -> str:
     if base is None or base not in r:
         return "baseline" if kind == "cold" else ""
     seconds = r[kind]["seconds"] / r[base]["seconds"]
+    cpu = r[kind]["cpu_s"] / r[base]["cpu_s"]
     what = "lake (first load)" if base == "lake" else base
-    return f"{seconds:.3f}x {what} time"
+    return f"{seconds:.3f}x {what} time, {cpu:.3f}x its CPU"
 
 
 def report(size_mb: int, r: dict[str, Any]) -> str:
@@ -230,7 +240,7 @@ def report(size_mb: int, r: dict[str, Any]) -> str:
             continue
         m = r[kind]
         lines.append(
-            f"{kind:<11} {m['seconds']:8.2f} s  {m['mb_per_s']:7.1f} MB/s  "
+            f"{kind:<11} {m['seconds']:8.2f} s  cpu {m['cpu_s']:7.2f} s  {m['mb_per_s']:7.1f} MB/s  "
             f"peak RSS {m['rss_mb']:7.0f} MB  {_ratio(r, kind)}  runs {m['runs']} "
             f"rss {m['rss_runs']}"
         )
@@ -240,7 +250,8 @@ def report(size_mb: int, r: dict[str, Any]) -> str:
     if "lake" in r and "lake_ref" in r:
         ratio = r["lake"]["seconds"] / r["lake_ref"]["seconds"]
         rss = r["lake"]["rss_mb"] / r["lake_ref"]["rss_mb"]
-        lines.append(f"lake vs lake_ref: {ratio:.3f}x time, {rss:.3f}x peak RSS")
+        cpu = r["lake"]["cpu_s"] / r["lake_ref"]["cpu_s"]
+        lines.append(f"lake vs lake_ref: {ratio:.3f}x time, {cpu:.3f}x CPU, {rss:.3f}x peak RSS")
     if "merge1pct" in r:
         lines.append(f"merge1pct modes: {r['merge1pct']['modes']}")
     return "\n".join(lines)
