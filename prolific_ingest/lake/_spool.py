@@ -178,11 +178,6 @@ class Spool:
         if self._dir is not None:
             shutil.rmtree(self._dir, ignore_errors=True)
 
-    @property
-    def folder(self) -> Path | None:
-        """The spool folder, when the rows had to be spooled."""
-        return self._dir
-
     # -- filling ---------------------------------------------------------------------------------
     def fill(self, data: Mapping[str, Any] | Iterable[tuple[str, Any]]) -> None:
         """Consume ``data`` (a ``{table: pa.Table}`` mapping or a ``(table, batch)`` stream)."""
