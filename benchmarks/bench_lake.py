@@ -177,13 +177,15 @@ def run_size(
     size_mb: int, workdir: Path, repeat: int, contenders: list[str], ref: str | None = None
 ) -> dict[str, Any]:
     """Measure the contenders on one size; returns medians and peaks."""
-    from prolific_ingest.testing import make_batch_export
+    from prolific_ingest.testing import ExportSpec, make_batch_export
 
     archive = generate(workdir, size_mb)
     extra = workdir / f"export-{size_mb}mb-plus1pct.zip"
     if not extra.exists():
         n = max(1, round(size_mb * SUBMISSIONS_PER_MB / 100))
-        make_batch_export(extra, n_submissions=n, batch_id=BATCH_ID, uploads=False, seed=99)
+        make_batch_export(
+            extra, ExportSpec(n_submissions=n, owner_id=BATCH_ID, uploads=False, seed=99)
+        )
     cache = workdir / f"cache-{size_mb}"
     _cache_entry(cache, archive, f"bench-{size_mb}")
     _cache_entry(cache, extra, f"bench-{size_mb}-plus1pct")

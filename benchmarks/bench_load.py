@@ -72,7 +72,7 @@ KINDS = (
 
 def generate(workdir: Path, size_mb: int) -> Path:
     """Return the cached archive of about ``size_mb`` MB of JSONL, generating it once."""
-    from prolific_ingest.testing import make_batch_export
+    from prolific_ingest.testing import ExportSpec, make_batch_export
 
     path = workdir / f"export-{size_mb}mb.zip"
     if not path.exists():
@@ -80,9 +80,11 @@ def generate(workdir: Path, size_mb: int) -> Path:
         started = time.perf_counter()
         make_batch_export(
             tmp,
-            n_submissions=max(1, round(size_mb * SUBMISSIONS_PER_MB)),
-            batch_id=BATCH_ID,
-            uploads=False,
+            ExportSpec(
+                n_submissions=max(1, round(size_mb * SUBMISSIONS_PER_MB)),
+                owner_id=BATCH_ID,
+                uploads=False,
+            ),
             keep_rows=False,
         )
         tmp.rename(path)

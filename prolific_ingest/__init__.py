@@ -8,7 +8,11 @@ exports; ``tests/test_public_api.py`` pins it.
 >>> exp.answers.head()                             # doctest: +SKIP
 """
 
+import contextlib
+import inspect
 import logging
+import sys
+import typing
 
 from ._retry import RetryPolicy
 from ._version import __version__
@@ -137,3 +141,32 @@ __all__ = [
     "vacuum_lake",
     "wait_for_export",
 ]
+
+
+def _rehome(namespace: dict[str, object], names: list[str]) -> None:
+    """Report this package as the module of every public class and function.
+
+    ``repr``, tracebacks, ``help()`` and pickles then name ``prolific_ingest.RetryPolicy``,
+    the spelling users import, not ``prolific_ingest._retry.RetryPolicy``, and private
+    modules can move without breaking pickles. A class's own annotations are resolved in
+    its defining module first (and this package's names), so ``typing.get_type_hints``
+    keeps working. The price: ``inspect.getsource`` of a class now looks for it in this
+    file and fails (functions keep their source file); docs/internals.md maps names to
+    modules.
+    """
+    for name in names:
+        obj = namespace[name]
+        if inspect.isclass(obj):
+            own = vars(obj).get("__annotations__")
+            if own:
+                # Names imported for type checkers only are often public names of this package.
+                home = vars(sys.modules[obj.__module__])
+                with contextlib.suppress(Exception):
+                    hints = typing.get_type_hints(obj, home, namespace, include_extras=True)
+                    obj.__annotations__ = {key: hints.get(key, own[key]) for key in own}
+        elif not inspect.isfunction(obj):
+            continue
+        obj.__module__ = __name__
+
+
+_rehome(globals(), __all__)

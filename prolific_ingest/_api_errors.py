@@ -3,12 +3,14 @@
 This is the choke point where server text (an error envelope's ``title``, ``detail``,
 ``additional_information``, or a body that is not JSON) enters an exception: all of it
 passes through :func:`~prolific_ingest._scrub.scrub_secrets` with the secrets the client
-holds.
+holds. The response's request id (see :func:`request_id`) goes into the exception and its
+message, so a failure can be quoted to Prolific support.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlsplit
@@ -30,7 +32,36 @@ from .errors import (
     ServerError,
 )
 
-__all__ = ["api_error", "response_json"]
+__all__ = ["REQUEST_ID_HEADERS", "api_error", "request_id", "response_json"]
+
+#: Response headers that may carry the server's id of a request, first present wins.
+#: Prolific's API documentation names none, so these are the usual spellings (a reverse
+#: proxy's ``X-Request-Id``, ``Request-Id``, AWS API Gateway's ``X-Amzn-RequestId``,
+#: ``X-Correlation-Id``); a response without any of them simply has no id.
+REQUEST_ID_HEADERS = ("X-Request-Id", "Request-Id", "X-Amzn-RequestId", "X-Correlation-Id")
+
+#: What a usable id looks like: visible ASCII, no spaces, bounded (it goes into messages).
+_REQUEST_ID_RE = re.compile(r"[\x21-\x7e]{1,128}")
+
+
+def request_id(resp: requests.Response, secrets: Iterable[str] = ()) -> str | None:
+    """The server's id of the request ``resp`` answers, or ``None``.
+
+    The value is server text: it is scrubbed of ``secrets`` (and of the token the
+    request itself carried) and dropped when it is not a short run of visible ASCII (a
+    header stuffed with a body, spaces or control characters is not an id).
+    """
+    for name in REQUEST_ID_HEADERS:
+        raw = resp.headers.get(name)
+        if raw is None or not raw.strip():
+            continue
+        held = list(secrets)
+        sent = resp.request.headers.get("Authorization") if resp.request is not None else None
+        if sent:
+            held.append(sent.partition(" ")[2] or sent)
+        value = scrub_secrets(raw.strip(), held)
+        return value if _REQUEST_ID_RE.fullmatch(value) else None
+    return None
 
 
 def _detail_text(detail: Any) -> str:
@@ -89,6 +120,7 @@ def api_error(
     text = _detail_text(detail)
     if text and text != title:
         message += f" ({text})" if title else f": {text}"
+    rid = request_id(resp, held)
     kw: dict[str, Any] = {
         "status": status,
         "error_code": code,
@@ -96,28 +128,42 @@ def api_error(
         "detail": detail,
         "method": method,
         "url": url,
+        "request_id": rid,
     }
+    cls, hint = _class_for(status, method)
+    message += hint + _naming(rid)
+    if cls is RateLimitedError:
+        retry_after = parse_retry_after(resp.headers.get("Retry-After"))
+        return RateLimitedError(message, retry_after=retry_after, **kw)
+    return cls(message, **kw)
+
+
+def _naming(rid: str | None) -> str:
+    return f" [request id {rid}]" if rid is not None else ""
+
+
+def _class_for(status: int, method: str) -> tuple[type[APIError], str]:
+    """The exception class for an error ``status`` and the hint its message ends with."""
     if status in (400, 422):
-        return BadRequestError(message, **kw)
+        return BadRequestError, ""
     if status == 401:
-        return AuthenticationError(message + " - check PROLIFIC_TOKEN", **kw)
+        return AuthenticationError, " - check PROLIFIC_TOKEN"
     if status == 403:
-        return PermissionDeniedError(message, **kw)
+        return PermissionDeniedError, ""
     if status == 404:
-        return NotFoundError(message, **kw)
+        return NotFoundError, ""
     if status == 409:
         if method == "POST":
             hint = " - the export job limit is reached; delete finished jobs to free a slot"
-            return ExportLimitError(message + hint, **kw)
+            return ExportLimitError, hint
         if method == "DELETE":
-            return ExportStillGeneratingError(message + " - the export is still generating", **kw)
-        return ConflictError(message, **kw)
+            return ExportStillGeneratingError, " - the export is still generating"
+        return ConflictError, ""
     if status == 429:
-        retry_after = parse_retry_after(resp.headers.get("Retry-After"))
-        return RateLimitedError(message, retry_after=retry_after, **kw)
+        return RateLimitedError, ""
     if status >= 500:
-        return ServerError(message, **kw)
-    return APIError(message, **kw)
+        return ServerError, ""
+    return APIError, ""
 
 
 def response_json(resp: requests.Response) -> Any:
@@ -128,5 +174,8 @@ def response_json(resp: requests.Response) -> Any:
         method = resp.request.method if resp.request is not None else None
         url = resp.url
         path = urlsplit(url).path
-        msg = f"{method} {path} -> {resp.status_code}: response body is not JSON"
-        raise APIError(msg, status=resp.status_code, method=method, url=url) from exc
+        rid = request_id(resp)
+        msg = f"{method} {path} -> {resp.status_code}: response body is not JSON{_naming(rid)}"
+        raise APIError(
+            msg, status=resp.status_code, method=method, url=url, request_id=rid
+        ) from exc

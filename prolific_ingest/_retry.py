@@ -16,7 +16,6 @@ one budget across those; this module is that shared budget, and it stays pure.
 
 from __future__ import annotations
 
-import ipaddress
 import math
 import random
 import time
@@ -35,7 +34,6 @@ __all__ = [
     "RetryState",
     "backoff_delays",
     "compute_delay",
-    "is_loopback_host",
     "is_retriable",
     "parse_retry_after",
 ]
@@ -247,16 +245,3 @@ class RetryState:
         self.attempts += 1
         if delay > 0:
             self._sleep(delay)
-
-
-def is_loopback_host(host: str | None) -> bool:
-    """Tell whether ``host`` is a loopback name or address (127.0.0.0/8, ::1, localhost)."""
-    if not host:
-        return False
-    name = host.strip("[]").lower()
-    if name == "localhost" or name.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(name).is_loopback
-    except ValueError:
-        return False

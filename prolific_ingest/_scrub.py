@@ -7,6 +7,7 @@ passes through before it enters an exception, a log record or the CLI's ``error:
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterable
 from typing import Any
@@ -14,7 +15,7 @@ from urllib.parse import quote, quote_plus
 
 from ._urls import redact_url
 
-__all__ = ["REDACTED", "scrub_secrets", "scrub_value"]
+__all__ = ["REDACTED", "redact_transport_logs", "scrub_secrets", "scrub_value"]
 
 #: What replaces a secret in text that came from a server.
 REDACTED = "<redacted>"
@@ -80,3 +81,30 @@ def scrub_value(value: Any, secrets: Iterable[str | None] = ()) -> Any:
     if isinstance(value, dict):
         return {scrub_secrets(str(k), held): scrub_value(v, held) for k, v in value.items()}
     return value
+
+
+class _ScrubRecord(logging.Filter):
+    """Scrub every string argument of a record (a request line's path and query)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(scrub_secrets(a) if isinstance(a, str) else a for a in record.args)
+        elif isinstance(record.msg, str) and not record.args:
+            record.msg = scrub_secrets(record.msg)
+        return True
+
+
+#: The transport's logger that writes whole request lines at DEBUG (a presigned URL's
+#: query string, its signature, included).
+_TRANSPORT_LOGGER = "urllib3.connectionpool"
+_FILTER = _ScrubRecord()
+
+
+def redact_transport_logs() -> None:
+    """Scrub secrets from urllib3's request lines before any handler sees them (idempotent).
+
+    A logger's filter runs only when a record is made, i.e. only when DEBUG is on for it.
+    """
+    logger = logging.getLogger(_TRANSPORT_LOGGER)
+    if _FILTER not in logger.filters:
+        logger.addFilter(_FILTER)

@@ -12,6 +12,12 @@ or absent; a damaged marker reads as absent. It is encoded with the stdlib's
 as ``"\\udc80"`` is written back as the same escape and read back as the same code
 point. Tables with quarantined lines, or parsed with ``on_bad_records="skip"``,
 are never committed: another load may choose another policy.
+
+The cache is an optimisation: when its files cannot be written (a full disk, a
+read-only folder: any ``OSError``), the load goes on with a logged warning, every
+temporary file is removed, nothing is committed and :attr:`TableCache.failed` is set,
+so the caller takes the tables from memory or parses the archive again
+(:meth:`TableCache.parse_again`).
 """
 
 from __future__ import annotations
@@ -32,8 +38,10 @@ from fsspec.implementations.local import LocalFileSystem
 
 from ._parquet import BufferBudget, RowGroupWriter
 from ._version import __version__
+from .archive import open_archive
 from .cache import CachedExport
-from .tables import ExportTables, schema_for, table_names
+from .errors import redact_url
+from .tables import ExportTables, OnBadRecords, build_tables, schema_for, table_names
 
 __all__ = ["TABLES_FORMAT", "TableCache"]
 
@@ -58,10 +66,12 @@ class TableCache:
     def __init__(self, entry: CachedExport, storage_options: dict[str, Any] | None) -> None:
         self.entry = entry
         self.kind = entry.ref.kind
-        self.fs, root = fsspec.core.url_to_fs(
-            f"{entry.path.rstrip('/')}/tables", **(storage_options or {})
-        )
+        self.storage_options = storage_options
+        self.url = f"{entry.path.rstrip('/')}/tables"
+        self.fs, root = fsspec.core.url_to_fs(self.url, **(storage_options or {}))
         self.root = root.rstrip("/")
+        #: Why the table files could not be written, if they could not (see :meth:`tee`).
+        self.failed: OSError | None = None
 
     def _path(self, name: str) -> str:
         return f"{self.root}/{name}.parquet"
@@ -115,20 +125,34 @@ class TableCache:
         while they total at most :data:`MEMORY_BYTES` (then :meth:`kept` returns them as
         tables, so a cold load need not read its own cache back). Call :meth:`commit` or
         :meth:`discard` afterwards (``discard`` also runs if the consumer stops early
-        with an error, or the writing fails: that error is raised here).
+        with an error).
+
+        A file that cannot be written (any ``OSError``: a full disk ...) does not stop
+        the stream: the writing stops, its temporary files are removed, a warning is
+        logged and :attr:`failed` is set (then :meth:`commit` commits nothing).
         """
         self._tmp = {
             name: f"{self._path(name)}.tmp-{uuid.uuid4().hex}" for name in table_names(self.kind)
         }
-        self.fs.makedirs(self.root, exist_ok=True)
         self._kept: dict[str, list[pa.RecordBatch]] | None = (
             {name: [] for name in table_names(self.kind)} if keep else None
         )
         kept_bytes = 0
-        writer = _BackgroundWriter(self)
+        writer: _BackgroundWriter | None = None
+        try:
+            self.fs.makedirs(self.root, exist_ok=True)
+            writer = _BackgroundWriter(self)
+        except OSError as exc:
+            self._give_up(writer, exc)
+            writer = None
         try:
             for name, batch in batches:
-                writer.put((name, batch))
+                if writer is not None:
+                    try:
+                        writer.put((name, batch))
+                    except OSError as exc:
+                        self._give_up(writer, exc)
+                        writer = None
                 counts[name] = counts.get(name, 0) + batch.num_rows
                 if self._kept is not None:
                     kept_bytes += batch.nbytes
@@ -139,11 +163,31 @@ class TableCache:
                 yield name, batch
             for name in table_names(self.kind):
                 counts.setdefault(name, 0)
-            writer.finish()
+            if writer is not None:
+                try:
+                    writer.finish()
+                except OSError as exc:
+                    self._give_up(writer, exc)
+                    writer = None
         except BaseException:
-            writer.abort()
+            if writer is not None:
+                writer.abort()
             self.discard()
             raise
+
+    def _give_up(self, writer: _BackgroundWriter | None, exc: OSError) -> None:
+        """Stop writing table files after ``exc``: close and remove them, log a warning."""
+        if writer is not None:
+            writer.abort()
+        self.discard()
+        self.failed = exc
+        logger.warning(
+            "export %s: could not write the parsed-table cache in %s (the load goes on "
+            "without it): %s",
+            self.entry.export_id,
+            redact_url(self.url),
+            exc,
+        )
 
     def kept(self) -> ExportTables | None:
         """The tables :meth:`tee` kept in memory (``None`` if it kept none, or too many)."""
@@ -168,7 +212,10 @@ class TableCache:
         )
 
     def read_uncommitted(self) -> ExportTables:
-        """Read the temporary files written by :meth:`tee` (then :meth:`discard` them)."""
+        """Read the temporary files written by :meth:`tee` (then :meth:`discard` them).
+
+        Only when :attr:`failed` is unset: otherwise there are none (see :meth:`parse_again`).
+        """
         tables = {}
         for name in table_names(self.kind):
             tables[name] = _read_parquet(self.fs, self._tmp[name])
@@ -185,7 +232,7 @@ class TableCache:
         ``None`` for a cache on an object store, or when the files were not all written.
         """
         tmp = getattr(self, "_tmp", None)
-        if tmp is None or getattr(self, "failed", None) is not None:
+        if tmp is None or self.failed is not None:
             return None
         if not self.local:
             return None
@@ -196,11 +243,24 @@ class TableCache:
             return None
         return files
 
+    def parse_again(self, on_bad_records: OnBadRecords) -> ExportTables:
+        """Parse the cached archive into memory (when :attr:`failed` left no table files)."""
+        with open_archive(self.entry.archive_path, storage_options=self.storage_options) as a:
+            return build_tables(a, on_bad_records=on_bad_records)
+
     def commit(self, counts: dict[str, int], metadata: dict[str, Any]) -> bool:
-        """Move the temporary files into place and write the marker last; False if that failed."""
+        """Move the temporary files into place and write the marker last; False if that failed.
+
+        On failure nothing of this commit stays: the files it moved into place are removed
+        too, and :attr:`failed` is set.
+        """
+        if self.failed is not None:
+            return False
+        moved: list[str] = []
         try:
             for name, tmp in self._tmp.items():
                 self.fs.mv(tmp, self._path(name))
+                moved.append(self._path(name))
             marker = {
                 "format": TABLES_FORMAT,
                 "library_version": __version__,
@@ -219,9 +279,16 @@ class TableCache:
             del self._tmp[_DONE]
         except (OSError, TypeError, ValueError) as exc:  # an optimisation: never fail a load
             logger.warning(
-                "export %s: could not cache parsed tables: %s", self.entry.export_id, exc
+                "export %s: could not cache parsed tables in %s: %s",
+                self.entry.export_id,
+                redact_url(self.url),
+                exc,
             )
             self.discard()
+            for path in moved:
+                with contextlib.suppress(OSError):
+                    self.fs.rm(path)
+            self.failed = exc if isinstance(exc, OSError) else OSError(str(exc))
             return False
         return True
 

@@ -31,7 +31,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ._tables_arrow import dumps, file_paths, json_column, timestamps
+from ._tables_arrow import dumps, extra_column, file_paths, json_column, timestamps
 from ._tables_builder import (
     _ANSWER_KNOWN,
     RecordBuilder,
@@ -200,17 +200,21 @@ def _restore(undo: list[tuple[dict[str, Any], Any]]) -> None:
         response["answer"] = answer
 
 
-def _coerce_answers(resps: list[dict[str, Any]], undo: list[tuple[dict[str, Any], Any]]) -> int:
+def _coerce_answers(
+    resps: list[dict[str, Any]], undo: list[tuple[dict[str, Any], Any]]
+) -> tuple[int, list[Any] | None]:
     """Make every ``answer`` a list of objects in place (see ``answer_items``).
 
-    Returns the number of coerced items; the replaced values are appended to ``undo``.
+    Returns the number of coerced items and, when there were none, the answer objects
+    of every response in order (``_children(resps, "answer")``, computed on the way);
+    the replaced values are appended to ``undo``.
     """
     answers = list(map(dict.get, resps, repeat("answer")))
     kinds = set(map(type, answers))
     if kinds <= {list, type(None)}:
-        items = set(map(type, chain.from_iterable(filter(None, answers))))
-        if items <= {dict}:
-            return 0  # the documented shape: nothing to do
+        items = list(chain.from_iterable(filter(None, answers)))
+        if set(map(type, items)) <= {dict}:
+            return 0, items  # the documented shape: nothing to do
     coerced = 0
     for response, answer in zip(resps, answers, strict=True):
         fixed, n = answer_items(answer)
@@ -218,7 +222,7 @@ def _coerce_answers(resps: list[dict[str, Any]], undo: list[tuple[dict[str, Any]
             undo.append((response, answer))
             response["answer"] = fixed
             coerced += n
-    return coerced
+    return coerced, None
 
 
 def _grouped(r: Any) -> bool:
@@ -233,6 +237,12 @@ def _extras(items: list[dict[str, Any]], known: frozenset[str]) -> list[dict[str
     for i in compress(count(), map(not_, map(known.issuperset, items))):
         extras[i] = _extra(items[i], known)
     return extras
+
+
+def _extra_column(items: list[dict[str, Any]], known: frozenset[str]) -> pa.Array:
+    """The ``extra`` column of ``items``: grouped by shape, else one dict per item."""
+    grouped = extra_column(items, known)
+    return json_column(_extras(items, known)) if grouped is None else grouped[0]
 
 
 def _children(parents: list[dict[str, Any]], key: str) -> list[Any]:
@@ -312,7 +322,7 @@ def _build(
     # where a list belongs is refused by _children.
     tasks = _children(recs, "tasks") if batch else []
     resps = _children(tasks, "responses") if batch else _children(recs, "responses")
-    coerced = _coerce_answers(resps, undo)
+    coerced, answers = _coerce_answers(resps, undo)
     top = pa.array(recs, type=_RECORD_T[b.kind])  # all known keys, type-checked, in C
     sub, part, study, owner = (top.field(i) for i in range(4))
     if batch:
@@ -327,7 +337,8 @@ def _build(
         resp_rec, _ = _offsets(resp_lists)
     resp_arr = resp_lists.flatten()
     ans_lists = resp_arr.field(4)
-    answers = _children(resps, "answer")
+    if answers is None:
+        answers = _children(resps, "answer")
     ans_resp, n_ans = _offsets(ans_lists)
     ans_arr = ans_lists.flatten()
     if len(resps) != len(resp_arr) or len(answers) != len(ans_arr):
@@ -335,14 +346,19 @@ def _build(
 
     # submissions
     n_responses = np.bincount(resp_rec, minlength=n_recs).astype(np.int64)
-    sub_extra = json_column(_extras(recs, b.sub_known))
+    sub_extra = _extra_column(recs, b.sub_known)
 
     # responses
-    resp_extras = _extras(resps, _SIMPLE_RESPONSE)
-    for extra in resp_extras:
-        if extra is not None and not _OVERRIDES.isdisjoint(extra):
-            raise Fallback
     created, bad = timestamps(resp_arr.field(1))
+    resp_extras: list[dict[str, Any] | None] = []
+    grouped = None if bad else extra_column(resps, _SIMPLE_RESPONSE)
+    if grouped is None:  # the dict way (also to add unparseable created_at values)
+        resp_extras = _extras(resps, _SIMPLE_RESPONSE)
+        resp_unknown = set(chain.from_iterable(filter(None, resp_extras)))
+    else:
+        resp_extra, resp_unknown = grouped
+    if not _OVERRIDES.isdisjoint(resp_unknown):
+        raise Fallback
     resp_idx = pa.array(resp_rec)
     if batch:
         resp_task_id = task_arr.field(0).take(pa.array(resp_task))
@@ -353,7 +369,7 @@ def _build(
     value, value_type = _value_columns(answers)
     size_mb = ans_arr.field(4)
     _check_sizes(size_mb, answers)
-    ans_extra = json_column(_extras(answers, _ANSWER_KNOWN))
+    ans_extra = _extra_column(answers, _ANSWER_KNOWN)
     answer_index = np.arange(len(answers), dtype=np.int64) - np.repeat(
         np.cumsum(n_ans) - n_ans, n_ans
     )
@@ -365,9 +381,17 @@ def _build(
         task_rows = _task_rows(tasks, task_rec, owner, b)
         if task_rows:
             task_keys = list(map(task_key, task_rows))
+            # the first row of each content only (repeats are never new for commit_block)
+            first = dict(zip(reversed(task_keys), range(len(task_keys) - 1, -1, -1), strict=True))
+            if len(first) < len(task_keys):
+                keep = sorted(first.values())
+                task_rows = list(map(task_rows.__getitem__, keep))
+                task_keys = list(map(task_keys.__getitem__, keep))
             out.append(("tasks", b._batch("tasks", task_rows, {})))
     for i, raw in bad.items():
         resp_extras[i] = {**(resp_extras[i] or {}), "created_at": raw}
+    if grouped is None:
+        resp_extra = json_column(resp_extras)
     s = b.schemas
     rid, iid, rtype = resp_arr.field(0), resp_arr.field(2), resp_arr.field(3)
     out.append(
@@ -384,7 +408,7 @@ def _build(
                     iid,
                     rtype,
                     pa.array(n_ans),
-                    json_column(resp_extras),
+                    resp_extra,
                 ],
                 schema=s["responses"],
             ),

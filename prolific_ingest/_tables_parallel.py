@@ -7,6 +7,8 @@ The fast path is pure Python over orjson objects, so threads cannot run it in pa
 ``n`` workers, at most :data:`IN_FLIGHT` each, and results are taken back in block
 order, so the rows come out exactly as on one worker; the export-wide state (task
 de-duplication, counts) stays in the parent (:func:`~._tables_fast.commit_block`).
+The parent also reads the member, to its end through the archive's CRC-checking reader,
+so a member failing its CRC fails the parse whatever the number of workers.
 
 Any trouble with the workers (they cannot start, one dies, one stops answering) is
 logged (a WARNING the first time in a process) and the remaining blocks are parsed in

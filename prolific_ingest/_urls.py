@@ -10,11 +10,13 @@ no other library (fsspec, s3fs, delta-rs) ever sees them in a URL or logs them.
 
 API and download URLs must be ``https``, or plain ``http`` to a loopback host
 (:func:`is_https_or_loopback`). Every URL shown in a message or log line goes through
-:func:`redact_url` (no user info, query string or fragment).
+:func:`redact_url` (no user info, query string or fragment; the rule sits in ``errors``,
+below every module that raises, so nothing imports the URL rules back).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -24,8 +26,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 import fsspec
 
-from ._retry import is_loopback_host
-from .errors import ConfigurationError, MissingPathError
+from .errors import ConfigurationError, MissingPathError, redact_url, url_authority
 
 __all__ = [
     "StorageURL",
@@ -61,58 +62,25 @@ _LOCAL = frozenset({"file", "local"})
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+):")
 
 
+def is_loopback_host(host: str | None) -> bool:
+    """Tell whether ``host`` is a loopback name or address (127.0.0.0/8, ::1, localhost)."""
+    if not host:
+        return False
+    name = host.strip("[]").lower()
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
 def is_https_or_loopback(url: str) -> bool:
     """Whether ``url`` may carry API or download traffic: https, or http to loopback only."""
     parts = urlsplit(url)
     if parts.scheme == "https":
         return bool(parts.hostname)
     return parts.scheme == "http" and is_loopback_host(parts.hostname)
-
-
-def _authority(rest: str) -> tuple[str, str]:
-    """Split what follows ``scheme://`` into ``(user info, remainder)``.
-
-    The user info ends at the last ``@`` of the authority. A secret with an unescaped
-    ``/`` (``s3://KEY:ab/cd@bucket``) ends the authority early; the ``@`` after it still
-    marks where the secret ends, so the whole of it counts as user info.
-    """
-    end = len(rest)
-    for stop in "/?#":
-        pos = rest.find(stop)
-        if pos != -1:
-            end = min(end, pos)
-    head = rest[:end]
-    if "@" in head:
-        cut = head.rfind("@")
-        return rest[:cut], rest[cut + 1 :]
-    if ":" in head and "@" in rest[end:]:
-        port = head.rpartition(":")[2]
-        if not port.isdigit():
-            cut = rest.find("@", end)
-            return rest[:cut], rest[cut + 1 :]
-    return "", rest
-
-
-def _redact_one(url: str) -> str:
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        return url
-    _, remainder = _authority(rest)
-    for stop in "?#":
-        remainder = remainder.partition(stop)[0]
-    return f"{scheme}://{remainder}"
-
-
-def redact_url(url: str | None) -> str | None:
-    """Return ``url`` without user info, query string or fragment; a plain path unchanged.
-
-    Presigned URLs carry their signature in the query string and storage URLs may carry
-    ``KEY:SECRET@``; neither may reach a log line, an exception message or a manifest.
-    Each part of a chained URL (``simplecache::s3://…``) is redacted.
-    """
-    if url is None:
-        return None
-    return "::".join(_redact_one(part) for part in str(url).split("::"))
 
 
 def url_secrets(url: str | None) -> list[str]:
@@ -127,7 +95,7 @@ def url_secrets(url: str | None) -> list[str]:
         sep, rest = part.partition("://")[1:]
         if not sep:
             continue
-        userinfo, remainder = _authority(rest)
+        userinfo, remainder = url_authority(rest)
         if ":" in userinfo:
             found.append(userinfo.partition(":")[2])
         query = remainder.partition("#")[0].partition("?")[2]
@@ -265,7 +233,7 @@ def parse_storage_url(
     _check_protocol(protocol, purpose, shown)
     if protocol in _LOCAL:
         return _local(f"{protocol}://{rest}", shown, purpose)
-    userinfo, remainder = _authority(rest)
+    userinfo, remainder = url_authority(rest)
     host = remainder.partition("/")[0].partition("?")[0].partition("#")[0]
     if protocol in _NEEDS_HOST and not host:
         raise _fail(purpose, shown, f"names no bucket or host after {protocol}://")
@@ -297,7 +265,7 @@ def _chained(url: str, options: dict[str, Any], purpose: str, shown: str) -> Sto
         scheme, sep, rest = part.partition("://")
         if sep:
             _check_protocol(scheme.lower(), purpose, shown)
-            if _authority(rest)[0]:
+            if url_authority(rest)[0]:
                 why = "has credentials inside a chained URL: pass them in the storage options"
                 raise _fail(purpose, shown, why)
     last = url.rsplit("::", 1)[1].partition("://")[0].lower() or "file"

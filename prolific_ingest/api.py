@@ -257,25 +257,32 @@ def _load(
     def make_client() -> ProlificClient:
         return client if client is not None else ProlificClient(settings, retry=retry)
 
-    entry = _pipeline.fetch(
-        plan, cache=store, client=make_client, progress=progress, wait_timeout=timeout
-    )
-    known_filter = entry.filter if entry.filter_known else None
-    sink = None
-    if target is not None:
-        sink = functools.partial(
+    def sink_for(entry: CachedExport) -> _pipeline.SinkFn | None:
+        if target is None:
+            return None
+        return functools.partial(
             _pipeline.write_export,
             output=target.url,
             kind=ref.kind,
             owner_id=ref.id,
             export_id=entry.export_id,
-            filter=known_filter,
+            filter=entry.filter if entry.filter_known else None,
             archive_sha256=entry.manifest.get("sha256"),
             overwrite=overwrite,
             partition_by=partition_by,
             storage_options=target.storage_options,
         )
-    parsed = _pipeline.parse(entry, cache=store, on_bad_records=on_bad_records, sink=sink)
+
+    entry, parsed = _pipeline.load(
+        plan,
+        cache=store,
+        client=make_client,
+        progress=progress,
+        wait_timeout=timeout,
+        on_bad_records=on_bad_records,
+        sink_for=sink_for,
+    )
+    known_filter = entry.filter if entry.filter_known else None
     return Export(
         export_id=entry.export_id,
         kind=ref.kind,

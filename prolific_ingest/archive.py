@@ -214,6 +214,10 @@ class ExportArchive:
         """Yield a member's decompressed bytes in chunks of about ``chunk_bytes``.
 
         Raises :class:`CorruptArchiveError` (naming the member) on a bad CRC or truncation.
+        The CRC-32 of the whole member is compared with the central directory's as the
+        last bytes are inflated, so the error comes instead of the last chunk: a caller
+        that iterates to the end has seen only bytes of an intact member (what
+        :meth:`verify` would check); one that stops early has checked nothing.
         """
         info = self._member_info(logical)
         size = chunk_bytes or CHUNK_BYTES
@@ -363,32 +367,43 @@ class ExportArchive:
                     raise SinkError(msg, url=shown) from exc
                 raise
 
-    def verify(self) -> None:
+    def verify(self, *, skip: str | None = None, cancel: threading.Event | None = None) -> None:
         """Read every member fully; raise :class:`CorruptArchiveError` on a bad CRC/truncation.
 
         Members are checked by :data:`VERIFY_THREADS` threads (largest first), since zlib
         releases the GIL; the first corrupt member found is the one named. A member that
         cannot be read at all (encrypted, unsupported compression) raises
         :class:`ArchiveError`.
+
+        ``skip`` names a logical member (e.g. ``"responses-by-submission.jsonl"``) left
+        unchecked, for a caller that reads it to its end with :meth:`iter_chunks` (or
+        :meth:`iter_blocks`, :meth:`iter_lines`), which checks the same CRC. Setting
+        ``cancel`` (from another thread) makes it return soon, having checked only part.
         """
+        skipped = self.members.get(skip) if skip is not None else None
         infos = sorted(
-            (info for info in self._zip.infolist() if not info.is_dir()),
+            (
+                info
+                for info in self._zip.infolist()
+                if not info.is_dir() and info.filename != skipped
+            ),
             key=lambda info: info.compress_size,
             reverse=True,
         )
         pending = iter(infos)
         lock = threading.Lock()
         failures: list[BaseException] = []
+        stop = cancel or threading.Event()
 
         def check() -> None:
-            while not failures:
+            while not failures and not stop.is_set():
                 with lock:
                     info = next(pending, None)
                 if info is None:
                     return
                 try:
                     with self._open_member(info) as fh:
-                        while fh.read(CHUNK_BYTES):
+                        while fh.read(CHUNK_BYTES) and not stop.is_set():
                             pass
                 except ArchiveError as exc:  # encrypted, headers that lie ...: as raised
                     failures.append(exc)

@@ -396,6 +396,38 @@ class ExportCache:
         finally:
             self.discard(tmp)
 
+    def pending(
+        self,
+        ref: ExportRef,
+        export_id: str,
+        *,
+        filter: ExportFilter | None,
+        size: int,
+        sha256: str,
+        etag: str | None,
+        source_url: str | None,
+        filter_known: bool = True,
+        created_at: datetime | None = None,
+    ) -> CachedExport:
+        """The entry an archive staged for ``export_id`` becomes once committed; writes nothing.
+
+        Takes the arguments of :meth:`commit`. The result is **not** committed: a lookup
+        does not find it until :meth:`commit` is called (a load parses a staged archive
+        and commits it only once the parse has checked the member it read).
+        """
+        manifest = make_manifest(
+            ref,
+            export_id,
+            filter=filter,
+            size=size,
+            sha256=sha256,
+            etag=etag,
+            source_url=source_url,
+            filter_known=filter_known,
+            created_at=created_at,
+        )
+        return self._build(ref, export_id, self._entry(ref, export_id), manifest)
+
     @_typed_storage_errors
     def commit(
         self,

@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 
 import requests
 
-from ._api_errors import api_error, response_json
+from ._api_errors import api_error, request_id, response_json
 from ._retry import RetryPolicy, RetryState, is_retriable, parse_retry_after
 from ._scrub import scrub_secrets
 from ._urls import is_https_or_loopback, url_secrets
@@ -220,7 +220,8 @@ class ProlificClient:
         MissingTokenError
             No token is configured.
         APIError
-            A typed subclass for error statuses (after retries for 429/5xx).
+            A typed subclass for error statuses (after retries for 429/5xx); its
+            ``request_id`` is the server's id of the last response, when it sent one.
         TransportError
             The connection kept failing or timing out, or ``timeout`` passed.
         """
@@ -248,13 +249,15 @@ class ProlificClient:
                 self._retry_after_failure(exc, state, f"{method} {log_path}", deadline)
                 continue
             elapsed = self._clock() - started
+            rid = request_id(resp, self._secrets())
             logger.info(
-                "%s %s -> %d in %.3fs (authenticated=%s)",
+                "%s %s -> %d in %.3fs (authenticated=%s%s)",
                 method,
                 log_path,
                 resp.status_code,
                 elapsed,
                 authed,
+                "" if rid is None else f", request id {rid}",
             )
             if resp.status_code in expect:
                 return resp
@@ -307,7 +310,7 @@ class ProlificClient:
                 dog.attach_response(resp)
                 resp.content  # noqa: B018 - read the body while the watchdog runs
             except requests.RequestException as exc:
-                if dog.reason is None:
+                if dog.reason is None and not self._reached_limit(exc, limit):
                     raise
                 raise self._timed_out(limit, deadline) from exc
             if dog.reason is not None:
@@ -316,6 +319,14 @@ class ProlificClient:
                 resp.close()
                 raise self._timed_out(limit, deadline)
         return resp
+
+    def _reached_limit(self, exc: requests.RequestException, limit: float) -> bool:
+        """Whether ``exc`` is a socket timeout cut down to ``limit``: it fired because the
+        exchange's limit passed (one wait of ``limit`` seconds), just before the watchdog."""
+        settings = self._settings
+        if isinstance(exc, requests.ConnectTimeout):
+            return limit < settings.connect_timeout
+        return isinstance(exc, requests.ReadTimeout) and limit < settings.read_timeout
 
     def _timed_out(self, limit: float, deadline: float | None) -> _TimedOut:
         whole = deadline is not None and limit < self._settings.request_timeout

@@ -28,6 +28,7 @@ import urllib3
 from ._download_sink import Sink
 from ._progress import ProgressLike, make_progress
 from ._retry import RetryPolicy, RetryState, is_retriable, parse_retry_after
+from ._scrub import redact_transport_logs
 from ._urls import is_https_or_loopback
 from ._version import __version__
 from ._watchdog import StallRule, Watchdog, guarded_session
@@ -36,6 +37,8 @@ from .errors import DownloadError, DownloadExpiredError, IntegrityError, redact_
 __all__ = ["MAX_REFRESHES", "STALL_MIN_RATE", "STALL_TIMEOUT", "DownloadResult", "download_archive"]
 
 logger = logging.getLogger(__name__)
+# urllib3 logs each request line at DEBUG, a presigned URL's signature included.
+redact_transport_logs()
 
 #: How many times an expired URL is exchanged for a fresh one before giving up.
 MAX_REFRESHES = 3

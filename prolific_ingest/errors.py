@@ -11,7 +11,7 @@ working. The original low-level exception is always kept as ``__cause__``.
     ├── ConfigurationError                      (also ValueError)
     │   ├── MissingTokenError                   no token: says how to set PROLIFIC_TOKEN
     │   └── MissingPathError                    a local path to read does not exist (also FileNotFoundError)
-    ├── APIError(status, error_code, title, detail, method, url)
+    ├── APIError(status, error_code, title, detail, method, url, request_id)
     │   ├── BadRequestError          400, 422   (also ValueError)
     │   ├── AuthenticationError      401        (also PermissionError)
     │   ├── PermissionDeniedError    403        (also PermissionError)
@@ -83,20 +83,74 @@ __all__ = [
 ]
 
 
-def redact_url(url: str | None) -> str | None:
-    """Return ``url`` without its query string, fragment or user info (a path unchanged).
+def url_authority(rest: str) -> tuple[str, str]:
+    """Split what follows ``scheme://`` into ``(user info, remainder)``.
 
-    Presigned URLs carry their signature in the query string; it must never reach
-    a log line, an exception message or a manifest. The rule itself lives in
-    :func:`prolific_ingest._urls.redact_url`.
+    The user info ends at the last ``@`` of the authority. A secret with an unescaped
+    ``/`` (``s3://KEY:ab/cd@bucket``) ends the authority early; the ``@`` after it still
+    marks where the secret ends, so the whole of it counts as user info.
     """
-    from ._urls import redact_url as redact
+    end = len(rest)
+    for stop in "/?#":
+        pos = rest.find(stop)
+        if pos != -1:
+            end = min(end, pos)
+    head = rest[:end]
+    if "@" in head:
+        cut = head.rfind("@")
+        return rest[:cut], rest[cut + 1 :]
+    if ":" in head and "@" in rest[end:]:
+        port = head.rpartition(":")[2]
+        if not port.isdigit():
+            cut = rest.find("@", end)
+            return rest[:cut], rest[cut + 1 :]
+    return "", rest
 
-    return redact(url)
+
+def _redact_one(url: str) -> str:
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    _, remainder = url_authority(rest)
+    for stop in "?#":
+        remainder = remainder.partition(stop)[0]
+    return f"{scheme}://{remainder}"
+
+
+def redact_url(url: str | None) -> str | None:
+    """Return ``url`` without user info, query string or fragment; a plain path unchanged.
+
+    Presigned URLs carry their signature in the query string and storage URLs may carry
+    ``KEY:SECRET@``; neither may reach a log line, an exception message or a manifest.
+    Each part of a chained URL (``simplecache::s3://…``) is redacted. (The rule lives
+    here, below every module that raises, so nothing imports the URL rules back.)
+    """
+    if url is None:
+        return None
+    return "::".join(_redact_one(part) for part in str(url).split("::"))
+
+
+def _restore(cls: type[ProlificIngestError], args: tuple[Any, ...]) -> ProlificIngestError:
+    """Rebuild a pickled error without calling its ``__init__`` (see ``__reduce__``)."""
+    # The C-level constructor of the instance layout: OSError's for the classes that
+    # also derive from an OSError (PermissionError, FileNotFoundError …).
+    new = OSError.__new__ if issubclass(cls, OSError) else BaseException.__new__
+    err = new(cls, *args)
+    BaseException.__init__(err, *args)
+    return err
 
 
 class ProlificIngestError(Exception):
-    """Root of every error raised by prolific_ingest."""
+    """Root of every error raised by prolific_ingest.
+
+    Every error pickles (to cross a process pool, say) with its attributes: it is
+    rebuilt from its message and attributes, not by calling ``__init__`` again, whose
+    keyword-only arguments (``status=`` …) the default exception pickling cannot pass.
+    The cause and traceback are not carried, as for any pickled exception.
+    """
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _restore, (type(self), self.args), dict(vars(self))
 
 
 class ConfigurationError(ProlificIngestError, ValueError):
@@ -130,6 +184,10 @@ class APIError(ProlificIngestError):
         Fields of Prolific's error envelope, when present.
     method, url
         The request, with the URL's query string removed.
+    request_id : str or None
+        The request id the server gave the response (``X-Request-Id`` or a similar
+        header), to quote to Prolific support; ``None`` when the response had none.
+        The message names it too.
     """
 
     def __init__(
@@ -142,6 +200,7 @@ class APIError(ProlificIngestError):
         detail: Any = None,
         method: str | None = None,
         url: str | None = None,
+        request_id: str | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -150,6 +209,7 @@ class APIError(ProlificIngestError):
         self.detail = detail
         self.method = method
         self.url = redact_url(url)
+        self.request_id = request_id
 
 
 class BadRequestError(APIError, ValueError):

@@ -152,6 +152,7 @@ def request_export(
             detail=exc.detail,
             method=exc.method,
             url=exc.url,
+            request_id=exc.request_id,
         ) from exc
     body = response_json(resp)
     if not isinstance(body, dict):

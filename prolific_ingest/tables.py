@@ -51,6 +51,7 @@ import pandas as pd
 import pyarrow as pa
 
 from . import archive as _archive
+from ._archive_metadata import has_lone_surrogate
 from ._tables_arrow import dumps
 from ._tables_builder import BadLine, RecordBuilder, check_record, parse_line
 from ._tables_fast import BlockTables, Fallback, build_block, commit_block
@@ -153,9 +154,10 @@ def _instructions_batch(archive: ExportArchive) -> pa.RecordBatch:
         }
         for column, key in _INSTRUCTION_TEXT:
             value = item.get(key)
-            if value is None or type(value) is str:
+            if value is None or (type(value) is str and not has_lone_surrogate(value)):
                 row[column] = value
-            else:  # a wrong JSON type is not coerced: null cell, the value kept in extra
+            else:  # a wrong JSON type, or text with a lone surrogate (no Arrow string can
+                # hold it), is not coerced: null cell, the value kept in extra (escaped)
                 row[column] = None
                 extra[key] = value
         row["extra"] = dumps(extra) if extra else None
@@ -264,6 +266,15 @@ def iter_record_batches(
         member of 16 MiB or more and 1 below. The rows and their order are the same
         for any count; if workers cannot start, the parse continues in this process
         (with one WARNING per process).
+
+    Raises
+    ------
+    CorruptArchiveError
+        The primary member fails its CRC-32 (checked as its last bytes are read, so
+        before the last batches) or is truncated. A caller that consumed the whole
+        stream has therefore parsed an intact member.
+    BadRecordError
+        A bad line, with ``on_bad_records="raise"``.
     """
     if on_bad_records not in ("raise", "quarantine", "skip"):
         msg = f"on_bad_records must be 'raise', 'quarantine' or 'skip', not {on_bad_records!r}"

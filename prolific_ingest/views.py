@@ -14,6 +14,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ._archive_metadata import has_lone_surrogate
 from ._tables_arrow import dumps
 
 __all__ = ["option_labels", "wide", "with_labels"]
@@ -41,7 +42,10 @@ def option_labels(instructions: pd.DataFrame) -> dict[tuple[str, str], str]:
             continue
         for option in parsed if isinstance(parsed, list) else ():
             if isinstance(option, dict) and "value" in option and option.get("label") is not None:
-                labels[(str(instruction_id), _value_text(option["value"]))] = str(option["label"])
+                label, value = str(option["label"]), _value_text(option["value"])
+                if has_lone_surrogate(label + value):  # not Unicode text: no label
+                    continue  # (the options column keeps it, escaped)
+                labels[(str(instruction_id), value)] = label
     return labels
 
 

@@ -290,3 +290,72 @@ def env(prolific_emulator: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path)
     monkeypatch.setenv("PROLIFIC_API_URL", prolific_emulator.base_url)
     monkeypatch.setenv("PROLIFIC_INGEST_CACHE", str(tmp_path / "cache"))
     return prolific_emulator
+
+
+# --- the slow marker: `pytest -m "not slow"` is the fast loop ---------------------------------
+#
+# End-to-end tests that take seconds each (measured with --durations over the whole suite) are
+# marked here, in one place: whole modules, then single tests, then every test on the moto S3
+# server. The full suite (plain `pytest`, as in CI) still runs them all.
+
+#: Modules whose every test is slow, and why.
+SLOW_MODULES = {
+    "test_notebooks": "executes the notebooks in a Jupyter kernel",
+    "test_lake_crash": "SIGKILLs writer subprocesses at every step of a lake commit",
+    "test_lake_concurrency": "several writer processes race on one lake",
+    "test_lake_readers": "reads the lake with polars, duckdb and daft",
+    "test_lake_changed_rows": "reloads changed rows and reads them with every engine",
+    "test_parallel_parse": "parses on worker processes, one of them killed",
+    "test_progress_tty": "drives the CLI in a subprocess on a pseudo-terminal",
+    "test_full_disk": "downloads onto a real tmpfs mounted for the test",
+    "test_slow_hosts": "waits out real stalls and drips of the emulator",
+    "test_dlt": "runs dlt pipelines end to end",
+}
+
+#: Single slow tests by module: a function name (every parametrization) or one test id.
+SLOW_TESTS = {
+    "test_cache": {
+        "test_commit_is_atomic_when_killed_before_the_manifest",  # kills a subprocess
+        "test_one_download_across_processes",
+    },
+    "test_cli": {
+        "test_console_script_is_installed_and_prints_version",  # subprocesses
+        "test_emulator_command_prints_url_and_token_then_serves",
+    },
+    "test_echoed_secrets": {"test_an_echoed_token_never_reaches_the_cli_error_line[500]"},
+    "test_faults": {"test_soak_random_faults_every_load_exact_or_typed"},
+    "test_hostile_archives": {
+        "test_a_bomb_split_into_small_members_is_refused_before_inflating",
+        "test_a_load_of_deeply_nested_metadata_fails_the_cli_typed_and_caches_nothing",
+    },
+    "test_load": {"test_tls_download_host_with_the_emulator_ca"},
+    "test_load_edge_cases": {
+        "test_scheduled_loads_keep_working_at_the_export_job_cap",  # fill the 10-job cap
+        "test_at_the_cap_jobs_not_in_the_cache_are_never_deleted",
+    },
+}
+
+
+def _module_name(item: pytest.Item) -> str:
+    module = getattr(item, "module", None)
+    return str(getattr(module, "__name__", "")).rpartition(".")[2]
+
+
+def _is_slow(item: pytest.Item) -> bool:
+    name = _module_name(item)
+    listed = SLOW_TESTS.get(name, set())
+    if name in SLOW_MODULES or item.name in listed:
+        return True
+    if getattr(item, "originalname", item.name) in listed:
+        return True
+    callspec = getattr(item, "callspec", None)
+    on_s3 = callspec is not None and callspec.params.get("sink_target") == "s3"
+    # every test on the moto S3 server (its own requests are slow, and it starts once)
+    return on_s3 or bool({"s3", "moto_server"} & set(getattr(item, "fixturenames", ())))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark the slow tests ``slow`` (tests/test_suite_markers.py checks the lists above)."""
+    for item in items:
+        if _is_slow(item):
+            item.add_marker(pytest.mark.slow)

@@ -83,10 +83,10 @@ def test_offline_cache_miss_exits_4(env, capsys):
 
 
 def test_read_archive_and_cache_commands(env, tmp_path, capsys):
-    from prolific_ingest.testing import make_batch_export
+    from prolific_ingest.testing import ExportSpec, make_batch_export
 
     path = tmp_path / "export.zip"
-    truth = make_batch_export(path, n_submissions=4, seed=5)
+    truth = make_batch_export(path, ExportSpec(n_submissions=4, seed=5))
     assert main(["read", str(path), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["rows"]["answers"] == truth.counts["answers"]
 
@@ -259,6 +259,21 @@ def test_library_messages_are_phrased_with_cli_options(env, capsys, monkeypatch)
     assert main(["batch", batch_id, "--timeout", "0.05"]) == 5
     err = capsys.readouterr().err
     assert "--export-id" in err and "export_id=" not in err
+
+
+def test_the_failures_of_several_ids_are_worded_in_cli_terms_too(env, capsys):
+    first = env.add_batch(seed=3, n_submissions=2)
+    second = env.add_batch(seed=4, n_submissions=2)
+    env.polls_until_complete = 10**6  # every export keeps generating
+    assert main(["batch", first, second, "--timeout", "0.05", "--json"]) == 8
+    errors = json.loads(capsys.readouterr().out)["errors"]
+    assert sorted(errors) == sorted([first, second])
+    for text in errors.values():
+        assert text.startswith("ExportTimeoutError: ")
+        assert "--export-id" in text and "export_id=" not in text
+    assert main(["batch", first, second, "--timeout", "0.05"]) == 8
+    out = capsys.readouterr()
+    assert "--export-id" in out.out + out.err and "export_id=" not in out.out + out.err
 
 
 def test_the_cli_reaches_a_custom_s3_endpoint_with_storage_options(env, s3, tmp_path, capsys):

@@ -20,7 +20,10 @@ import pytest
 import requests
 
 from prolific_ingest import __version__
+from prolific_ingest import client as client_module
+from prolific_ingest._api_errors import REQUEST_ID_HEADERS
 from prolific_ingest._retry import RetryPolicy
+from prolific_ingest._watchdog import Watchdog
 from prolific_ingest.client import ProlificClient, check_base_url
 from prolific_ingest.config import Secret, Settings
 from prolific_ingest.errors import (
@@ -38,7 +41,9 @@ from prolific_ingest.errors import (
     ServerError,
     TransportError,
 )
-from tests._helpers import FakeClock, QuietHandler, serve
+from prolific_ingest.exports import ExportFilter, ExportRef, request_export
+from prolific_ingest.testing import Emulator
+from tests._helpers import FakeClock, QuietHandler, logged, serve
 
 TOKEN = "tok-SUPERSECRET-123"
 
@@ -323,6 +328,114 @@ def test_409_on_delete_is_still_generating(stub: tuple[str, Script]) -> None:
         make(url)[0].request("DELETE", "batches/b/export/e", expect=(204,))
 
 
+# -- request ids --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("header", REQUEST_ID_HEADERS)
+def test_error_carries_and_names_the_request_id(stub: tuple[str, Script], header: str) -> None:
+    url, script = stub
+    script.add(404, ENVELOPE, headers={header: "req-7f3a9c"})
+    with pytest.raises(NotFoundError) as info:
+        make(url)[0].get_json("batches/b1/export/e1")
+    assert info.value.request_id == "req-7f3a9c"
+    assert str(info.value).endswith("[request id req-7f3a9c]")
+
+
+def test_error_without_a_request_id_header_has_none(stub: tuple[str, Script]) -> None:
+    url, script = stub
+    script.add(401, ENVELOPE)
+    with pytest.raises(AuthenticationError) as info:
+        make(url)[0].get_json("batches/b1")
+    assert info.value.request_id is None
+    assert "request id" not in str(info.value)
+    assert str(info.value).endswith("check PROLIFIC_TOKEN")
+
+
+def test_request_id_of_the_last_retried_answer(stub: tuple[str, Script]) -> None:
+    url, script = stub
+    script.add(503, ENVELOPE, headers={"X-Request-Id": "first"})
+    script.add(503, ENVELOPE, headers={"X-Request-Id": "last"})
+    client, _ = make(url, retry=RetryPolicy(max_attempts=2))
+    with pytest.raises(ServerError) as info:
+        client.get_json("x")
+    assert info.value.request_id == "last"
+    assert "first" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        f"id-{TOKEN}",  # the token echoed back
+        "two words",
+        "x" * 129,
+        "\u00e9t\u00e9",
+    ],
+)
+def test_request_id_never_carries_a_secret_or_junk(stub: tuple[str, Script], value: str) -> None:
+    url, script = stub
+    raw = value.encode("utf-8").decode("latin-1")  # http.server sends latin-1 header text
+    script.add(400, ENVELOPE, headers={"X-Request-Id": raw})
+    with pytest.raises(BadRequestError) as info:
+        make(url)[0].get_json("x")
+    assert TOKEN not in str(info.value)
+    assert TOKEN not in repr(info.value.request_id)
+    if value.startswith("id-"):
+        assert info.value.request_id is not None
+        assert info.value.request_id.startswith("id-")
+    else:
+        assert info.value.request_id is None
+        assert "request id" not in str(info.value)
+
+
+def test_non_json_success_body_names_the_request_id(stub: tuple[str, Script]) -> None:
+    url, script = stub
+    script.add(200, b"<html>", headers={"Content-Type": "text/html", "X-Request-Id": "r-42"})
+    with pytest.raises(APIError, match=r"not JSON \[request id r-42\]") as info:
+        make(url)[0].get_json("x")
+    assert info.value.request_id == "r-42"
+
+
+def test_log_line_names_the_request_id(
+    stub: tuple[str, Script], caplog: pytest.LogCaptureFixture
+) -> None:
+    url, script = stub
+    script.add(200, {}, headers={"X-Request-Id": "r-log"})
+    with caplog.at_level(logging.INFO, logger="prolific_ingest.client"):
+        make(url)[0].get_json("x")
+    assert "(authenticated=True, request id r-log)" in caplog.text
+
+
+def test_emulator_answers_carry_request_ids_that_reach_the_error(
+    prolific_emulator: Emulator,
+) -> None:
+    emu = prolific_emulator
+    client = ProlificClient(token=emu.token, base_url=emu.base_url, retry=RetryPolicy.none())
+    batch = emu.add_batch(seed=3, n_submissions=1)
+    client.get_json(f"batches/{batch}")
+    with pytest.raises(NotFoundError) as info:
+        client.get_json("batches/no-such-batch")
+    first, second = logged(emu, 2)
+    assert first.request_id is not None and first.request_id.startswith("emu-req-")
+    assert second.request_id is not None and second.request_id != first.request_id
+    assert info.value.request_id == second.request_id
+    assert f"[request id {second.request_id}]" in str(info.value)
+
+
+def test_export_limit_keeps_the_request_id(prolific_emulator: Emulator) -> None:
+    emu = prolific_emulator
+    client = ProlificClient(token=emu.token, base_url=emu.base_url)
+    ref = ExportRef("batch", emu.add_batch(seed=4, n_submissions=1))
+    for i in range(10):
+        request_export(client, ref, ExportFilter(study_id=f"S{i}"))
+    emu.clear_requests()
+    with pytest.raises(ExportLimitError) as info:
+        request_export(client, ref, ExportFilter(study_id="S10"))
+    refused = [r for r in logged(emu, 2) if r.status == 409]
+    assert len(refused) == 1
+    assert info.value.request_id == refused[0].request_id
+    assert len(info.value.existing_jobs) == 10
+
+
 # -- retries --------------------------------------------------------------------------------
 
 
@@ -441,3 +554,27 @@ def test_read_timeout_is_retried() -> None:
         assert len(clock.sleeps) == 1
     finally:
         silent.close()
+
+
+class _LateWatchdog(Watchdog):
+    """A watchdog that wakes long after its limit: the socket timeout always fires first."""
+
+    def __init__(self, *, timeout: float | None = None, **kw: Any) -> None:
+        super().__init__(timeout=None if timeout is None else timeout * 20, **kw)
+
+
+def test_a_socket_timeout_at_the_deadline_is_reported_as_the_deadline(
+    prolific_emulator: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The socket's read timeout is cut down to the time left; when it fires before the
+    watchdog (a loaded machine), the call still ends as past its deadline, not retried."""
+    emu = prolific_emulator
+    batch = emu.add_batch(seed=5, n_submissions=1)
+    rule = emu.faults.drip(bytes_per_second=1, host="api")
+    monkeypatch.setattr(client_module, "Watchdog", _LateWatchdog)
+    settings = Settings(base_url=emu.base_url, token=Secret(emu.token), request_timeout=60.0)
+    client = ProlificClient(settings)
+    with pytest.raises(TransportError, match=r"\(the deadline\) after 1 attempt") as info:
+        client.get_json(f"batches/{batch}", timeout=0.5)
+    assert isinstance(info.value.__cause__, requests.Timeout)
+    assert rule.triggered == 1

@@ -76,7 +76,7 @@ def test_every_cli_option_is_documented() -> None:
 
 
 def test_every_exit_code_is_documented() -> None:
-    source = (PACKAGE / "cli.py").read_text(encoding="utf-8")
+    source = "\n".join(p.read_text(encoding="utf-8") for p in (PACKAGE / "cli").glob("*.py"))
     codes = {int(c) for c in re.findall(r"errors\.\w+, (\d+),", source)}
     codes |= {int(c) for c in re.findall(r"return (\d+)\b", source)}
     codes |= {int(c) for c in re.findall(r"return 0 if report\.ok else (\d+)", source)}

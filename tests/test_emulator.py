@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import requests
 
-from prolific_ingest.testing import Emulator, serve
+from prolific_ingest.testing import Emulator, ExportSpec, serve
 from prolific_ingest.testing._content import KNOWN_INSTRUCTION_TYPES
 
 PREFIX = "/api/v1/data-collection"
@@ -433,6 +433,25 @@ def test_add_rejects_bad_options(emu: Emulator) -> None:
     existing = emu.add_batch(seed=1)
     with pytest.raises(ValueError, match="exists"):
         emu.add_batch(seed=1, batch_id=existing)
+
+
+def test_a_spec_adds_the_same_batch_as_its_fields_as_keywords(emu: Emulator) -> None:
+    by_keywords = emu.add_batch(seed=4, batch_id="b-kw", n_submissions=3, uploads=False)
+    by_spec = emu.add_batch(ExportSpec(seed=4, owner_id="b-spec", n_submissions=3, uploads=False))
+    assert by_spec == "b-spec"
+    kw_truth, spec_truth = emu.ground_truth(by_keywords), emu.ground_truth(by_spec)
+    assert spec_truth.counts == kw_truth.counts
+    assert len(spec_truth.responses) == kw_truth.counts["responses"] > 0
+    collection = emu.add_collection(ExportSpec(n_submissions=2))
+    assert emu.ground_truth(collection).counts["submissions"] == 2
+    with pytest.raises(TypeError, match="not both"):
+        emu.add_batch(ExportSpec(), n_submissions=3)
+    with pytest.raises(TypeError, match="not both"):
+        emu.add_batch(ExportSpec(), seed=1)
+    with pytest.raises(TypeError, match="tasks_per_submission"):
+        emu.add_collection(tasks_per_submission=2)
+    with pytest.raises(TypeError, match="keep_rows"):
+        emu.add_batch(keep_rows=False)
 
 
 def test_serve_describes_and_stops() -> None:

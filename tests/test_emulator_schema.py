@@ -146,11 +146,11 @@ def test_archive_metadata_follows_schemas(
 def test_flat_archive_records_are_task_builder_responses(
     tmp_path: Path, openapi: dict[str, Any]
 ) -> None:
-    from prolific_ingest.testing import make_batch_export
+    from prolific_ingest.testing import ExportSpec, make_batch_export
 
     path = tmp_path / "flat.zip"
     make_batch_export(
-        path, n_submissions=3, layout="flat", instruction_types=KNOWN_INSTRUCTION_TYPES
+        path, ExportSpec(n_submissions=3, layout="flat", instruction_types=KNOWN_INSTRUCTION_TYPES)
     )
     with zipfile.ZipFile(path) as zf:
         for line in zf.read("responses-by-submission.jsonl").splitlines():

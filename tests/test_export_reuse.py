@@ -108,10 +108,10 @@ def test_read_export_of_cache_entries_has_distinct_export_ids(prolific_emulator,
 
 
 def test_read_export_named_archive_without_manifest_uses_a_checksum(tmp_path):
-    from prolific_ingest.testing import make_batch_export
+    from prolific_ingest.testing import ExportSpec, make_batch_export
 
     path = tmp_path / "archive.zip"
-    make_batch_export(path, n_submissions=2, seed=1)
+    make_batch_export(path, ExportSpec(n_submissions=2, seed=1))
     exp = read_export(str(path))
     assert exp.export_id.startswith("sha256-")
     assert read_export(str(path)).export_id == exp.export_id

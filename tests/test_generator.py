@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import tracemalloc
 import zipfile
@@ -13,6 +14,7 @@ import pytest
 
 from prolific_ingest.testing import (
     INSTRUCTION_TYPES,
+    ExportSpec,
     make_batch_export,
     make_collection_export,
 )
@@ -40,7 +42,7 @@ def _table_value(v: Any) -> tuple[str | None, str]:
 @pytest.fixture(scope="module")
 def batch(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
     path = tmp_path_factory.mktemp("gen") / "batch.zip"
-    return path, make_batch_export(path, n_submissions=12, seed=3)
+    return path, make_batch_export(path, ExportSpec(n_submissions=12, seed=3))
 
 
 def test_batch_members_and_counts(batch: tuple[Path, Any]) -> None:
@@ -158,9 +160,9 @@ def test_files_match_answers(batch: tuple[Path, Any]) -> None:
 
 
 def test_deterministic_from_seed(tmp_path: Path) -> None:
-    a = make_batch_export(tmp_path / "a.zip", n_submissions=4, seed=7)
-    b = make_batch_export(tmp_path / "b.zip", n_submissions=4, seed=7)
-    c = make_batch_export(tmp_path / "c.zip", n_submissions=4, seed=8)
+    a = make_batch_export(tmp_path / "a.zip", ExportSpec(n_submissions=4, seed=7))
+    b = make_batch_export(tmp_path / "b.zip", ExportSpec(n_submissions=4, seed=7))
+    c = make_batch_export(tmp_path / "c.zip", ExportSpec(n_submissions=4, seed=8))
     assert a.answers == b.answers
     assert a.owner_id == b.owner_id
     with zipfile.ZipFile(tmp_path / "a.zip") as za, zipfile.ZipFile(tmp_path / "b.zip") as zb:
@@ -181,7 +183,10 @@ def test_created_at_spread_and_ordered(batch: tuple[Path, Any]) -> None:
 def test_format_variations(tmp_path: Path) -> None:
     path = tmp_path / "v.zip"
     gt = make_batch_export(
-        path, n_submissions=6, root_folder="export-2026", crlf=True, bom=True, blank_lines=True
+        path,
+        ExportSpec(
+            n_submissions=6, root_folder="export-2026", crlf=True, bom=True, blank_lines=True
+        ),
     )
     with zipfile.ZipFile(path) as zf:
         names = _members(zf)
@@ -207,7 +212,7 @@ def test_some_lines_ascii_escaped(batch: tuple[Path, Any]) -> None:
 
 def test_huge_line(tmp_path: Path) -> None:
     path = tmp_path / "h.zip"
-    make_batch_export(path, n_submissions=2, huge_line_bytes=3_000_000)
+    make_batch_export(path, ExportSpec(n_submissions=2, huge_line_bytes=3_000_000))
     with zipfile.ZipFile(path) as zf:
         lines = zf.read("responses-by-submission.jsonl").split(b"\n")
     assert len(lines[0]) > 3_000_000
@@ -216,7 +221,9 @@ def test_huge_line(tmp_path: Path) -> None:
 
 def test_omit_optional_and_no_unknown_keys(tmp_path: Path) -> None:
     path = tmp_path / "o.zip"
-    gt = make_batch_export(path, n_submissions=4, omit_optional=True, unknown_keys=False)
+    gt = make_batch_export(
+        path, ExportSpec(n_submissions=4, omit_optional=True, unknown_keys=False)
+    )
     with zipfile.ZipFile(path) as zf:
         subs = _lines(zf, "responses-by-submission.jsonl")
     for s in subs:
@@ -238,7 +245,7 @@ def test_unknown_keys_at_every_level(batch: tuple[Path, Any]) -> None:
 
 def test_no_uploads(tmp_path: Path) -> None:
     path = tmp_path / "n.zip"
-    gt = make_batch_export(path, n_submissions=3, uploads=False)
+    gt = make_batch_export(path, ExportSpec(n_submissions=3, uploads=False))
     with zipfile.ZipFile(path) as zf:
         assert not [n for n in zf.namelist() if n.startswith("files")]
     assert gt.counts["files"] == 0
@@ -251,7 +258,7 @@ def test_no_uploads(tmp_path: Path) -> None:
 @pytest.mark.parametrize("mode", ["empty", "omit_jsonl"])
 def test_no_responses(tmp_path: Path, mode: str) -> None:
     path = tmp_path / "e.zip"
-    gt = make_batch_export(path, **{mode: True})
+    gt = make_batch_export(path, ExportSpec(**{mode: True}))
     with zipfile.ZipFile(path) as zf:
         names = _members(zf)
         if mode == "empty":
@@ -265,7 +272,7 @@ def test_no_responses(tmp_path: Path, mode: str) -> None:
 
 def test_flat_layout(tmp_path: Path) -> None:
     path = tmp_path / "f.zip"
-    gt = make_batch_export(path, n_submissions=5, layout="flat")
+    gt = make_batch_export(path, ExportSpec(n_submissions=5, layout="flat"))
     with zipfile.ZipFile(path) as zf:
         by_sub = _lines(zf, "responses-by-submission.jsonl")
         by_task = _lines(zf, "responses-by-task.jsonl")
@@ -284,16 +291,18 @@ def test_flat_layout(tmp_path: Path) -> None:
 
 
 def test_filters(tmp_path: Path) -> None:
-    full = make_batch_export(None, n_submissions=12, seed=5)
+    full = make_batch_export(None, ExportSpec(n_submissions=12, seed=5))
     study = full.submissions[0]["study_id"]
-    by_study = make_batch_export(tmp_path / "s.zip", n_submissions=12, seed=5, study_id=study)
+    by_study = make_batch_export(
+        tmp_path / "s.zip", ExportSpec(n_submissions=12, seed=5), study_id=study
+    )
     assert by_study.counts["submissions"] == sum(s["study_id"] == study for s in full.submissions)
     assert 0 < by_study.counts["submissions"] < 12
     stamps = sorted(r["created_at"] for r in full.responses)
     since = datetime.fromisoformat(stamps[30])
     until = datetime.fromisoformat(stamps[100])
     window = make_batch_export(
-        tmp_path / "w.zip", n_submissions=12, seed=5, since=since, until=until
+        tmp_path / "w.zip", ExportSpec(n_submissions=12, seed=5), since=since, until=until
     )
     assert window.counts["responses"] == 70
     assert {r["response_id"] for r in window.responses} == {
@@ -311,7 +320,7 @@ def test_filters(tmp_path: Path) -> None:
 
 def test_collection_export(tmp_path: Path) -> None:
     path = tmp_path / "c.zip"
-    gt = make_collection_export(path, n_submissions=5, seed=2)
+    gt = make_collection_export(path, ExportSpec(n_submissions=5, seed=2))
     with zipfile.ZipFile(path) as zf:
         names = _members(zf)
         assert {"responses.jsonl", "collection.json", "README.md"} <= names
@@ -327,7 +336,7 @@ def test_collection_export(tmp_path: Path) -> None:
     assert gt.counts["tasks"] == 0
     assert all(r["task_id"] is None for r in gt.responses)
     assert all("collection_id" in s for s in gt.submissions)
-    flat = make_collection_export(tmp_path / "cf.zip", n_submissions=2, layout="flat")
+    flat = make_collection_export(tmp_path / "cf.zip", ExportSpec(n_submissions=2, layout="flat"))
     with zipfile.ZipFile(tmp_path / "cf.zip") as zf:
         recs = _lines(zf, "responses.jsonl")
     assert len(recs) == flat.counts["responses"]
@@ -336,14 +345,18 @@ def test_collection_export(tmp_path: Path) -> None:
 
 def test_bad_options_rejected(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="layout"):
-        make_batch_export(tmp_path / "x.zip", layout="v2")
+        make_batch_export(tmp_path / "x.zip", ExportSpec(layout="v2"))
     with pytest.raises(ValueError, match="free_text"):
-        make_batch_export(tmp_path / "x.zip", instruction_types=("file_upload",), huge_line_bytes=9)
+        make_batch_export(
+            tmp_path / "x.zip", ExportSpec(instruction_types=("file_upload",), huge_line_bytes=9)
+        )
 
 
 def test_counts_without_rows(tmp_path: Path) -> None:
-    kept = make_batch_export(None, n_submissions=7, seed=9)
-    light = make_batch_export(tmp_path / "l.zip", n_submissions=7, seed=9, keep_rows=False)
+    kept = make_batch_export(None, ExportSpec(n_submissions=7, seed=9))
+    light = make_batch_export(
+        tmp_path / "l.zip", ExportSpec(n_submissions=7, seed=9), keep_rows=False
+    )
     assert light.counts == kept.counts
     assert light.answers == []
     assert light.responses == []
@@ -353,7 +366,9 @@ def _peak(path: Path, n: int) -> tuple[int, Any]:
     tracemalloc.start()
     try:
         gt = make_batch_export(
-            path, n_submissions=n, keep_rows=False, uploads=False, compression=zipfile.ZIP_STORED
+            path,
+            ExportSpec(n_submissions=n, uploads=False, compression=zipfile.ZIP_STORED),
+            keep_rows=False,
         )
         return tracemalloc.get_traced_memory()[1], gt
     finally:
@@ -372,3 +387,47 @@ def test_bounded_memory(tmp_path: Path) -> None:
     assert big_peak < big.jsonl_bytes / 5
     with zipfile.ZipFile(tmp_path / "big.zip") as zf:
         assert zf.getinfo("responses-by-submission.jsonl").file_size == big.jsonl_bytes
+
+
+def test_spec_is_frozen_hashable_and_checked_when_built() -> None:
+    spec = ExportSpec(instruction_types=["free_text"], study_ids=["s1", "s2"])
+    assert spec.instruction_types == ("free_text",)
+    assert spec.study_ids == ("s1", "s2")
+    assert hash(spec) == hash(ExportSpec(instruction_types=("free_text",), study_ids=("s1", "s2")))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        spec.seed = 1  # type: ignore[misc]
+    with pytest.raises(ValueError, match="layout"):
+        ExportSpec(layout="v2")
+    with pytest.raises(TypeError):
+        ExportSpec(5)  # type: ignore[misc]  # keywords only
+
+
+@pytest.mark.parametrize(
+    ("make", "id_keyword"),
+    [(make_batch_export, "batch_id"), (make_collection_export, "collection_id")],
+)
+def test_the_old_keywords_write_the_same_archive_with_a_deprecation_warning(
+    tmp_path: Path, make: Any, id_keyword: str
+) -> None:
+    options = {"n_submissions": 4, "seed": 7, "crlf": True, "root_folder": "x"}
+    with pytest.warns(DeprecationWarning, match=r"ExportSpec\(\.\.\.\).* go in 0\.3") as caught:
+        old = make(tmp_path / "old.zip", **options, **{id_keyword: "owner-1"}, keep_rows=True)
+    assert caught[0].filename == __file__  # points at the caller
+    new = make(tmp_path / "new.zip", ExportSpec(**options, owner_id="owner-1"))
+    assert old.owner_id == new.owner_id == "owner-1"
+    assert old.answers == new.answers
+    assert (tmp_path / "old.zip").read_bytes() == (tmp_path / "new.zip").read_bytes()
+
+
+def test_a_spec_and_old_keywords_together_or_unknown_keywords_are_refused(
+    tmp_path: Path,
+) -> None:
+    with pytest.raises(TypeError, match="not both"):
+        make_batch_export(None, ExportSpec(), n_submissions=3)
+    with pytest.raises(TypeError, match="'not_an_option'"):
+        make_batch_export(None, not_an_option=1)
+    with pytest.raises(TypeError, match="'tasks_per_submission'"):
+        make_collection_export(None, tasks_per_submission=2)
+    with pytest.raises(TypeError, match="'collection_id'"):
+        make_batch_export(None, collection_id="c")
+    assert not (tmp_path / "x.zip").exists()

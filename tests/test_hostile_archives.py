@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
 import struct
 import subprocess
 import sys
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from prolific_ingest import read_export
+from prolific_ingest import ExportCache, ExportRef, read_export
 from prolific_ingest.archive import ArchiveLimits, open_archive
 from prolific_ingest.cli import main
 from prolific_ingest.errors import (
@@ -21,7 +23,7 @@ from prolific_ingest.errors import (
     CorruptArchiveError,
     ProlificIngestError,
 )
-from prolific_ingest.testing import make_batch_export
+from prolific_ingest.testing import ExportSpec, _build, make_batch_export
 
 
 def _rewrite(src: Path, dest: Path, replace: dict[str, bytes]) -> Path:
@@ -61,7 +63,7 @@ def _patch_central(
 @pytest.fixture
 def export_zip(tmp_path: Path) -> Path:
     path = tmp_path / "export.zip"
-    make_batch_export(path, n_submissions=4)
+    make_batch_export(path, ExportSpec(n_submissions=4))
     return path
 
 
@@ -203,6 +205,54 @@ def test_deeply_nested_metadata_fails_the_cli_on_one_line(tmp_path: Path, export
     assert proc.returncode == 6, proc.stderr
     assert "Traceback" not in proc.stderr
     assert "batch.json" in proc.stderr
+
+
+@pytest.fixture
+def deep_batch(prolific_emulator: Any, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A batch whose exported ``batch.json`` nests 100,000 levels deep."""
+    real_object, real_dumps = _build.owner_object, _build.dumps
+    deep = b'{"id": "b", "x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+
+    def marked(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        return {**real_object(*args, **kwargs), "__deep__": True}
+
+    def spelled(obj: Any) -> bytes:
+        return deep if isinstance(obj, dict) and obj.get("__deep__") else real_dumps(obj)
+
+    monkeypatch.setattr(_build, "owner_object", marked)
+    monkeypatch.setattr(_build, "dumps", spelled)
+    batch_id: str = prolific_emulator.add_batch(seed=5, n_submissions=3)
+    return batch_id
+
+
+def test_a_load_of_deeply_nested_metadata_fails_the_cli_typed_and_caches_nothing(
+    prolific_emulator: Any, deep_batch: str, tmp_path: Path
+) -> None:
+    cache = tmp_path / "cache"
+    env = {
+        **os.environ,
+        "PROLIFIC_TOKEN": prolific_emulator.token,
+        "PROLIFIC_API_URL": prolific_emulator.base_url,
+        "PROLIFIC_INGEST_CACHE": str(cache),
+        "PROLIFIC_POLL_INTERVAL": "0.01",
+        "PYTHONPATH": os.pathsep.join(
+            p for p in (str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH")) if p
+        ),
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "prolific_ingest.cli", "batch", deep_batch],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env=env,
+    )
+    assert proc.returncode == 6, proc.stderr  # BadRecordError is an ArchiveError (docs/cli.md)
+    assert "Traceback" not in proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1 and "batch.json" in lines[0], proc.stderr
+    assert ExportCache(str(cache)).list(ExportRef("batch", deep_batch)) == []
+    assert not [p for p in cache.rglob("*") if p.name in ("archive.zip", "_tables.json")]
 
 
 def test_ordinary_nesting_in_metadata_still_loads(tmp_path: Path, export_zip: Path) -> None:

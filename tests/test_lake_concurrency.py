@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from prolific_ingest import committed_exports, read_dataset, read_export
-from prolific_ingest.testing import make_batch_export
+from prolific_ingest.testing import ExportSpec, make_batch_export
 
 HELPER = Path(__file__).with_name("_lake_writer_process.py")
 KEYS = {
@@ -43,7 +43,7 @@ def test_four_processes_two_batches_one_lake_every_row_once(
     archives = {}
     for n, batch in enumerate(("b-one", "b-two")):
         path = tmp_path / f"{batch}.zip"
-        make_batch_export(path, batch_id=batch, n_submissions=5 + n, seed=80 + n)
+        make_batch_export(path, ExportSpec(owner_id=batch, n_submissions=5 + n, seed=80 + n))
         archives[batch] = path
     jobs = [(batch, f"{batch}-export-{k}") for batch in archives for k in (1, 2)]
     procs = [

@@ -15,7 +15,7 @@ import pytest
 from deltalake import DeltaTable
 
 from prolific_ingest import committed_exports, read_dataset
-from prolific_ingest.testing import make_batch_export
+from prolific_ingest.testing import ExportSpec, make_batch_export
 
 HELPER = Path(__file__).with_name("_lake_writer_process.py")
 TABLES = ("tasks", "responses", "submissions", "answers", "files", "instructions")
@@ -74,8 +74,8 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """A lake holding export A, and the states before and after loading export B."""
     tmp = tmp_path_factory.mktemp("crash")
     first, second = tmp / "a.zip", tmp / "b.zip"
-    make_batch_export(first, batch_id="b-crash", n_submissions=5, seed=71)
-    make_batch_export(second, batch_id="b-crash", n_submissions=8, seed=72)
+    make_batch_export(first, ExportSpec(owner_id="b-crash", n_submissions=5, seed=71))
+    make_batch_export(second, ExportSpec(owner_id="b-crash", n_submissions=8, seed=72))
     base = tmp / "base"
     assert _run(base, first, "export-a").returncode == 0
     after = tmp / "after"

@@ -20,7 +20,7 @@ from prolific_ingest.archive import open_archive
 from prolific_ingest.lake import _spool, write_export
 from prolific_ingest.lake._spool import PREFIX, STALE_SECONDS, staged_files, sweep_stale
 from prolific_ingest.tables import iter_record_batches
-from prolific_ingest.testing import make_batch_export
+from prolific_ingest.testing import ExportSpec, make_batch_export
 
 TABLES = ("tasks", "responses", "submissions", "answers", "files", "instructions")
 
@@ -77,7 +77,7 @@ def test_a_cold_load_writes_the_lake_from_the_table_cache_files_without_a_spool(
 
 def test_in_memory_tables_are_written_without_a_spool(tmp_path: Path, spools: list[str]) -> None:
     archive = tmp_path / "a.zip"
-    make_batch_export(archive, batch_id="b-mem", n_submissions=5, seed=42)
+    make_batch_export(archive, ExportSpec(owner_id="b-mem", n_submissions=5, seed=42))
     export = read_export(archive, export_id="e1")
     export.to_lake(str(tmp_path / "lake"))
     export.to_lake(str(tmp_path / "lake"), overwrite=True)  # the merge reads keys from memory
@@ -111,7 +111,7 @@ def test_a_staged_stream_without_its_files_is_read_again_into_a_spool(
     tmp_path: Path, spools: list[str]
 ) -> None:
     path = tmp_path / "a.zip"
-    make_batch_export(path, batch_id="b-lost", n_submissions=6, seed=43)
+    make_batch_export(path, ExportSpec(owner_id="b-lost", n_submissions=6, seed=43))
     with open_archive(str(path)) as archive:
         lost = _LostFiles(archive)
         result = write_export(

@@ -211,10 +211,10 @@ def test_empty_tables_are_created_with_their_schema(tmp_path: Path, make_export:
 def test_quarantined_lines_land_in_a_rejected_table(tmp_path: Path) -> None:
     import zipfile
 
-    from prolific_ingest.testing import make_batch_export
+    from prolific_ingest.testing import ExportSpec, make_batch_export
 
     good = tmp_path / "good.zip"
-    make_batch_export(good, n_submissions=3, seed=5)
+    make_batch_export(good, ExportSpec(n_submissions=3, seed=5))
     path = tmp_path / "bad.zip"
     with zipfile.ZipFile(good) as src, zipfile.ZipFile(path, "w") as dst:
         for info in src.infolist():

@@ -18,7 +18,7 @@ from prolific_ingest import archive as archive_mod
 from prolific_ingest.archive import open_archive
 from prolific_ingest.errors import ConfigurationError
 from prolific_ingest.tables import ExportTables, build_tables, iter_record_batches
-from prolific_ingest.testing import make_batch_export
+from prolific_ingest.testing import ExportSpec, make_batch_export
 
 MEMBER = "responses-by-submission.jsonl"
 
@@ -33,7 +33,7 @@ def small_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
 def export(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A generated export whose member also repeats lines far apart and holds bad lines."""
     src = tmp_path_factory.mktemp("gen") / "export.zip"
-    make_batch_export(src, n_submissions=120, seed=3)
+    make_batch_export(src, ExportSpec(n_submissions=120, seed=3))
     out = src.with_name("mixed.zip")
     with zipfile.ZipFile(src) as zin, zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zout:
         for info in zin.infolist():

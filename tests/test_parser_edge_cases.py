@@ -448,6 +448,27 @@ def test_the_fast_path_itself_deduplicates_task_rows_by_content() -> None:
     assert builder.tasks == []  # the fast path's rows are all in its batch
 
 
+def test_a_block_hands_back_each_task_content_once() -> None:
+    """Repeats inside a block are dropped where the block is parsed (a worker, say), so
+    only one row per content crosses to the process that keeps the export-wide set."""
+    from prolific_ingest._tables_builder import RecordBuilder
+    from prolific_ingest._tables_fast import commit_block, parse_block
+
+    t1 = {"task_id": "t1", "datapoint": {"d": 1}, "responses": []}
+    t2 = {"task_id": "t2", "responses": [], "x": None}
+    lines = [submission(f"s{i}", [t1, t2] if i % 2 else [t2]) for i in range(6)]
+    builder = RecordBuilder("batch", files_prefix="files/", existing_files=[], batch_rows=100)
+    result = parse_block(b"\n".join(map(_line, lines)), builder)
+    (tasks,) = [batch for name, batch in result.tables if name == "tasks"]
+    assert tasks.column("task_id").to_pylist() == ["t2", "t1"]
+    assert len(result.task_keys) == len(set(result.task_keys)) == 2
+    assert len(builder.seen_tasks) == 0  # parsing a block claims nothing
+    committed = dict(commit_block(result, builder))
+    assert committed["tasks"].num_rows == 2
+    again = parse_block(b"\n".join(map(_line, lines)), builder)
+    assert "tasks" not in dict(commit_block(again, builder))  # seen in the first block
+
+
 def test_flat_records_keep_each_distinct_task_metadata(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -573,3 +594,97 @@ def test_deep_values_are_written_without_touching_the_recursion_limit(
 
     monkeypatch.setattr(sys, "setrecursionlimit", refuse)
     assert dumps(deep) == expected
+
+
+# -- extra is the exact compact JSON text of the unknown keys ----------------------------
+
+
+def _compact(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+_AWKWARD_EXTRAS: list[dict[str, Any]] = [
+    {"z": 1, "a": None, "m": [None, True, {"y": 1, "b": 2}]},  # key order, null kept
+    {"text": 'line\nbreak ,\n, and \u2028 é \x00 \\ "'},  # what a separator could look like
+    {"\x01{\x02": "\x02,\x03,\x01}\x04", "k\x04": [",\x01", "\x02,"]},  # ... or a marker
+    {"small": 1e-05, "large": 1e16, "plain": 0.5, "one": 1.0, "int": 1},  # number forms
+    {"deep": {"a": {"b": {"c": []}}}, "empty": {}},
+]
+
+
+@pytest.mark.parametrize("scatter", [False, True], ids=["every-row", "some-rows"])
+@pytest.mark.parametrize("numbers", [True, False], ids=["number-forms", "by-shape"])
+def test_extra_is_the_exact_compact_text_of_the_unknown_keys_at_every_level(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, scatter: bool, numbers: bool
+) -> None:
+    """Key order, null values, newlines and number forms survive the block encoder.
+
+    Without the number forms orjson writes differently (``1e-05``), the block path builds
+    ``extra`` by shape; with them, from one dict per object."""
+    awkward = _AWKWARD_EXTRAS if numbers else [e for e in _AWKWARD_EXTRAS if "small" not in e]
+    records = []
+    for i, unknown in enumerate(awkward * 3):
+        if scatter and i % 2:
+            unknown = {}
+        answer = {"value": "v", **unknown}
+        response = {"id": f"r{i}", "answer": [answer], **unknown}
+        records.append(
+            submission(f"s{i}", [task(f"t{i}", responses=[response], **unknown)], **unknown)
+        )
+    tables = read(tmp_path, monkeypatch, records)
+    for name in ("submissions", "tasks", "responses", "answers"):
+        texts = [row["extra"] for row in rows(tables, name)]
+        expected = [
+            None if scatter and i % 2 else _compact(unknown)
+            for i, unknown in enumerate(awkward * 3)
+        ]
+        assert texts == expected, name
+
+
+def test_extra_keeps_integers_beyond_64_bits_exactly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    big = 2**70 + 1
+    records = [submission("s1", huge=big, small=-(2**64)), submission("s2", x="y")]
+    tables = read(tmp_path, monkeypatch, records)
+    assert [row["extra"] for row in rows(tables, "submissions")] == [
+        f'{{"huge":{big},"small":{-(2**64)}}}',
+        '{"x":"y"}',
+    ]
+
+
+def test_extra_built_by_shape_is_the_text_of_the_unknown_keys_dict() -> None:
+    """The block path's ``extra`` (grouped by key tuple, no dict per item) against the
+    per-item definition, over random objects: key order, nulls, nesting, odd keys."""
+    import random
+
+    from prolific_ingest._tables_arrow import extra_column, json_column
+    from prolific_ingest._tables_builder import _extra
+
+    known = frozenset(["value", "unit"])
+    values: list[Any] = [None, True, 0, -5, 2.5, 0.1, "x", 'é\n,\x01\x04"', [], {}]
+    values += [[1, {"a": None}], {"z": [1.5]}, 2**63 - 1]
+    keys = ["value", "unit", "a", "b", "confidence", "é", 'x"y', "\n", "\x02"]
+    rnd = random.Random(7)
+    grouped = 0
+    for _ in range(400):
+        shapes = [rnd.sample(keys, rnd.randint(0, 5)) for _ in range(rnd.randint(1, 6))]
+        items = [
+            {k: rnd.choice(values) for k in rnd.choice(shapes)} for _ in range(rnd.randint(0, 40))
+        ]
+        expected = json_column([_extra(item, known) for item in items])
+        result = extra_column(items, known)
+        if result is None:
+            continue
+        column, unknown = result
+        column.validate(full=True)
+        assert column.equals(expected), items
+        assert unknown == {k for item in items for k in item if k not in known}
+        grouped += 1
+    assert grouped > 300
+    # what the grouping hands back to the dict way: many shapes, numbers orjson writes
+    # differently (1e-05), integers beyond 64 bits
+    many = [{f"k{i}": i} for i in range(100)]
+    assert extra_column(many, known) is None
+    assert extra_column([{"a": 1e-05}], known) is None
+    assert extra_column([{"a": 2**70}], known) is None

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import inspect
+import pickle
+import typing
+
+import pytest
 
 import prolific_ingest
 import prolific_ingest.testing
@@ -144,3 +148,80 @@ def test_package_is_typed():
     from importlib.resources import files
 
     assert files("prolific_ingest").joinpath("py.typed").is_file()
+
+
+PUBLIC_DEFS = [
+    name
+    for name in prolific_ingest.__all__
+    if inspect.isclass(getattr(prolific_ingest, name))
+    or inspect.isfunction(getattr(prolific_ingest, name))
+]
+ERRORS = [
+    name
+    for name in PUBLIC_DEFS
+    if inspect.isclass(cls := getattr(prolific_ingest, name)) and issubclass(cls, BaseException)
+]
+
+
+@pytest.mark.parametrize("name", PUBLIC_DEFS)
+def test_public_names_report_the_package_as_their_module(name: str) -> None:
+    obj = getattr(prolific_ingest, name)
+    assert obj.__module__ == "prolific_ingest"
+    assert obj.__qualname__ == name
+    assert getattr(prolific_ingest, obj.__qualname__) is obj  # what pickle looks up
+    if inspect.isclass(obj):
+        assert repr(obj) == f"<class 'prolific_ingest.{name}'>"
+    typing.get_type_hints(obj)  # annotations still resolve after the move
+
+
+def test_retry_policy_repr_and_pickle_name_the_package() -> None:
+    policy = prolific_ingest.RetryPolicy(max_attempts=2)
+    data = pickle.dumps(policy)
+    assert b"prolific_ingest._retry" not in data
+    assert pickle.loads(data) == policy
+    ref = prolific_ingest.ExportRef("batch", "b1")
+    assert pickle.loads(pickle.dumps(ref)) == ref
+
+
+def _example(cls: type[BaseException]) -> BaseException:
+    if issubclass(cls, prolific_ingest.APIError):
+        return cls(
+            "GET /x -> 500 [request id r-1]",
+            status=500,
+            error_code=7,
+            title="t",
+            detail={"k": ["v"]},
+            method="GET",
+            url="https://api.example/x?sig=secret",
+            request_id="r-1",
+        )
+    return cls("boom")
+
+
+@pytest.mark.parametrize("name", ERRORS)
+def test_every_error_survives_a_pickle_round_trip(name: str) -> None:
+    cls = getattr(prolific_ingest, name)
+    err = _example(cls)
+    err.add_note("a note")
+    back = pickle.loads(pickle.dumps(err))
+    assert type(back) is cls
+    assert back.args == err.args
+    assert str(back) == str(err)
+    assert vars(back) == vars(err)
+    assert b"sig=secret" not in pickle.dumps(err)
+
+
+def test_rich_errors_keep_their_own_attributes_through_pickle() -> None:
+    limit = prolific_ingest.ExportLimitError(
+        "full", existing_jobs=["j1"], status=409, request_id="r-9"
+    )
+    timeout = prolific_ingest.ExportTimeoutError(
+        "late", export_id="e1", elapsed=3.5, last_status="generating"
+    )
+    throttled = prolific_ingest.RateLimitedError("slow down", retry_after=2.0, status=429)
+    missing = prolific_ingest.MissingMemberError("gone", source="a.zip", member="m.jsonl")
+    for err in (limit, timeout, throttled, missing):
+        back = pickle.loads(pickle.dumps(err))
+        assert vars(back) == vars(err)
+    assert pickle.loads(pickle.dumps(limit)).existing_jobs == ["j1"]
+    assert isinstance(pickle.loads(pickle.dumps(missing)), FileNotFoundError)

@@ -17,7 +17,7 @@ from prolific_ingest import archive as archive_mod
 from prolific_ingest import tables as tables_mod
 from prolific_ingest.archive import open_archive
 from prolific_ingest.tables import build_tables, schema_for, table_names
-from prolific_ingest.testing import make_batch_export, make_collection_export
+from prolific_ingest.testing import ExportSpec, make_batch_export, make_collection_export
 
 VARIATIONS: dict[str, dict[str, Any]] = {
     "v1": {},
@@ -56,7 +56,7 @@ def _check(path: Path, truth: Any, monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.mark.parametrize("variation", sorted(VARIATIONS))
 def test_batch_variations(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, variation: str) -> None:
     path = tmp_path / "batch.zip"
-    truth = make_batch_export(path, n_submissions=9, seed=3, **VARIATIONS[variation])
+    truth = make_batch_export(path, ExportSpec(n_submissions=9, seed=3, **VARIATIONS[variation]))
     _check(path, truth, monkeypatch)
 
 
@@ -65,7 +65,9 @@ def test_collection_variations(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, variation: str
 ) -> None:
     path = tmp_path / "collection.zip"
-    truth = make_collection_export(path, n_submissions=9, seed=5, **VARIATIONS[variation])
+    truth = make_collection_export(
+        path, ExportSpec(n_submissions=9, seed=5, **VARIATIONS[variation])
+    )
     _check(path, truth, monkeypatch)
 
 
@@ -76,7 +78,7 @@ def test_huge_line_longer_than_a_chunk(
     monkeypatch.setattr(archive_mod, "CHUNK_BYTES", 64 * 1024)
     path = tmp_path / "huge.zip"
     truth = make_batch_export(
-        path, n_submissions=6, layout=layout, huge_line_bytes=400_000, crlf=True
+        path, ExportSpec(n_submissions=6, layout=layout, huge_line_bytes=400_000, crlf=True)
     )
     _check(path, truth, monkeypatch)
     with open_archive(path) as archive:
@@ -88,7 +90,7 @@ def test_many_blocks_and_small_batches(tmp_path: Path, monkeypatch: pytest.Monke
     """Blocks of a few lines each, batches of a few rows: same rows, order kept."""
     monkeypatch.setattr(archive_mod, "CHUNK_BYTES", 4096)
     path = tmp_path / "blocks.zip"
-    truth = make_batch_export(path, n_submissions=30, seed=11)
+    truth = make_batch_export(path, ExportSpec(n_submissions=30, seed=11))
     _check(path, truth, monkeypatch)
     with open_archive(path) as archive:
         whole = build_tables(archive)
@@ -104,7 +106,7 @@ def test_by_task_member_when_by_submission_absent(tmp_path: Path) -> None:
     import zipfile
 
     src = tmp_path / "full.zip"
-    truth = make_batch_export(src, n_submissions=6, seed=2)
+    truth = make_batch_export(src, ExportSpec(n_submissions=6, seed=2))
     dst = tmp_path / "by-task.zip"
     with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
         for info in zin.infolist():

@@ -15,10 +15,10 @@ from prolific_ingest._retry import (
     RetryState,
     backoff_delays,
     compute_delay,
-    is_loopback_host,
     is_retriable,
     parse_retry_after,
 )
+from prolific_ingest._urls import is_loopback_host
 from prolific_ingest.errors import (
     AuthenticationError,
     BadRequestError,

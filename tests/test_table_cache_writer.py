@@ -79,7 +79,7 @@ def test_cache_files_are_written_on_a_background_thread(
         assert cached[name].equals(table), name
 
 
-def test_a_failing_cache_write_fails_the_parse_and_leaves_no_file(
+def test_a_failing_cache_write_stops_the_cache_not_the_stream_and_leaves_no_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     def broken(self: Any, batch: Any) -> None:
@@ -88,7 +88,27 @@ def test_a_failing_cache_write_fails_the_parse_and_leaves_no_file(
     monkeypatch.setattr(_parquet.RowGroupWriter, "write", broken)
     path = _archive(tmp_path)
     store = TableCache(_entry(tmp_path, path), None)
-    with open_archive(path) as archive, pytest.raises(OSError, match="disk full"):
+    counts: dict[str, int] = {}
+    with open_archive(path) as archive:
+        streamed = sum(b.num_rows for n, b in store.tee(iter_record_batches(archive), counts))
+    assert counts["submissions"] == 2000 and streamed == sum(counts.values())
+    assert isinstance(store.failed, OSError)
+    assert store.commit(counts, {}) is False
+    assert list((tmp_path / "entry" / "tables").iterdir()) == []
+    assert store.info() is None
+    assert store.parse_again("raise").row_counts == counts
+
+
+def test_a_cache_writer_bug_fails_the_parse_and_leaves_no_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(self: Any, batch: Any) -> None:
+        raise TypeError("a bug (test)")
+
+    monkeypatch.setattr(_parquet.RowGroupWriter, "write", broken)
+    path = _archive(tmp_path)
+    store = TableCache(_entry(tmp_path, path), None)
+    with open_archive(path) as archive, pytest.raises(TypeError, match="a bug"):
         for _ in store.tee(iter_record_batches(archive, batch_rows=100), {}):
             pass
     assert list((tmp_path / "entry" / "tables").iterdir()) == []

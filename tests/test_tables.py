@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import zipfile
 from datetime import UTC, datetime
 from pathlib import Path
@@ -656,6 +657,69 @@ def test_fast_path_handles_grouped_blocks_and_refuses_others() -> None:
     assert len(builder.seen_tasks) == 2  # a refused block changes no state
 
 
+@pytest.mark.parametrize("fast", [True, False], ids=["block-path", "line-path"])
+def test_the_task_digest_set_keeps_a_bounded_python_set_and_16_bytes_a_task(
+    monkeypatch: pytest.MonkeyPatch, fast: bool
+) -> None:
+    """Memory for task de-duplication: 16 bytes per distinct task row, a bounded set."""
+    from prolific_ingest._tables_builder import RecordBuilder, TaskDigests, parse_line
+    from prolific_ingest._tables_fast import build_block
+
+    monkeypatch.setattr(TaskDigests, "RECENT", 8)
+    builder = RecordBuilder("batch", files_prefix="files/", existing_files=[], batch_rows=10**6)
+    distinct, rows = 300, 0
+    lines = [
+        _line(
+            {
+                "submission_id": f"s{i}",
+                "tasks": [
+                    {
+                        "task_id": f"t{i % distinct}",
+                        "metadata": {"n": i % distinct},
+                        "responses": [],
+                    },
+                    {"task_id": f"t{(i + 7) % distinct}", "metadata": {"n": (i + 7) % distinct}},
+                ],
+            }
+        )
+        for i in range(4 * distinct)
+    ]
+    digests = builder.seen_tasks
+    largest_recent = 0
+    for start in range(0, len(lines), 25):
+        chunk = lines[start : start + 25]
+        if fast:
+            rows += sum(
+                b.num_rows for name, b in build_block(b"\n".join(chunk), builder) if name == "tasks"
+            )
+        else:
+            for line in chunk:
+                builder.add(parse_line(line))
+        largest_recent = max(largest_recent, len(digests.recent))
+        assert len(digests.recent) < TaskDigests.RECENT  # the Python set stays bounded
+    if not fast:
+        rows = sum(b.num_rows for name, b in builder.flush(final=True) if name == "tasks")
+    assert rows == distinct  # every task row once, however often repeated
+    assert len(digests) == distinct
+    in_levels = len(digests) - len(digests.recent)
+    assert digests.nbytes == 16 * in_levels  # 16 bytes a digest, nothing else
+    assert in_levels > 3 * largest_recent  # most digests are in the levels
+    assert len(digests.levels) <= 1 + math.log2(distinct / TaskDigests.RECENT)
+
+
+def test_task_digests_sharing_their_first_half_stay_apart(monkeypatch: pytest.MonkeyPatch) -> None:
+    from prolific_ingest._tables_builder import TaskDigests
+
+    monkeypatch.setattr(TaskDigests, "RECENT", 4)
+    digests = TaskDigests()
+    same_first = [b"A" * 8 + bytes([i]) * 8 for i in range(40)]
+    assert digests.claim(same_first[:30:2]) == [True] * 15
+    assert digests.claim(same_first[:30]) == [i % 2 == 1 for i in range(30)]
+    assert digests.claim(same_first) == [False] * 30 + [True] * 10
+    assert digests.claim(same_first[::-1]) == [False] * 40
+    assert all(key in digests for key in same_first) and b"A" * 16 not in digests
+
+
 # -- the block fast path: every refusal gives the per-line result ----------------------
 
 
@@ -734,7 +798,7 @@ def test_extra_floats_and_big_integers_use_stdlib_json_text(tmp_path: Path) -> N
 def test_generated_blocks_take_the_fast_path(
     tmp_path: Path, path: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from prolific_ingest.testing import make_batch_export, make_collection_export
+    from prolific_ingest.testing import ExportSpec, make_batch_export, make_collection_export
 
     calls: list[str] = []
     real = tables_mod.build_block
@@ -751,7 +815,7 @@ def test_generated_blocks_take_the_fast_path(
     monkeypatch.setattr(tables_mod, "build_block", counting)
     for make in (make_batch_export, make_collection_export):
         archive_path = tmp_path / f"{make.__name__}.zip"
-        make(archive_path, n_submissions=12, crlf=True, blank_lines=True, bom=True)
+        make(archive_path, ExportSpec(n_submissions=12, crlf=True, blank_lines=True, bom=True))
         with open_archive(archive_path) as archive:
             build_tables(archive)
     assert calls == (["fast", "fast"] if path == "fast" else [])

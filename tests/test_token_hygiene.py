@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 
 import pytest
@@ -70,6 +71,22 @@ def test_token_is_nowhere_but_the_api_authorization_header(
         assert token not in text
     assert token.encode() not in _all_bytes_under(cache)
     assert token.encode() not in _all_bytes_under(out)
+
+
+def test_a_presigned_signature_never_reaches_a_log_record_even_urllib3s_at_debug(
+    prolific_emulator, tmp_path, caplog
+):
+    emu = prolific_emulator
+    caplog.set_level(logging.DEBUG)  # every logger, urllib3's request lines included
+    batch_id = emu.add_batch(seed=4, n_submissions=3)
+    load_batch_export(
+        batch_id, base_url=emu.base_url, token=emu.token, cache=str(tmp_path), progress=False
+    )
+    lines = [r.getMessage() for r in caplog.records if r.name.startswith("urllib3")]
+    downloads = [line for line in lines if "X-Amz-Signature" in line]
+    assert downloads, "urllib3 logged no request line of the download"
+    for text in [caplog.text, *lines]:
+        assert not re.search(r"X-Amz-(Signature|Credential)=(?!<redacted>)", text)
 
 
 def test_cli_never_prints_the_token(prolific_emulator, tmp_path, capsys, monkeypatch):

@@ -24,7 +24,7 @@ from prolific_ingest._urls import (
     url_secrets,
 )
 from prolific_ingest.errors import MissingPathError
-from prolific_ingest.testing import make_batch_export
+from prolific_ingest.testing import ExportSpec, make_batch_export
 
 BAD_URLS = ["sss3://lake/x", "s3:/lake", "s3:lake", "s3://", "s3:///lake", "", "   "]
 
@@ -72,7 +72,7 @@ def test_a_malformed_or_unknown_archive_url_is_refused(url, tmp_path, monkeypatc
 def test_a_one_slash_url_is_refused_but_a_dotted_local_folder_of_that_name_works(tmp_path):
     folder = tmp_path / "s3:" / "lake"
     folder.mkdir(parents=True)
-    make_batch_export(folder / "export.zip", n_submissions=2, seed=3)
+    make_batch_export(folder / "export.zip", ExportSpec(n_submissions=2, seed=3))
     with pytest.raises(ConfigurationError, match=r"two slashes"):
         parse_storage_url("s3:/lake")
     exp = read_export(str(folder / "export.zip"))
@@ -205,7 +205,7 @@ def test_extracting_uploaded_files_to_a_malformed_url_is_refused_before_writing(
 ):
     monkeypatch.chdir(tmp_path)
     path = tmp_path / "export.zip"
-    make_batch_export(path, n_submissions=2, seed=4)
+    make_batch_export(path, ExportSpec(n_submissions=2, seed=4))
     exp = read_export(str(path))
     with pytest.raises(ConfigurationError, match="output location"):
         exp.extract_files(url)

@@ -14,7 +14,7 @@ import pytest
 
 from prolific_ingest import ConfigurationError, committed_exports, load_batch_export, read_export
 from prolific_ingest.cli import main
-from prolific_ingest.testing import make_batch_export
+from prolific_ingest.testing import ExportSpec, make_batch_export
 
 
 def _cli_json(capsys: pytest.CaptureFixture[str], argv: list[str]) -> dict:
@@ -29,13 +29,15 @@ def test_read_a_newer_archive_saved_under_the_same_name_is_written_not_skipped(t
     path = tmp_path / "Downloads" / "export.zip"
     path.parent.mkdir()
     lake = str(tmp_path / "lake")
-    make_batch_export(path, n_submissions=3, seed=1, batch_id="b1")
+    make_batch_export(path, ExportSpec(n_submissions=3, seed=1, owner_id="b1"))
     first = _cli_json(capsys, ["read", str(path), "--out", lake])
     assert first["export_id"].startswith("sha256-") and first["output_skipped"] is False
     again = _cli_json(capsys, ["read", str(path), "--out", lake])
     assert again["export_id"] == first["export_id"] and again["output_skipped"] is True
 
-    make_batch_export(path, n_submissions=5, seed=2, batch_id="b1")  # next week's download
+    make_batch_export(
+        path, ExportSpec(n_submissions=5, seed=2, owner_id="b1")
+    )  # next week's download
     newer = _cli_json(capsys, ["read", str(path), "--out", lake])
     assert newer["export_id"] != first["export_id"]
     assert newer["output_skipped"] is False
@@ -45,7 +47,7 @@ def test_read_a_newer_archive_saved_under_the_same_name_is_written_not_skipped(t
 
 def test_read_an_archive_whose_name_has_spaces_and_parentheses(tmp_path, capsys):
     path = tmp_path / "export (1).zip"
-    truth = make_batch_export(path, n_submissions=2, seed=3)
+    truth = make_batch_export(path, ExportSpec(n_submissions=2, seed=3))
     payload = _cli_json(capsys, ["read", str(path), "--out", str(tmp_path / "lake")])
     assert payload["export_id"].startswith("sha256-")
     assert payload["rows"]["answers"] == truth.counts["answers"]
@@ -54,7 +56,7 @@ def test_read_an_archive_whose_name_has_spaces_and_parentheses(tmp_path, capsys)
 
 def test_read_with_a_given_export_id(tmp_path, capsys):
     path = tmp_path / "export (1).zip"
-    make_batch_export(path, n_submissions=2, seed=3)
+    make_batch_export(path, ExportSpec(n_submissions=2, seed=3))
     payload = _cli_json(
         capsys, ["read", str(path), "--out", str(tmp_path / "lake"), "--export-id", "2026-w48"]
     )
@@ -66,7 +68,7 @@ def test_an_unusable_export_id_is_refused_before_the_archive_is_read(tmp_path, c
     with pytest.raises(ConfigurationError, match="'my export'"):
         read_export(missing, export_id="my export")
     path = tmp_path / "export.zip"
-    make_batch_export(path, n_submissions=2, seed=3)
+    make_batch_export(path, ExportSpec(n_submissions=2, seed=3))
     assert main(["read", str(path), "--out", str(tmp_path / "lake"), "--export-id", "a/b"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: export id 'a/b'") and "Traceback" not in err
@@ -239,7 +241,7 @@ def test_timeout_then_resume_with_the_hinted_export_id(env, capsys, kind):
 
 def test_the_demo_default_output_is_git_ignored():
     root = Path(__file__).resolve().parents[1]
-    source = (root / "prolific_ingest" / "cli.py").read_text(encoding="utf-8")
+    source = (root / "prolific_ingest" / "cli" / "_read.py").read_text(encoding="utf-8")
     assert 'Path("prolific-demo-output")' in source  # the demo's default --out
     ignored = (root / ".gitignore").read_text(encoding="utf-8").splitlines()
     assert "prolific-demo-output/" in ignored

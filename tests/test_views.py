@@ -8,13 +8,13 @@ import zipfile
 import pandas as pd
 
 from prolific_ingest import read_export
-from prolific_ingest.testing import make_batch_export
+from prolific_ingest.testing import ExportSpec, make_batch_export
 from prolific_ingest.views import option_labels, with_labels
 
 
 def _export(tmp_path, **kw):
     path = tmp_path / "e.zip"
-    truth = make_batch_export(path, n_submissions=9, seed=3, **kw)
+    truth = make_batch_export(path, ExportSpec(n_submissions=9, seed=3, **kw))
     return read_export(str(path)), truth
 
 

@@ -36,8 +36,9 @@ KINDS = ("batch", "collection")
 LOADS = "_loads"
 SUPPORTED_PARTITIONS = ("date",)
 
-#: The natural key of each table: a MERGE matches target rows on these columns
-#: (null-safe), so each key is held once per owner partition.
+#: The natural key of each table: a load matches the table's rows on these columns
+#: (null-safe), so each key is held once per owner partition. A rewrite of changed rows
+#: names the first column's values in its predicate.
 MERGE_KEYS: dict[str, tuple[str, ...]] = {
     "submissions": ("submission_id",),
     "responses": ("response_id",),

@@ -12,10 +12,11 @@ from typing import Any
 from . import _content as c
 from ._metadata import instruction_defs, owner_object, readme
 from ._records import DEFAULT_START, Plan, Response, SubmissionSpec, plan_submissions
+from ._spec import ExportSpec
 from ._truth import GroundTruth, TruthBuilder
 from ._zipwriter import LineWriter, dumps
 
-__all__ = ["ExportFilter", "build_plan", "default_owner_id", "make"]
+__all__ = ["ExportFilter", "build_plan", "default_owner_id", "default_study_ids", "make"]
 
 
 @dataclass(frozen=True)
@@ -36,44 +37,26 @@ def default_owner_id(seed: int, kind: str) -> str:
     return c.uuid_from(c.rng_for(seed, kind, "owner-id"))
 
 
-def _default_study_ids(seed: int, owner_id: str) -> tuple[str, str]:
+def default_study_ids(seed: int, owner_id: str) -> tuple[str, str]:
     rng = c.rng_for(seed, owner_id, "studies")
     return c.hex_id(rng), c.hex_id(rng)
 
 
-def build_plan(
-    kind: str,
-    *,
-    seed: int,
-    owner_id: str,
-    instruction_types: Sequence[str],
-    tasks_per_submission: int,
-    raters_per_task: int,
-    layout: str,
-    omit_optional: bool,
-    unknown_keys: bool,
-    huge_line_bytes: int | None,
-) -> Plan:
-    """Return the :class:`Plan` shared by every export of one owner."""
-    if layout not in ("v1", "flat"):
-        msg = f"layout must be 'v1' or 'flat', not {layout!r}"
-        raise ValueError(msg)
-    if huge_line_bytes is not None and "free_text" not in instruction_types:
-        msg = "huge_line_bytes needs a 'free_text' instruction"
-        raise ValueError(msg)
-    rng = c.rng_for(seed, owner_id, "instructions")
-    instructions = [(c.uuid_from(rng), t) for t in instruction_types]
+def build_plan(kind: str, spec: ExportSpec, owner_id: str) -> Plan:
+    """Return the :class:`Plan` shared by every export of one owner (``spec`` is valid)."""
+    rng = c.rng_for(spec.seed, owner_id, "instructions")
+    batch = kind == "batch"
     return Plan(
         kind=kind,
         owner_id=owner_id,
-        seed=seed,
-        instructions=instructions,
-        tasks_per_submission=max(1, tasks_per_submission),
-        raters_per_task=max(1, raters_per_task),
-        layout=layout,
-        omit_optional=omit_optional,
-        unknown_keys=unknown_keys,
-        huge_line_bytes=huge_line_bytes,
+        seed=spec.seed,
+        instructions=[(c.uuid_from(rng), t) for t in spec.instruction_types],
+        tasks_per_submission=max(1, spec.tasks_per_submission) if batch else 1,
+        raters_per_task=max(1, spec.raters_per_task) if batch else 1,
+        layout=spec.layout,
+        omit_optional=spec.omit_optional,
+        unknown_keys=spec.unknown_keys,
+        huge_line_bytes=spec.huge_line_bytes,
     )
 
 
@@ -81,22 +64,24 @@ class _Specs:
     """Submission specs: an explicit list, or generated lazily by index."""
 
     def __init__(
-        self, plan: Plan, explicit: Sequence[SubmissionSpec] | None, lazy: dict[str, Any]
+        self, plan: Plan, explicit: Sequence[SubmissionSpec] | None, spec: ExportSpec
     ) -> None:
         self._plan = plan
         self._list = sorted(explicit, key=lambda s: s.index) if explicit is not None else None
-        self._lazy = lazy
-        self.n = len(self._list) if self._list is not None else int(lazy["n"])
+        self._spec = spec
+        self._n = 0 if spec.empty else spec.n_submissions
+        self.n = len(self._list) if self._list is not None else self._n
 
     def __iter__(self) -> Iterator[SubmissionSpec]:
         if self._list is not None:
             return iter(self._list)
+        spec = self._spec
         return plan_submissions(
             self._plan.seed,
             self._plan.owner_id,
-            int(self._lazy["n"]),
-            study_ids=self._lazy["study_ids"],
-            created_start=self._lazy["created_start"],
+            self._n,
+            study_ids=spec.study_ids or default_study_ids(spec.seed, self._plan.owner_id),
+            created_start=spec.created_start or DEFAULT_START,
             responses_per_submission=self._plan.responses_per_submission,
         )
 
@@ -126,23 +111,25 @@ def _write(
     path: str | Path | None,
     specs: _Specs,
     flt: ExportFilter,
-    *,
-    uploads: bool,
-    root_folder: str | None,
-    crlf: bool,
-    bom: bool,
-    blank_lines: bool,
-    omit_jsonl: bool,
+    export: ExportSpec,
     keep_rows: bool,
-    compression: int,
-    compresslevel: int | None,
 ) -> GroundTruth:
+    root_folder, uploads = export.root_folder, export.uploads
     prefix = f"{root_folder.strip('/')}/" if root_folder else ""
     truth = TruthBuilder(plan, GroundTruth(plan.kind, plan.owner_id), keep_rows, prefix, uploads)
     truth.instructions(instruction_defs(plan))
-    fmt = {"crlf": crlf, "bom": bom, "blank_lines": blank_lines, "zip64": not keep_rows}
+    fmt = {
+        "crlf": export.crlf,
+        "bom": export.bom,
+        "blank_lines": export.blank_lines,
+        "zip64": not keep_rows,
+    }
     primary = "responses-by-submission.jsonl" if plan.kind == "batch" else "responses.jsonl"
-    zf = zipfile.ZipFile(path, "w", compression, compresslevel=compresslevel) if path else None
+    zf = (
+        zipfile.ZipFile(path, "w", export.compression, compresslevel=export.compresslevel)
+        if path
+        else None
+    )
     try:
         if zf is not None:
             if prefix:
@@ -150,7 +137,7 @@ def _write(
             zf.writestr(prefix + "README.md", readme(plan.kind))
             meta = owner_object(plan, n_groups=specs.n_groups())
             zf.writestr(f"{prefix}{plan.kind}.json", dumps(meta) + b"\n")
-        if omit_jsonl:
+        if export.omit_jsonl:
             return truth.result
         writer = LineWriter(zf, prefix + primary, **fmt) if zf is not None else None
         for spec in specs:
@@ -204,70 +191,22 @@ def _write_files(
 
 
 def make(
+    spec: ExportSpec,
     kind: str,
     path: str | Path | None,
     *,
-    n_submissions: int,
-    tasks_per_submission: int,
-    raters_per_task: int,
-    instruction_types: Sequence[str],
-    uploads: bool,
-    seed: int,
-    layout: str,
-    root_folder: str | None,
-    owner_id: str | None,
-    study_ids: Sequence[str] | None,
-    crlf: bool,
-    bom: bool,
-    blank_lines: bool,
-    huge_line_bytes: int | None,
-    omit_optional: bool,
-    unknown_keys: bool,
-    empty: bool,
-    omit_jsonl: bool,
-    created_start: datetime | None,
-    keep_rows: bool,
-    compression: int,
-    compresslevel: int | None,
-    submissions: Sequence[SubmissionSpec] | None,
-    study_id: str | None,
-    since: datetime | None,
-    until: datetime | None,
+    flt: ExportFilter | None = None,
+    keep_rows: bool = True,
+    submissions: Sequence[SubmissionSpec] | None = None,
 ) -> GroundTruth:
-    owner = owner_id or default_owner_id(seed, kind)
-    plan = build_plan(
-        kind,
-        seed=seed,
-        owner_id=owner,
-        instruction_types=instruction_types,
-        tasks_per_submission=tasks_per_submission,
-        raters_per_task=raters_per_task,
-        layout=layout,
-        omit_optional=omit_optional,
-        unknown_keys=unknown_keys,
-        huge_line_bytes=huge_line_bytes,
-    )
-    lazy = {
-        "n": 0 if empty else n_submissions,
-        "study_ids": tuple(study_ids or _default_study_ids(seed, owner)),
-        "created_start": created_start or DEFAULT_START,
-    }
-    explicit = [] if empty and submissions is not None else submissions
-    specs = _Specs(plan, explicit, lazy)
+    """Write the ``kind`` export ``spec`` describes at ``path`` (``None``: truth only).
+
+    ``flt`` keeps what an export with that filter holds; ``submissions`` replaces the
+    generated ones (the emulator's snapshots).
+    """
+    plan = build_plan(kind, spec, spec.owner_id or default_owner_id(spec.seed, kind))
+    explicit = [] if spec.empty and submissions is not None else submissions
+    specs = _Specs(plan, explicit, spec)
     first = next(iter(specs), None)
     plan.huge_index = first.index if first is not None else None
-    return _write(
-        plan,
-        path,
-        specs,
-        ExportFilter(study_id, since, until),
-        uploads=uploads,
-        root_folder=root_folder,
-        crlf=crlf,
-        bom=bom,
-        blank_lines=blank_lines,
-        omit_jsonl=omit_jsonl,
-        keep_rows=keep_rows,
-        compression=compression,
-        compresslevel=compresslevel,
-    )
+    return _write(plan, path, specs, flt or ExportFilter(), spec, keep_rows)

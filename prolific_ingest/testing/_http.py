@@ -3,28 +3,31 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import re
+import secrets
 import socket
 import ssl
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+from . import _routes, _storage
+from ._core import EmulatorCore
+from ._reply import Reply
 from .faults import API_ERROR_KINDS
 
-if TYPE_CHECKING:
-    from .emulator import Emulator
+__all__ = ["REQUEST_ID_HEADER", "EmulatorServer"]
 
-__all__ = ["EmulatorServer", "Reply", "s3_error"]
+#: The header naming each API answer (Prolific's documentation names none; this is
+#: the usual spelling, one of those the client reads).
+REQUEST_ID_HEADER = "X-Request-Id"
 
 logger = logging.getLogger(__name__)
 
 _CHUNK = 64 * 1024
-_RANGE_RE = re.compile(r"bytes=(\d*)-(\d*)")
 _QUERY_RE = re.compile(r"\?\S*")
 
 
@@ -59,40 +62,6 @@ class _DripWriter:
         self.raw.flush()
 
 
-class Reply:
-    """A response to send: status, body (JSON-able, bytes or None) and headers."""
-
-    def __init__(
-        self,
-        status: int,
-        body: Any = None,
-        headers: dict[str, str] | None = None,
-        content_type: str = "application/json",
-    ) -> None:
-        self.status = status
-        self.body = body
-        self.headers = headers or {}
-        self.content_type = content_type
-
-    def payload(self) -> bytes:
-        """The encoded body."""
-        if self.body is None:
-            return b""
-        if isinstance(self.body, bytes):
-            return self.body
-        return json.dumps(self.body, ensure_ascii=False).encode("utf-8")
-
-
-def s3_error(status: int, code: str, message: str) -> Reply:
-    """An S3-style XML error."""
-    xml = (
-        '<?xml version="1.0" encoding="UTF-8"?>\n'
-        f"<Error><Code>{code}</Code><Message>{message}</Message>"
-        "<RequestId>EMULATOR</RequestId></Error>"
-    )
-    return Reply(status, xml.encode(), content_type="application/xml")
-
-
 class EmulatorServer(ThreadingHTTPServer):
     """A threaded HTTP(S) server bound to one emulator host (``api`` or ``download``)."""
 
@@ -102,7 +71,7 @@ class EmulatorServer(ThreadingHTTPServer):
     def __init__(
         self,
         address: tuple[str, int],
-        emulator: Emulator,
+        emulator: EmulatorCore,
         host_name: str,
         ssl_context: ssl.SSLContext | None,
     ) -> None:
@@ -173,7 +142,14 @@ class _BaseHandler(BaseHTTPRequestHandler):
         query = dict(parse_qsl(parts.query, keep_blank_values=True))
         return parts.path, query, time.time()
 
-    def _record(self, path: str, query: dict[str, str], status: int, started: float) -> bool:
+    def _record(
+        self,
+        path: str,
+        query: dict[str, str],
+        status: int,
+        started: float,
+        request_id: str | None = None,
+    ) -> bool:
         self.server.emulator._log_request(
             self.server.host_name,
             self.command,
@@ -182,6 +158,7 @@ class _BaseHandler(BaseHTTPRequestHandler):
             dict(self.headers.items()),
             status,
             started,
+            request_id,
         )
         return True
 
@@ -223,15 +200,18 @@ class _ApiHandler(_BaseHandler):
             self._latency(method, path)
             fault = emu.faults.take(API_ERROR_KINDS, host="api", method=method, path=path)
             if fault is not None:
-                reply = emu._fault_reply(fault, self.headers.get("Authorization"), self.path)
+                auth = self.headers.get("Authorization")
+                reply = _routes.fault_reply(emu, fault, auth, self.path)
             else:
-                reply = emu._api(method, path, query, self.headers.get("Authorization"))
+                reply = _routes.api(emu, method, path, query, self.headers.get("Authorization"))
                 if emu.faults.take("drop_api_response", host="api", method=method, path=path):
                     logged = self._record(path, query, 0, started)
                     self._drop()
                     return
+            # Every answer of the API host carries an id, as a production API's would.
+            rid = reply.headers.setdefault(REQUEST_ID_HEADER, f"emu-req-{secrets.token_hex(8)}")
             # logged before answering, so a client that got the answer finds it in the log
-            logged = self._record(path, query, reply.status, started)
+            logged = self._record(path, query, reply.status, started, rid)
             self._send(reply)
         finally:
             self.wfile = wfile
@@ -248,7 +228,8 @@ class _DownloadHandler(_BaseHandler):
         wfile = self._dripping(self.command, path)
         try:
             self._latency(self.command, path)
-            reply, served = emu._download(self.command, path, query, dict(self.headers.items()))
+            headers = dict(self.headers.items())
+            reply, served = _storage.download(emu, self.command, path, query, headers)
             logged = self._record(path, query, reply.status, started)
             if served is None:
                 self._send(reply, body=self.command != "HEAD")
@@ -298,24 +279,3 @@ class _DownloadHandler(_BaseHandler):
             self._drop()
 
     do_GET = do_HEAD = do_POST = do_PUT = do_DELETE = _handle
-
-
-def parse_range(header: str | None, size: int) -> tuple[int, int] | Literal[False] | None:
-    """``(start, end)`` inclusive; ``None`` to serve everything; ``False`` if unsatisfiable."""
-    if not header:
-        return None
-    m = _RANGE_RE.fullmatch(header.strip())
-    if not m or not (m[1] or m[2]):
-        return None
-    if m[1]:
-        start = int(m[1])
-        end = int(m[2]) if m[2] else size - 1
-        if start >= size:
-            return False
-        if end < start:
-            return None
-        return start, min(end, size - 1)
-    suffix = int(m[2])
-    if suffix == 0 or size == 0:
-        return False
-    return max(0, size - suffix), size - 1

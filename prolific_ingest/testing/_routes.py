@@ -7,16 +7,14 @@ import logging
 import re
 import threading
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ._content import KNOWN_INSTRUCTION_TYPES
-from ._http import Reply
+from ._core import EmulatorCore
 from ._metadata import instruction_defs, owner_object
+from ._reply import Reply
 from .faults import FaultRule
 from .state import FilterError, Job, Owner, file_etag, iso_seconds, parse_filter
-
-if TYPE_CHECKING:
-    from .emulator import Emulator
 
 __all__ = ["EXPORT_CAP", "api", "error", "fault_reply", "job_status"]
 
@@ -54,7 +52,7 @@ def error(status: int, detail: Any, headers: dict[str, str] | None = None) -> Re
     return Reply(status, body, headers)
 
 
-def echo_reply(rule: FaultRule, auth: str | None, target: str, download_url: str) -> Reply:
+def _echo_reply(rule: FaultRule, auth: str | None, target: str, download_url: str) -> Reply:
     """An error that repeats the caller's secrets back (see ``Faults.echo_token``)."""
     status = int(rule.params["status"])
     query = target.partition("?")[2]
@@ -72,8 +70,10 @@ def echo_reply(rule: FaultRule, auth: str | None, target: str, download_url: str
     return Reply(status, body, {"WWW-Authenticate": f'Token realm="{auth}"'})
 
 
-def fault_reply(rule: FaultRule) -> Reply:
-    """The answer of an injected 429 / 5xx."""
+def fault_reply(emu: EmulatorCore, rule: FaultRule, auth: str | None, target: str) -> Reply:
+    """The answer of an injected API error: a 429, a 5xx, or one echoing the caller's secrets."""
+    if rule.kind == "echo_token":
+        return _echo_reply(rule, auth, target, emu.download_url)
     status = int(rule.params["status"])
     if rule.kind == "rate_limit":
         headers = {}
@@ -88,7 +88,9 @@ def fault_reply(rule: FaultRule) -> Reply:
     return error(status, "The server encountered an unexpected condition (injected fault).")
 
 
-def api(emu: Emulator, method: str, path: str, query: dict[str, str], auth: str | None) -> Reply:
+def api(
+    emu: EmulatorCore, method: str, path: str, query: dict[str, str], auth: str | None
+) -> Reply:
     """Answer one API request."""
     expected = f"Token {emu.token}"
     if auth is None or not hmac.compare_digest(auth.encode(), expected.encode()):
@@ -124,7 +126,7 @@ def api(emu: Emulator, method: str, path: str, query: dict[str, str], auth: str 
     return _read_endpoint(emu, owner, sub)
 
 
-def _read_endpoint(emu: Emulator, owner: Owner, sub: str | None) -> Reply:
+def _read_endpoint(emu: EmulatorCore, owner: Owner, sub: str | None) -> Reply:
     with emu._lock:
         specs = list(owner.specs)
     plan = owner.plan()
@@ -148,15 +150,15 @@ def _read_endpoint(emu: Emulator, owner: Owner, sub: str | None) -> Reply:
     return Reply(200, {"results": results, "meta": {"count": len(results)}})
 
 
-def _complete_body(emu: Emulator, job: Job) -> dict[str, Any]:
-    if job.url is None or emu.now() >= job.expires_at:
+def _complete_body(emu: EmulatorCore, job: Job) -> dict[str, Any]:
+    if job.url is None or emu._now() >= job.expires_at:
         expired = emu.faults.take("expired_url") is not None
-        issued = emu.now() - emu.url_ttl - 60 if expired else emu.now()
+        issued = emu._now() - emu.url_ttl - 60 if expired else emu._now()
         job.url, job.expires_at = emu._signer.sign(emu.download_url, job, issued, emu.url_ttl)
     return {"status": "complete", "url": job.url, "expires_at": iso_seconds(job.expires_at)}
 
 
-def _build(emu: Emulator, job: Job, specs: list[Any]) -> None:
+def _build(emu: EmulatorCore, job: Job, specs: list[Any]) -> None:
     path = emu._workdir / f"{job.export_id}.zip"
     try:
         job.owner.build(path, job.flt, specs)
@@ -168,7 +170,7 @@ def _build(emu: Emulator, job: Job, specs: list[Any]) -> None:
         job.ready.set()
 
 
-def _post_export(emu: Emulator, owner: Owner, query: dict[str, str]) -> Reply:
+def _post_export(emu: EmulatorCore, owner: Owner, query: dict[str, str]) -> Reply:
     try:
         shown, flt = parse_filter(query)
     except FilterError as exc:
@@ -187,7 +189,7 @@ def _post_export(emu: Emulator, owner: Owner, query: dict[str, str]) -> Reply:
                 "Delete finished exports to free a slot.",
             )
         emu._seq += 1
-        job = Job(uuid.uuid4().hex, owner, shown, flt, emu.now(), emu._seq)
+        job = Job(uuid.uuid4().hex, owner, shown, flt, emu._now(), emu._seq)
         job.export_id = str(uuid.UUID(job.export_id))
         job.fail = emu.faults.take("fail_job") is not None
         job.complete_then_fail = emu.faults.take("complete_then_fail") is not None
@@ -210,7 +212,7 @@ def _find(owner: Owner, export_id: str) -> Job | None:
     return next((j for j in owner.jobs if j.export_id == export_id and not j.deleted), None)
 
 
-def job_status(emu: Emulator, owner: Owner, export_id: str) -> Reply:
+def job_status(emu: EmulatorCore, owner: Owner, export_id: str) -> Reply:
     """GET status: one poll of the job."""
     with emu._lock:
         job = _find(owner, export_id)
@@ -237,7 +239,7 @@ def job_status(emu: Emulator, owner: Owner, export_id: str) -> Reply:
         return Reply(200, {"status": "generating", "export_id": job.export_id})
 
 
-def _delete_export(emu: Emulator, owner: Owner, export_id: str) -> Reply:
+def _delete_export(emu: EmulatorCore, owner: Owner, export_id: str) -> Reply:
     with emu._lock:
         job = _find(owner, export_id)
         if job is None:

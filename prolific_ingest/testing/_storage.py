@@ -6,21 +6,20 @@ import re
 from collections.abc import Mapping
 from email.utils import formatdate
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Literal
 
-from ._http import Reply, parse_range, s3_error
+from ._core import EmulatorCore
+from ._reply import Reply, s3_error
 from .state import Job
-
-if TYPE_CHECKING:
-    from .emulator import Emulator
 
 __all__ = ["download"]
 
 _OBJECT_RE = re.compile(r"^/prolific-exports/(batches|collections)/([^/]+)/([^/]+)\.zip$")
+_RANGE_RE = re.compile(r"bytes=(\d*)-(\d*)")
 
 
 def download(
-    emu: Emulator, method: str, path: str, query: dict[str, str], headers: Mapping[str, str]
+    emu: EmulatorCore, method: str, path: str, query: dict[str, str], headers: Mapping[str, str]
 ) -> tuple[Reply, tuple[Path, int, int] | None]:
     """Answer one request to the download host.
 
@@ -38,7 +37,7 @@ def download(
         msg = "Only one auth mechanism allowed; only the X-Amz-Algorithm query parameter, "
         msg += "Signature query string parameter or the Authorization header should be specified"
         return s3_error(400, "InvalidArgument", msg), None
-    problem = emu._signer.check(path, query, emu.now())
+    problem = emu._signer.check(path, query, emu._now())
     if problem == "Expired":
         return s3_error(403, "AccessDenied", "Request has expired"), None
     if problem == "SignatureDoesNotMatch":
@@ -52,7 +51,7 @@ def download(
     return _serve_archive(job, headers.get("range"))
 
 
-def _job_for_path(emu: Emulator, path: str) -> Job | None:
+def _job_for_path(emu: EmulatorCore, path: str) -> Job | None:
     m = _OBJECT_RE.match(path)
     if m is None:
         return None
@@ -86,3 +85,24 @@ def _serve_archive(
     headers["Content-Length"] = str(end - start + 1)
     headers["Content-Range"] = f"bytes {start}-{end}/{size}"
     return Reply(206, None, headers), (job.archive, start, end - start + 1)
+
+
+def parse_range(header: str | None, size: int) -> tuple[int, int] | Literal[False] | None:
+    """``(start, end)`` inclusive; ``None`` to serve everything; ``False`` if unsatisfiable."""
+    if not header:
+        return None
+    m = _RANGE_RE.fullmatch(header.strip())
+    if not m or not (m[1] or m[2]):
+        return None
+    if m[1]:
+        start = int(m[1])
+        end = int(m[2]) if m[2] else size - 1
+        if start >= size:
+            return False
+        if end < start:
+            return None
+        return start, min(end, size - 1)
+    suffix = int(m[2])
+    if suffix == 0 or size == 0:
+        return False
+    return max(0, size - suffix), size - 1

@@ -3,50 +3,33 @@
 from __future__ import annotations
 
 import logging
-import secrets
 import shutil
 import tempfile
 import threading
-import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
 from . import _content as c
-from . import _routes, _storage
-from ._http import EmulatorServer, Reply
-from .faults import FaultRule, Faults
+from ._core import EmulatorCore, RequestRecord
+from ._http import EmulatorServer
+from ._spec import ExportSpec
 from .generator import GroundTruth
-from .state import Owner, Signer, parse_filter
+from .state import Owner, parse_filter
 
 __all__ = ["Emulator", "RequestRecord", "serve"]
 
 logger = logging.getLogger(__name__)
 
-_REDACTED = "<redacted>"
+# Set per export (the filter), per call (keep_rows) or by the emulator (the snapshots).
+_NOT_OPTIONS = frozenset({"submissions", "study_id", "since", "until", "keep_rows", "owner_id"})
+_BATCH_ONLY = frozenset({"tasks_per_submission", "raters_per_task"})
 
 
-@dataclass(frozen=True)
-class RequestRecord:
-    """One request received by the emulator (secrets redacted).
-
-    ``status`` is the status sent, or ``0`` when the connection was dropped without
-    an answer. ``host`` is ``"api"`` or ``"download"``.
-    """
-
-    host: str
-    method: str
-    path: str
-    query: dict[str, str]
-    headers: dict[str, str]
-    status: int
-    time: float
-
-
-class Emulator:
+class Emulator(EmulatorCore):
     """Prolific's export API and its S3-style download host, served on 127.0.0.1.
 
     Parameters
@@ -86,34 +69,28 @@ class Emulator:
         download_port: int = 0,
         host: str = "127.0.0.1",
     ) -> None:
+        super().__init__(
+            polls_until_complete=polls_until_complete,
+            legacy_post=legacy_post,
+            url_ttl=url_ttl,
+            token=token,
+            collections_enabled=collections_enabled,
+        )
         self._defaults = {
             "polls_until_complete": polls_until_complete,
             "legacy_post": legacy_post,
             "url_ttl": url_ttl,
             "collections_enabled": collections_enabled,
         }
-        self.polls_until_complete = polls_until_complete
-        self.legacy_post = legacy_post
-        self.url_ttl = url_ttl
-        self.collections_enabled = collections_enabled
         self.tls = tls
-        self.token = token or f"emu-{secrets.token_urlsafe(24)}"
-        self.faults = Faults()
         self._host, self._ports = host, (port, download_port)
         self._own_workdir = workdir is None
-        self._workdir = Path(workdir) if workdir is not None else Path()
-        self._lock = threading.RLock()
-        self._owners: dict[tuple[str, str], Owner] = {}
-        self._requests: list[RequestRecord] = []
-        self._requests_lock = threading.Lock()
-        self._offset = 0.0
-        self._seq = 0
-        self._signer = Signer()
+        if workdir is not None:
+            self._workdir = Path(workdir)
         self._servers: list[EmulatorServer] = []
         self._threads: list[threading.Thread] = []
         self.ca_bundle: str | None = None
         self.base_url = ""
-        self.download_url = ""
 
     # ---- lifecycle -------------------------------------------------------------------
 
@@ -188,7 +165,7 @@ class Emulator:
 
     def now(self) -> float:
         """The emulator's (virtual) time as a POSIX timestamp."""
-        return time.time() + self._offset
+        return self._now()
 
     def advance_time(self, seconds: float) -> None:
         """Move the virtual clock forward (URL expiry, ``expires_at``, ``created_at``)."""
@@ -197,46 +174,70 @@ class Emulator:
 
     # ---- data ------------------------------------------------------------------------
 
-    def _add(self, kind: str, seed: int, owner_id: str | None, access: bool, options: Any) -> str:
+    def _add(
+        self,
+        kind: str,
+        spec: ExportSpec | None,
+        keywords: dict[str, Any],
+        access: bool,
+        options: dict[str, Any],
+    ) -> str:
+        if spec is None:
+            bad = _NOT_OPTIONS & set(options) | (
+                _BATCH_ONLY & set(options) if kind != "batch" else set()
+            )
+            if bad:
+                msg = f"not a generator option here: {', '.join(sorted(bad))}"
+                raise TypeError(msg)
+            spec = ExportSpec(seed=keywords["seed"] or 0, owner_id=keywords["owner_id"], **options)
+        elif options or any(v is not None for v in keywords.values()):
+            names = ", ".join(
+                sorted({*options, *(k for k, v in keywords.items() if v is not None)})
+            )
+            msg = f"add_{kind}() takes an ExportSpec or keyword options, not both ({names})"
+            raise TypeError(msg)
         with self._lock:
-            if owner_id is None:
+            if spec.owner_id is None:
                 n = len(self._owners)
-                owner_id = c.uuid_from(c.rng_for(seed, kind, "emulator-id", n))
-            if (kind, owner_id) in self._owners:
-                msg = f"{kind} {owner_id} already exists"
+                owner_id = c.uuid_from(c.rng_for(spec.seed, kind, "emulator-id", n))
+                spec = replace(spec, owner_id=owner_id)
+            if (kind, spec.owner_id) in self._owners:
+                msg = f"{kind} {spec.owner_id} already exists"
                 raise ValueError(msg)
-        owner = Owner.create(kind, owner_id, seed=seed, access=access, options=dict(options))
+        owner = Owner.create(kind, spec, access=access)
         with self._lock:
-            self._owners[(kind, owner_id)] = owner
-        return owner_id
+            self._owners[(kind, owner.owner_id)] = owner
+        return owner.owner_id
 
     def add_batch(
-        self, *, seed: int = 0, batch_id: str | None = None, access: bool = True, **options: Any
+        self,
+        spec: ExportSpec | None = None,
+        *,
+        seed: int | None = None,
+        batch_id: str | None = None,
+        access: bool = True,
+        **options: Any,
     ) -> str:
-        """Add a batch; ``options`` are :func:`make_batch_export` options. Returns its id.
+        """Add a batch, described by ``spec`` or by its fields as keywords. Returns its id.
 
-        ``access=False`` makes every call about it answer ``403``.
+        ``seed`` (default 0), ``batch_id`` (default: derived from the seed) and
+        ``options`` are :class:`ExportSpec` fields. ``access=False`` makes every call
+        about the batch answer ``403``.
         """
-        return self._add("batch", seed, batch_id, access, options)
+        return self._add("batch", spec, {"seed": seed, "owner_id": batch_id}, access, options)
 
     def add_collection(
         self,
+        spec: ExportSpec | None = None,
         *,
-        seed: int = 0,
+        seed: int | None = None,
         collection_id: str | None = None,
         access: bool = True,
         **options: Any,
     ) -> str:
-        """Add a collection (options of :func:`make_collection_export`). Returns its id."""
-        return self._add("collection", seed, collection_id, access, options)
-
-    def _owner(self, kind: str | None, owner_id: str) -> Owner | None:
-        with self._lock:
-            if kind is not None:
-                return self._owners.get((kind, owner_id))
-            return self._owners.get(("batch", owner_id)) or self._owners.get(
-                ("collection", owner_id)
-            )
+        """Add a collection, like :meth:`add_batch` (without task options). Returns its id."""
+        keywords = {"seed": seed, "owner_id": collection_id}
+        return self._add("collection", spec, keywords, access, options)
 
     def _require(self, owner_id: str) -> Owner:
         owner = self._owner(None, owner_id)
@@ -309,48 +310,6 @@ class Emulator:
         """Empty the request log."""
         with self._requests_lock:
             self._requests.clear()
-
-    def _clean(self, key: str, value: str) -> str:
-        if key.lower() in ("authorization", "x-amz-signature") or self.token in value:
-            return _REDACTED
-        return value
-
-    def _log_request(
-        self,
-        host: str,
-        method: str,
-        path: str,
-        query: Mapping[str, str],
-        headers: Mapping[str, str],
-        status: int,
-        started: float,
-    ) -> None:
-        record = RequestRecord(
-            host,
-            method,
-            _REDACTED if self.token in path else path,
-            {k: self._clean(k, v) for k, v in query.items()},
-            {k: self._clean(k, v) for k, v in headers.items()},
-            status,
-            started,
-        )
-        with self._requests_lock:
-            self._requests.append(record)
-
-    # ---- handlers' entry points ------------------------------------------------------
-
-    def _fault_reply(self, rule: FaultRule, auth: str | None = None, target: str = "") -> Reply:
-        if rule.kind == "echo_token":
-            return _routes.echo_reply(rule, auth, target, self.download_url)
-        return _routes.fault_reply(rule)
-
-    def _api(self, method: str, path: str, query: dict[str, str], auth: str | None) -> Reply:
-        return _routes.api(self, method, path, query, auth)
-
-    def _download(
-        self, method: str, path: str, query: dict[str, str], headers: Mapping[str, str]
-    ) -> tuple[Reply, tuple[Path, int, int] | None]:
-        return _storage.download(self, method, path, query, headers)
 
     # ---- presentation ----------------------------------------------------------------
 

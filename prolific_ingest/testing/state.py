@@ -8,22 +8,20 @@ import math
 import re
 import threading
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
-from . import _content as c
-from ._build import ExportFilter, build_plan
+from ._build import ExportFilter, build_plan, default_study_ids, make
 from ._records import DEFAULT_START, Plan, SubmissionSpec, plan_submissions
-from .generator import INSTRUCTION_TYPES, make_batch_export, make_collection_export
+from ._spec import ExportSpec
+from ._truth import GroundTruth
 
 __all__ = ["FilterError", "Job", "Owner", "Signer", "parse_filter"]
 
 _STUDY_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-_RESERVED = {"submissions", "study_id", "since", "until", "seed", "batch_id", "collection_id"}
-_SPEC_OPTIONS = ("n_submissions", "study_ids", "created_start")
 
 
 class FilterError(ValueError):
@@ -78,67 +76,51 @@ def parse_filter(query: dict[str, str]) -> tuple[dict[str, str] | None, ExportFi
 
 @dataclass
 class Owner:
-    """A batch or collection held by the emulator."""
+    """A batch or collection held by the emulator: its spec, submissions and jobs."""
 
     kind: str
-    owner_id: str
-    seed: int
+    spec: ExportSpec
     access: bool
-    options: dict[str, Any]
     specs: list[SubmissionSpec]
     jobs: list[Job] = field(default_factory=list)
-    study_ids: tuple[str, ...] = ()
 
     @classmethod
-    def create(
-        cls, kind: str, owner_id: str, *, seed: int, access: bool, options: dict[str, Any]
-    ) -> Owner:
-        """Validate generator ``options`` and plan the initial submissions."""
-        bad = _RESERVED & set(options)
-        if bad:
-            msg = f"not a generator option here: {', '.join(sorted(bad))}"
-            raise TypeError(msg)
-        opts = dict(options)
-        spec_opts = {k: opts.pop(k) for k in _SPEC_OPTIONS if k in opts}
-        owner = cls(kind, owner_id, seed, access, opts, [])
-        owner.build(None, ExportFilter())  # raises TypeError/ValueError for bad options now
-        rng = c.rng_for(seed, owner_id, "studies")
-        study_ids = spec_opts.get("study_ids") or (c.hex_id(rng), c.hex_id(rng))
+    def create(cls, kind: str, spec: ExportSpec, *, access: bool) -> Owner:
+        """Plan the initial submissions of ``spec`` (whose ``owner_id`` is set)."""
+        owner = cls(kind, spec, access, [])
+        owner.build(None, ExportFilter())  # raises for a spec that cannot be written, now
         owner.specs = list(
             plan_submissions(
-                seed,
-                owner_id,
-                int(spec_opts.get("n_submissions", 20)),
-                study_ids=study_ids,
-                created_start=spec_opts.get("created_start") or DEFAULT_START,
+                spec.seed,
+                owner.owner_id,
+                spec.n_submissions,
+                study_ids=owner.study_ids,
+                created_start=spec.created_start or DEFAULT_START,
                 responses_per_submission=owner.responses_per_submission,
             )
         )
-        owner.study_ids = tuple(study_ids)
         return owner
+
+    @property
+    def owner_id(self) -> str:
+        """The batch or collection id."""
+        assert self.spec.owner_id is not None
+        return self.spec.owner_id
+
+    @property
+    def study_ids(self) -> tuple[str, ...]:
+        """The studies its submissions belong to."""
+        return tuple(self.spec.study_ids or default_study_ids(self.spec.seed, self.owner_id))
 
     @property
     def responses_per_submission(self) -> int:
         """Responses in each submission."""
-        n_instr = len(self.options.get("instruction_types", INSTRUCTION_TYPES))
-        tasks = int(self.options.get("tasks_per_submission", 3)) if self.kind == "batch" else 1
-        return max(1, n_instr * tasks)
+        tasks = self.spec.tasks_per_submission if self.kind == "batch" else 1
+        return max(1, len(self.spec.instruction_types) * tasks)
 
     def plan(self) -> Plan:
         """The record plan of this owner (for the JSON endpoints)."""
-        o, batch = self.options, self.kind == "batch"
-        return build_plan(
-            self.kind,
-            seed=self.seed,
-            owner_id=self.owner_id,
-            instruction_types=o.get("instruction_types", INSTRUCTION_TYPES),
-            tasks_per_submission=int(o.get("tasks_per_submission", 3)) if batch else 1,
-            raters_per_task=int(o.get("raters_per_task", 3)) if batch else 1,
-            layout=o.get("layout", "v1"),
-            omit_optional=bool(o.get("omit_optional", False)),
-            unknown_keys=bool(o.get("unknown_keys", True)),
-            huge_line_bytes=None,
-        )
+        return build_plan(self.kind, replace(self.spec, huge_line_bytes=None), self.owner_id)
 
     def add_submissions(self, n: int, created_after: datetime | None) -> None:
         """Append ``n`` submissions whose responses are newer than every existing one."""
@@ -154,7 +136,7 @@ class Owner:
             start = max(start, created_after.astimezone(UTC))
         self.specs.extend(
             plan_submissions(
-                self.seed,
+                self.spec.seed,
                 self.owner_id,
                 n,
                 study_ids=self.study_ids,
@@ -171,20 +153,12 @@ class Owner:
         specs: list[SubmissionSpec] | None = None,
         *,
         keep_rows: bool = False,
-    ) -> Any:
+    ) -> GroundTruth:
         """Write this owner's archive (or only compute its truth when ``path`` is None)."""
-        kw: dict[str, Any] = {
-            "seed": self.seed,
-            "submissions": self.specs if specs is None else specs,
-            "study_id": flt.study_id,
-            "since": flt.since,
-            "until": flt.until,
-            "keep_rows": keep_rows,
-            **self.options,
-        }
-        if self.kind == "batch":
-            return make_batch_export(path, batch_id=self.owner_id, **kw)
-        return make_collection_export(path, collection_id=self.owner_id, **kw)
+        submissions = self.specs if specs is None else specs
+        return make(
+            self.spec, self.kind, path, flt=flt, keep_rows=keep_rows, submissions=submissions
+        )
 
 
 @dataclass

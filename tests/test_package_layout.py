@@ -1,0 +1,116 @@
+"""The package's shape: no module imports one that imports it back (even for type checking)."""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "prolific_ingest"
+
+
+def _module_names(package: Path) -> dict[str, Path]:
+    names = {}
+    for path in package.rglob("*.py"):
+        parts = list(path.relative_to(package.parent).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts.pop()
+        names[".".join(parts)] = path
+    return names
+
+
+def import_graph(package: Path) -> dict[str, set[str]]:
+    """Module -> the package's modules it imports, ``TYPE_CHECKING`` and function-level included.
+
+    ``from pkg import sub`` names the submodule ``pkg.sub``, not ``pkg`` (a submodule
+    importing a sibling that way does not depend on its package's ``__init__``).
+    """
+    modules = _module_names(package)
+    graph: dict[str, set[str]] = {name: set() for name in modules}
+    for name, path in modules.items():
+        is_package = path.name == "__init__.py"
+        here = name.split(".") if is_package else name.split(".")[:-1]
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            targets: list[str] = []
+            if isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = here[: len(here) - node.level + 1] if node.level else []
+                module = ".".join([*base, *(node.module.split(".") if node.module else [])])
+                subs = [f"{module}.{alias.name}" for alias in node.names]
+                found = [s for s in subs if s in modules]
+                targets = found if found and len(found) == len(subs) else [module, *found]
+            graph[name] |= {t for t in targets if t in modules and t != name}
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan), sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for nxt in sorted(graph[node]):
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in on_stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                top = stack.pop()
+                on_stack.discard(top)
+                component.append(top)
+                if top == node:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return sorted(found)
+
+
+def _touching(found: Iterable[list[str]], prefix: str) -> list[list[str]]:
+    return [c for c in found if any(m == prefix or m.startswith(prefix + ".") for m in c)]
+
+
+def test_the_package_has_no_import_cycle() -> None:
+    assert cycles(import_graph(PACKAGE)) == []
+
+
+def test_the_cycle_check_sees_a_circle_closed_by_a_type_checking_import(tmp_path: Path) -> None:
+    pkg = tmp_path / "pkg"
+    (pkg / "sub").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("from .a import A\n")
+    (pkg / "a.py").write_text("from . import b\nfrom .sub.c import C\n")
+    (pkg / "b.py").write_text("import pkg.leaf\n")
+    (pkg / "leaf.py").write_text("")
+    (pkg / "sub" / "__init__.py").write_text("")
+    (pkg / "sub" / "c.py").write_text(
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from ..a import A\n"
+    )
+    graph = import_graph(pkg)
+    assert graph["pkg.a"] == {"pkg.b", "pkg.sub.c"}  # `from . import b` is not the package
+    assert graph["pkg.b"] == {"pkg.leaf"}
+    assert cycles(graph) == [["pkg.a", "pkg.sub.c"]]
+    assert _touching(cycles(graph), "pkg.sub") == [["pkg.a", "pkg.sub.c"]]
+
+
+def test_every_module_of_the_testing_package_fits_in_400_lines() -> None:
+    # TODO: the whole package, once the modules over 400 lines elsewhere are split.
+    sizes = {
+        path.name: len(path.read_text(encoding="utf-8").splitlines())
+        for path in (PACKAGE / "testing").rglob("*.py")
+    }
+    assert "emulator.py" in sizes
+    assert {name: n for name, n in sizes.items() if n > 400} == {}
