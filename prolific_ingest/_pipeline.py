@@ -37,6 +37,7 @@ from .errors import (
 from .exports import ExportFilter, ExportJob, ExportRef
 from .lake import WriteResult
 from .lake import write_export as write_lake
+from .lake._spool import staged_files
 from .manage import delete_finished_job, prunable_jobs
 from .tables import ExportTables, iter_record_batches, primary_member
 
@@ -437,7 +438,15 @@ def _stream(
         # cache back (a sink's load must stay flat in memory: it reads back on demand).
         stream = store.tee(batches, counts, keep=sink is None)
         if sink is not None:
-            written = sink(stream)
+            # The sink reads back the table files the tee writes (no copy of its own).
+            written = sink(
+                staged_files(
+                    stream,
+                    store.written_files,
+                    lambda: iter_record_batches(archive, on_bad_records=on_bad_records),
+                    local=store.local,
+                )
+            )
         for _ in stream:  # a sink that found the export committed read nothing: parse anyway
             pass
     return _Streamed(counts, metadata, written)

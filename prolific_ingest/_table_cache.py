@@ -221,6 +221,28 @@ class TableCache:
             tables[name] = _read_parquet(self.fs, self._tmp[name])
         return ExportTables(kind=self.kind, tables=tables)
 
+    @property
+    def local(self) -> bool:
+        """Whether the table files are on the local filesystem."""
+        return isinstance(self.fs, LocalFileSystem)
+
+    def written_files(self) -> dict[str, str] | None:
+        """The local temporary table files :meth:`tee` wrote (once it finished), else ``None``.
+
+        ``None`` for a cache on an object store, or when the files were not all written.
+        """
+        tmp = getattr(self, "_tmp", None)
+        if tmp is None or self.failed is not None:
+            return None
+        if not self.local:
+            return None
+        files = {name: tmp[name] for name in table_names(self.kind) if name in tmp}
+        if len(files) != len(table_names(self.kind)) or not all(
+            map(self.fs.exists, files.values())
+        ):
+            return None
+        return files
+
     def parse_again(self, on_bad_records: OnBadRecords) -> ExportTables:
         """Parse the cached archive into memory (when :attr:`failed` left no table files)."""
         with open_archive(self.entry.archive_path, storage_options=self.storage_options) as a:

@@ -29,15 +29,23 @@ KILL_POINTS = [
 ]
 
 
-def _run(lake: Path, archive: Path, export_id: str, kill_at: str | None = None) -> Any:
+def _run(
+    lake: Path,
+    archive: Path,
+    export_id: str,
+    kill_at: str | None = None,
+    *flags: str,
+    extra_env: dict[str, str] | None = None,
+) -> Any:
     env = dict(os.environ)
     env.pop("PROLIFIC_INGEST_TEST_KILL_AT", None)
     if kill_at:
         env["PROLIFIC_INGEST_TEST_KILL_AT"] = kill_at
+    env.update(extra_env or {})
     root = str(Path(__file__).resolve().parents[1])
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
     return subprocess.run(
-        [sys.executable, str(HELPER), str(lake), str(archive), export_id],
+        [sys.executable, str(HELPER), str(lake), str(archive), export_id, *flags],
         env=env,
         capture_output=True,
         text=True,
@@ -108,3 +116,28 @@ def test_a_sigkill_at_any_step_leaves_old_or_new_tables_and_the_rerun_ends_exact
     assert _consistent(lake) == after
     loads = [r["export_id"] for r in committed_exports(str(lake), owner_id="b-crash")]
     assert loads == ["export-a", "export-b"]
+
+
+def _spools(tmp: Path) -> list[str]:
+    return sorted(p.name for p in tmp.iterdir() if p.name.startswith("prolific-ingest-lake-"))
+
+
+def test_a_spool_left_by_a_killed_writer_is_removed_by_the_next_load(
+    scenario: dict[str, Any], tmp_path: Path
+) -> None:
+    lake, spool_root = tmp_path / "lake", tmp_path / "tmp"
+    spool_root.mkdir()
+    shutil.copytree(scenario["base"], lake)
+    env = {"TMPDIR": str(spool_root)}
+    killed = _run(
+        lake, scenario["second"], "export-b", "mid-write:responses", "--stream", extra_env=env
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    left = _spools(spool_root)
+    assert len(left) == 1  # the killed writer's spool, named after its pid
+    assert (spool_root / left[0] / "responses.parquet").exists()
+
+    again = _run(lake, scenario["second"], "export-b", None, "--stream", extra_env=env)
+    assert again.returncode == 0, again.stderr
+    assert _spools(spool_root) == []
+    assert _state(lake) == scenario["after"]

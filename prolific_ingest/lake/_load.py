@@ -15,7 +15,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from .._parquet import check_id
 from .._version import __version__
@@ -86,7 +85,9 @@ def write_export(
     Parameters
     ----------
     data : Mapping[str, pa.Table] or Iterable[tuple[str, pa.RecordBatch]]
-        The tables, whole or as a stream (consumed once, spooled to local Parquet).
+        The tables, whole or as a stream (consumed once). A stream's rows are read back
+        from the files of a :class:`~._spool.StagedBatches` stream, else spooled to local
+        Parquet files first.
     output : str
         The lake root: a local path, ``file://``, ``s3://``, ``gs://`` or ``abfs://`` URL.
     kind : {"batch", "collection"}
@@ -196,7 +197,7 @@ def _commit_tables(
             return _watched(spool.reader(name), name)
 
         def source_keys(name: str = name) -> pa.Table:
-            return pq.read_table(spool.path(name), columns=list(MERGE_KEYS[name]))
+            return spool.read_columns(name, MERGE_KEYS[name])
 
         writes[name] = write_table(
             lake,
