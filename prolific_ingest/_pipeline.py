@@ -10,12 +10,13 @@ import logging
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any, Literal
 
 import pyarrow as pa
 
 from . import exports as lifecycle
+from ._export_resolve import resolve_job
 from ._retry import RetryState
 from ._table_cache import TableCache
 from .archive import open_archive
@@ -23,22 +24,18 @@ from .cache import CachedExport, ExportCache
 from .client import ProlificClient
 from .download import download_archive
 from .errors import (
-    APIError,
     ArchiveError,
-    AuthenticationError,
     BadRecordError,
     CacheError,
     CacheMissError,
     ConfigurationError,
     CorruptArchiveError,
-    ExportLimitError,
     IntegrityError,
 )
 from .exports import ExportFilter, ExportJob, ExportRef
 from .lake import WriteResult
 from .lake import write_export as write_lake
 from .lake._spool import staged_files
-from .manage import delete_finished_job, prunable_jobs
 from .tables import ExportTables, iter_record_batches, primary_member
 
 OnBadRecords = Literal["raise", "quarantine", "skip"]
@@ -129,7 +126,9 @@ def _locate(
         )
         raise CacheMissError(msg)
     api = client()
-    job = _resolve_job(plan, api, cache)
+    job = resolve_job(
+        api, plan.ref, plan.filter, export_id=plan.export_id, max_age=plan.max_age, cache=cache
+    )
     if plan.export_id is not None:
         _check_filter(plan, job.filter, known=job.filter_known)
     hit = cache.lookup(plan.ref, job.export_id)
@@ -175,81 +174,6 @@ def _cache_hit(plan: LoadPlan, cache: ExportCache) -> CachedExport | None:
     if plan.max_age > timedelta(0):
         return cache.find(plan.ref, plan.filter, max_age=plan.max_age)
     return None
-
-
-def _resolve_job(plan: LoadPlan, api: ProlificClient, cache: ExportCache) -> ExportJob:
-    if plan.export_id is not None:
-        return _job_by_id(plan, api)
-    if plan.max_age > timedelta(0):
-        reusable = _server_side_reusable(plan, api)
-        if reusable is not None:
-            logger.info("export %s: reusing a complete server-side export", reusable.export_id)
-            return reusable
-    try:
-        return lifecycle.request_export(api, plan.ref, plan.filter)
-    except ExportLimitError as exc:
-        if not _free_a_slot(exc, plan.ref, api, cache):
-            raise
-    return lifecycle.request_export(api, plan.ref, plan.filter)
-
-
-def _free_a_slot(
-    exc: ExportLimitError, ref: ExportRef, api: ProlificClient, cache: ExportCache
-) -> bool:
-    """At the job cap, delete the oldest job that holds nothing new; ``False`` if none.
-
-    Only a ``failed`` job, or a ``complete`` one whose archive is committed in this
-    cache, qualifies (the rule of :func:`~prolific_ingest.prune_exports`), so scheduled
-    loads (incremental ones request a new export every run) keep working at the cap.
-    """
-    jobs = exc.existing_jobs or _listed_jobs(api, ref)
-    candidates = prunable_jobs(jobs, cache, keep=0)
-    if not candidates:
-        return False
-    oldest = candidates[-1]
-    logger.warning(
-        "%s %s is at the export job cap; deleting export %s (%s, already cached) to make room",
-        ref.kind,
-        ref.id,
-        oldest.export_id,
-        oldest.status,
-    )
-    delete_finished_job(api, oldest)
-    return True
-
-
-def _job_by_id(plan: LoadPlan, api: ProlificClient) -> ExportJob:
-    """The status of an export named by id, with its filter and age from the list if listed.
-
-    A status body does not say which filter the export was made with: without a list
-    entry the job's filter stays *unknown*, so its cache entry never answers a request
-    by filter (only by id).
-    """
-    assert plan.export_id is not None
-    job = lifecycle.get_export(api, plan.ref, plan.export_id)
-    for item in _listed_jobs(api, plan.ref):
-        if item.export_id == job.export_id and item.filter_known:
-            return job.replace(filter=item.filter, filter_known=True, created_at=item.created_at)
-    return job
-
-
-def _server_side_reusable(plan: LoadPlan, api: ProlificClient) -> ExportJob | None:
-    jobs = _listed_jobs(api, plan.ref)
-    return lifecycle.find_reusable_job(jobs, plan.filter, plan.max_age, datetime.now(UTC))
-
-
-def _listed_jobs(api: ProlificClient, ref: ExportRef) -> list[ExportJob]:
-    """The job list, or ``[]`` when the endpoint fails with anything but 401.
-
-    The list endpoint is newer than the rest of the API: it never blocks a load.
-    """
-    try:
-        return lifecycle.list_exports(api, ref)
-    except AuthenticationError:
-        raise
-    except APIError as exc:
-        logger.info("listing exports of %s %s failed (%s)", ref.kind, ref.id, exc.status)
-        return []
 
 
 def download_into_cache(
