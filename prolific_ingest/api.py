@@ -1,34 +1,29 @@
-"""The user-facing verbs: thin wrappers that compose the pipeline.
+"""The user-facing verbs: their signatures and docstrings over the pipeline.
 
 ``load_batch_export`` / ``load_collection_export`` do everything (request, poll, download,
-cache, parse, optionally load into the Delta lake); ``read_export`` reads an archive already on disk or
-in a bucket; ``load_batch_exports`` loads many batches concurrently.
+cache, parse, optionally load into the Delta lake) through one body,
+:func:`~prolific_ingest._load_plan.load_export`; ``read_export`` reads an archive already on
+disk or in a bucket; ``load_batch_exports`` loads many batches concurrently.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from . import _pipeline
+from ._load_plan import DEFAULT_MAX_AGE, INCREMENTAL_OVERLAP, UNSET, load_export
 from ._pipeline import OnBadRecords
 from ._read_export import read_export
 from ._retry import RetryPolicy
-from ._urls import StorageURL, parse_storage_url
 from .cache import CachedExport, ExportCache
-from .cache._entry import as_timedelta
 from .client import ProlificClient
-from .config import Settings
 from .errors import ConfigurationError, ProlificIngestError
-from .exports import ExportFilter, ExportJob, ExportRef
-from .lake import committed_exports
-from .lake._layout import check_partition_by
-from .lake._storage import resolve_lake
+from .exports import ExportJob, ExportRef
 from .result import Export
 
 __all__ = [
@@ -44,15 +39,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Reuse a cached or server-side complete export with the same filter younger than this.
-DEFAULT_MAX_AGE = timedelta(minutes=15)
-#: Incremental loads re-request this much before the last watermark: the ``from`` bound's
-#: exact semantics are not documented, and responses may be committed late. The overlap is
-#: merged on the natural keys, so the lake's tables still hold each row once.
-INCREMENTAL_OVERLAP = timedelta(hours=1)
-
-_UNSET: Any = object()
-
 
 def load_batch_export(
     batch_id: str,
@@ -61,7 +47,7 @@ def load_batch_export(
     since: datetime | str | None = None,
     until: datetime | str | None = None,
     export_id: str | None = None,
-    max_age: timedelta | float | None = _UNSET,
+    max_age: timedelta | float | None = UNSET,
     offline: bool = False,
     output: str | None = None,
     incremental: bool = False,
@@ -154,9 +140,27 @@ def load_batch_export(
     ProlificIngestError
         The root of every error this library raises.
     """
-    return _load(
+    return load_export(
         ExportRef("batch", batch_id),
-        **{k: v for k, v in locals().items() if k != "batch_id"},
+        study_id=study_id,
+        since=since,
+        until=until,
+        export_id=export_id,
+        max_age=max_age,
+        offline=offline,
+        output=output,
+        incremental=incremental,
+        overwrite=overwrite,
+        partition_by=partition_by,
+        cache=cache,
+        storage_options=storage_options,
+        token=token,
+        base_url=base_url,
+        timeout=timeout,
+        retry=retry,
+        on_bad_records=on_bad_records,
+        progress=progress,
+        client=client,
     )
 
 
@@ -167,7 +171,7 @@ def load_collection_export(
     since: datetime | str | None = None,
     until: datetime | str | None = None,
     export_id: str | None = None,
-    max_age: timedelta | float | None = _UNSET,
+    max_age: timedelta | float | None = UNSET,
     offline: bool = False,
     output: str | None = None,
     incremental: bool = False,
@@ -190,145 +194,28 @@ def load_collection_export(
     A collection export has the tables ``submissions``, ``responses``, ``answers``,
     ``files``, ``instructions`` and ``rejected`` (no ``tasks``), keyed by ``collection_id``.
     """
-    return _load(
+    return load_export(
         ExportRef("collection", collection_id),
-        **{k: v for k, v in locals().items() if k != "collection_id"},
-    )
-
-
-def _load(
-    ref: ExportRef,
-    *,
-    study_id: str | None,
-    since: datetime | str | None,
-    until: datetime | str | None,
-    export_id: str | None,
-    max_age: timedelta | float | None,
-    offline: bool,
-    output: str | None,
-    incremental: bool,
-    overwrite: bool,
-    partition_by: Sequence[str],
-    cache: str | None,
-    storage_options: dict[str, Any] | None,
-    token: str | None,
-    base_url: str | None,
-    timeout: float | None,
-    retry: RetryPolicy | None,
-    on_bad_records: OnBadRecords,
-    progress: bool | str | None,
-    client: ProlificClient | None,
-) -> Export:
-    if on_bad_records not in ("raise", "quarantine", "skip"):
-        msg = f"on_bad_records must be 'raise', 'quarantine' or 'skip', not {on_bad_records!r}"
-        raise ConfigurationError(msg)
-    flt = ExportFilter.coerce(study_id=study_id, since=since, until=until)
-    target = parse_storage_url(output, storage_options) if output is not None else None
-    if target is not None:  # a bad lake URL or option fails before any download
-        resolve_lake(target.url, target.storage_options)
-        check_partition_by(partition_by)
-    if incremental:
-        if target is None:
-            msg = (
-                "incremental=True needs output=: the watermark is read from the lake's load records"
-            )
-            raise ConfigurationError(msg)
-        flt = _incremental_filter(ref, flt, target)
-    explicit_age = max_age is not _UNSET
-    # max_age=None means 0 here (no reuse), unlike the cache's "any age".
-    age = as_timedelta(max_age if explicit_age else DEFAULT_MAX_AGE) or timedelta(0)
-    if offline and not explicit_age:
-        age = timedelta.max
-    elif incremental and not explicit_age:
-        age = timedelta(0)  # a scheduled incremental run wants the newest responses
-    settings = (
-        client.settings
-        if client is not None
-        else Settings.from_env(
-            token=token, base_url=base_url, **({"cache_dir": cache} if cache else {})
-        )
-    )
-    location = cache or settings.cache_dir  # $PROLIFIC_INGEST_CACHE may be a bucket too
-    store = ExportCache(location, storage_options=storage_options)
-    plan = _pipeline.LoadPlan(
-        ref=ref, filter=flt, export_id=export_id, max_age=age, offline=offline
-    )
-
-    def make_client() -> ProlificClient:
-        return client if client is not None else ProlificClient(settings, retry=retry)
-
-    def sink_for(entry: CachedExport) -> _pipeline.SinkFn | None:
-        if target is None:
-            return None
-        return functools.partial(
-            _pipeline.write_export,
-            output=target.url,
-            kind=ref.kind,
-            owner_id=ref.id,
-            export_id=entry.export_id,
-            filter=entry.filter if entry.filter_known else None,
-            archive_sha256=entry.manifest.get("sha256"),
-            overwrite=overwrite,
-            partition_by=partition_by,
-            storage_options=target.storage_options,
-        )
-
-    entry, parsed = _pipeline.load(
-        plan,
-        cache=store,
-        client=make_client,
-        progress=progress,
-        wait_timeout=timeout,
+        study_id=study_id,
+        since=since,
+        until=until,
+        export_id=export_id,
+        max_age=max_age,
+        offline=offline,
+        output=output,
+        incremental=incremental,
+        overwrite=overwrite,
+        partition_by=partition_by,
+        cache=cache,
+        storage_options=storage_options,
+        token=token,
+        base_url=base_url,
+        timeout=timeout,
+        retry=retry,
         on_bad_records=on_bad_records,
-        sink_for=sink_for,
+        progress=progress,
+        client=client,
     )
-    known_filter = entry.filter if entry.filter_known else None
-    return Export(
-        export_id=entry.export_id,
-        kind=ref.kind,
-        owner_id=ref.id,
-        filter=known_filter,
-        fetched_at=entry.fetched_at,
-        metadata=parsed.metadata,
-        archive_url=entry.archive_path,
-        row_counts=parsed.counts,
-        load_tables=parsed.load,
-        storage_options=store.storage_options,
-        written=parsed.written,
-    )
-
-
-def _incremental_filter(ref: ExportRef, flt: ExportFilter, output: StorageURL) -> ExportFilter:
-    records = committed_exports(
-        output.url, kind=ref.kind, owner_id=ref.id, storage_options=output.storage_options
-    )
-    # Only loads of the same study scope count: a study_id=A run says nothing about B.
-    marks = [
-        r["watermark"]
-        for r in records
-        if r.get("watermark")
-        and isinstance(r.get("filter"), dict)
-        and r["filter"].get("study_id") == flt.study_id
-    ]
-    if not marks:
-        logger.info(
-            "%s %s: no load recorded in %s; loading everything", ref.kind, ref.id, output.display
-        )
-        return flt
-    watermark = max(datetime.fromisoformat(str(m)) for m in marks)
-    since = (watermark - INCREMENTAL_OVERLAP).astimezone(UTC).replace(microsecond=0)
-    if flt.since is not None and flt.since > since:
-        since = flt.since
-    if flt.until is not None and since > flt.until:
-        msg = (
-            f"incremental load of {ref.kind} {ref.id}: it would start at {since.isoformat()} "
-            f"(the watermark in {output.display} minus the overlap), later than until "
-            f"{flt.until.isoformat()}; that window is already loaded: drop until= or "
-            "incremental=True"
-        )
-        raise ConfigurationError(msg)
-    logger.info("%s %s: incremental load from %s", ref.kind, ref.id, since.isoformat())
-    return ExportFilter(study_id=flt.study_id, since=since, until=flt.until)
 
 
 def download_export(
