@@ -99,7 +99,7 @@ def listed_jobs(api: ProlificClient, ref: ExportRef) -> list[ExportJob]:
     The list endpoint is newer than the rest of the API: it never blocks a load.
     """
     try:
-        return lifecycle.list_exports(api, ref)
+        return lifecycle.list_jobs(api, ref)
     except AuthenticationError:
         raise
     except APIError as exc:

@@ -46,7 +46,7 @@ __all__ = [
     "find_reusable_job",
     "format_timestamp",
     "get_export",
-    "list_exports",
+    "list_jobs",
     "parse_timestamp",
     "refresh_url",
     "request_export",
@@ -59,6 +59,8 @@ _STATUSES = frozenset({"generating", "complete", "failed", "unknown"})
 
 #: A complete job whose URL expires sooner than this is polled again before use.
 URL_EXPIRY_MARGIN = timedelta(seconds=30)
+#: A status poll gets at least this long, even when the wait's deadline is (nearly) gone.
+MIN_POLL_TIME = 1.0
 
 
 def _failed(job: ExportJob) -> ExportFailedError:
@@ -79,7 +81,7 @@ def _find_legacy_export_id(
 ) -> str:
     """Find the id of a legacy ``200 complete`` answer via the job list, or synthesise one."""
     try:
-        jobs = list_exports(client, ref)
+        jobs = list_jobs(client, ref)
     except ProlificIngestError as exc:
         logger.debug("export list unavailable for %s %s: %s", ref.kind, ref.id, type(exc).__name__)
         jobs = []
@@ -138,7 +140,7 @@ def request_export(
         resp = client.request("POST", path, params=flt.to_params(), expect=(200, 201, 202))
     except ExportLimitError as exc:
         try:
-            jobs = list_exports(client, ref)
+            jobs = list_jobs(client, ref)
         except ProlificIngestError:
             raise exc from None
         listing = ", ".join(f"{j.export_id} ({j.status})" for j in jobs) or "none listed"
@@ -250,7 +252,7 @@ def wait_for_export(
     ----------
     client : ProlificClient
     job : ExportJob
-        A job from :func:`request_export` / :func:`get_export` / :func:`list_exports`.
+        A job from :func:`request_export` / :func:`get_export` / :func:`list_jobs`.
     timeout : float, optional
         Seconds to wait (default ``settings.wait_timeout``).
     poll_interval, poll_max_interval : float, optional
@@ -314,10 +316,6 @@ def wait_for_export(
             interval = min(interval * 1.5, ceiling)
 
 
-#: A status poll gets at least this long, even when the wait's deadline is (nearly) gone.
-MIN_POLL_TIME = 1.0
-
-
 def _poll(
     client: ProlificClient,
     job: ExportJob,
@@ -366,11 +364,12 @@ def refresh_url(client: ProlificClient, job: ExportJob) -> ExportJob:
     return fresh.replace(created_at=fresh.created_at or job.created_at)
 
 
-def list_exports(client: ProlificClient, ref: ExportRef) -> list[ExportJob]:
+def list_jobs(client: ProlificClient, ref: ExportRef) -> list[ExportJob]:
     """List the jobs of a batch/collection, newest first (``GET .../export``).
 
     Accepts a bare array or ``{"results": [...]}``; items without an id or with
-    an unreadable filter are skipped, other missing keys are tolerated.
+    an unreadable filter are skipped, other missing keys are tolerated. The public
+    verb, by owner id, is :func:`prolific_ingest.list_exports`.
     """
     body = client.get_json(f"{ref.path}/export")
     items: Iterable[Any]

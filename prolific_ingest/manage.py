@@ -53,7 +53,7 @@ def list_exports(
     client, token, base_url
         Connection, as in :func:`~prolific_ingest.load_batch_export`.
     """
-    return lifecycle.list_exports(_client(client, token, base_url), ExportRef(kind, owner_id))
+    return lifecycle.list_jobs(_client(client, token, base_url), ExportRef(kind, owner_id))
 
 
 def delete_export(
@@ -100,7 +100,7 @@ def prune_exports(
     api = _client(client, token, base_url)
     ref = ExportRef(kind, owner_id)
     store = ExportCache(cache or api.settings.cache_dir, storage_options=storage_options)
-    listed = lifecycle.list_exports(api, ref)
+    listed = lifecycle.list_jobs(api, ref)
     plan = prunable_jobs(listed, store, keep=keep)
     for job in plan if not dry_run else ():
         delete_finished_job(api, job)

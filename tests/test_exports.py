@@ -34,7 +34,7 @@ from prolific_ingest.exports import (
     delete_export,
     find_reusable_job,
     get_export,
-    list_exports,
+    list_jobs,
     refresh_url,
     request_export,
     wait_for_export,
@@ -228,7 +228,7 @@ def test_filter_is_sent_with_api_names(emu: Emulator) -> None:
     client, _ = connect(emu)
     flt = ExportFilter.coerce(study_id="S1", since="2026-01-01T00:00:00+01:00")
     job = request_export(client, ref, flt)
-    listed = list_exports(client, ref)
+    listed = list_jobs(client, ref)
     post = next(r for r in logged(emu, 2) if r.method == "POST")
     assert post.query == {"study_id": "S1", "from": "2025-12-31T23:00:00Z"}
     assert [(j.export_id, j.filter) for j in listed] == [(job.export_id, flt)]
@@ -367,13 +367,13 @@ def test_list_and_delete(emu: Emulator) -> None:
     client, clock = connect(emu)
     first = wait(client, request_export(client, ref), clock)
     second = request_export(client, ref, ExportFilter(study_id="S"))
-    listed = list_exports(client, ref)
+    listed = list_jobs(client, ref)
     assert [j.export_id for j in listed] == [second.export_id, first.export_id]
     assert [j.status for j in listed] == ["generating", "complete"]
     with pytest.raises(ExportStillGeneratingError):
         delete_export(client, ref, second.export_id)
     delete_export(client, ref, first.export_id)
-    assert [j.export_id for j in list_exports(client, ref)] == [second.export_id]
+    assert [j.export_id for j in list_jobs(client, ref)] == [second.export_id]
     with pytest.raises(NotFoundError):
         delete_export(client, ref, first.export_id)
     with pytest.raises(NotFoundError):
@@ -409,17 +409,17 @@ def test_error_statuses_from_the_api(emu: Emulator) -> None:
         client.request("POST", f"batches/{bid}/export", params={"from": "yesterday"})
     denied = emu.add_batch(seed=17, n_submissions=1, access=False)
     with pytest.raises(PermissionDeniedError):
-        list_exports(client, ExportRef("batch", denied))
+        list_jobs(client, ExportRef("batch", denied))
     bad = ProlificClient(Settings(base_url=emu.base_url, token=Secret("wrong-token")))
     with pytest.raises(AuthenticationError):
-        list_exports(bad, ExportRef("batch", bid))
+        list_jobs(bad, ExportRef("batch", bid))
 
 
 def test_every_api_call_is_authenticated(emu: Emulator) -> None:
     ref = ExportRef("batch", emu.add_batch(seed=18, n_submissions=1))
     client, clock = connect(emu)
     wait(client, request_export(client, ref), clock)
-    list_exports(client, ref)
+    list_jobs(client, ref)
     api_calls = [r for r in logged(emu, 5) if r.host == "api"]
     assert len(api_calls) >= 4
     for record in api_calls:
