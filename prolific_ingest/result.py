@@ -12,11 +12,11 @@ from typing import IO, TYPE_CHECKING, Any
 
 import pandas as pd
 
-from . import views
-from ._tables_schema import TABLE_NAMES
 from .archive import open_archive
 from .errors import SinkError, redact_url, storage_errors
 from .exports import ExportFilter
+from .tables import _views as views
+from .tables._schema import TABLE_NAMES
 
 if TYPE_CHECKING:
     from .lake import WriteResult

@@ -31,9 +31,9 @@ from prolific_ingest import (
     request_export,
     wait_for_export,
 )
-from prolific_ingest import _tables_parallel as parallel
 from prolific_ingest.archive import _reader as archive_mod
 from prolific_ingest.archive._budget import CountedMember
+from prolific_ingest.tables import _parallel as parallel
 from prolific_ingest.testing.state import file_etag
 from tests._truth import assert_matches_truth
 

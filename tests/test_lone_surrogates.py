@@ -14,8 +14,8 @@ import pandas as pd
 import pytest
 
 from prolific_ingest import load_batch_export
-from prolific_ingest._tables_arrow import dumps as text_of
-from prolific_ingest._tables_arrow import json_column
+from prolific_ingest.tables._arrow import dumps as text_of
+from prolific_ingest.tables._arrow import json_column
 from prolific_ingest.testing import _build
 from prolific_ingest.testing._zipwriter import dumps
 

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from prolific_ingest import _tables_parallel as parallel
 from prolific_ingest.archive import _reader as archive_mod
 from prolific_ingest.archive import open_archive
 from prolific_ingest.errors import ConfigurationError
 from prolific_ingest.tables import ExportTables, build_tables, iter_record_batches
+from prolific_ingest.tables import _parallel as parallel
 from prolific_ingest.testing import ExportSpec, make_batch_export
 
 MEMBER = "responses-by-submission.jsonl"

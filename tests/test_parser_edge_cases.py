@@ -429,8 +429,8 @@ def test_task_rows_are_deduplicated_by_their_whole_content(
 
 
 def test_the_fast_path_itself_deduplicates_task_rows_by_content() -> None:
-    from prolific_ingest._tables_builder import RecordBuilder
-    from prolific_ingest._tables_fast import build_block
+    from prolific_ingest.tables._builder import RecordBuilder
+    from prolific_ingest.tables._fast import build_block
 
     t1 = {"task_id": "t1", "datapoint": {"d": 1}, "responses": []}
     lines = [
@@ -451,8 +451,8 @@ def test_the_fast_path_itself_deduplicates_task_rows_by_content() -> None:
 def test_a_block_hands_back_each_task_content_once() -> None:
     """Repeats inside a block are dropped where the block is parsed (a worker, say), so
     only one row per content crosses to the process that keeps the export-wide set."""
-    from prolific_ingest._tables_builder import RecordBuilder
-    from prolific_ingest._tables_fast import commit_block, parse_block
+    from prolific_ingest.tables._builder import RecordBuilder
+    from prolific_ingest.tables._fast import commit_block, parse_block
 
     t1 = {"task_id": "t1", "datapoint": {"d": 1}, "responses": []}
     t2 = {"task_id": "t2", "responses": [], "x": None}
@@ -577,7 +577,7 @@ def test_deep_values_are_written_without_touching_the_recursion_limit(
     import json
     import sys
 
-    from prolific_ingest._tables_arrow import dumps
+    from prolific_ingest.tables._arrow import dumps
 
     deep: object = {"k": "\u00e9\x01", "n": [1.5, None, True, 10**30, 1e-07]}
     for i in range(1015):
@@ -658,8 +658,8 @@ def test_extra_built_by_shape_is_the_text_of_the_unknown_keys_dict() -> None:
     per-item definition, over random objects: key order, nulls, nesting, odd keys."""
     import random
 
-    from prolific_ingest._tables_arrow import extra_column, json_column
-    from prolific_ingest._tables_builder import _extra
+    from prolific_ingest.tables._arrow import extra_column, json_column
+    from prolific_ingest.tables._records import _extra
 
     known = frozenset(["value", "unit"])
     values: list[Any] = [None, True, 0, -5, 2.5, 0.1, "x", 'é\n,\x01\x04"', [], {}]

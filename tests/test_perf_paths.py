@@ -14,9 +14,9 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from prolific_ingest._tables_arrow import dumps
-from prolific_ingest._tables_pandas import to_pandas
-from prolific_ingest._tables_schema import schema_for
+from prolific_ingest.tables._arrow import dumps
+from prolific_ingest.tables._pandas import to_pandas
+from prolific_ingest.tables._schema import schema_for
 
 # -- the row-by-row definition of the expansion (the implementation before issue #5) ----------
 

@@ -19,7 +19,6 @@ import pyarrow as pa
 import pytest
 
 from prolific_ingest import tables as tables_mod
-from prolific_ingest._tables_arrow import dumps
 from prolific_ingest.archive import open_archive
 from prolific_ingest.errors import BadRecordError
 from prolific_ingest.tables import (
@@ -30,6 +29,7 @@ from prolific_ingest.tables import (
     schema_for,
     table_names,
 )
+from prolific_ingest.tables._arrow import dumps
 
 BATCH_MEMBER = "responses-by-submission.jsonl"
 
@@ -643,8 +643,8 @@ def test_dumps_matches_stdlib_json() -> None:
 
 
 def test_fast_path_handles_grouped_blocks_and_refuses_others() -> None:
-    from prolific_ingest._tables_builder import RecordBuilder
-    from prolific_ingest._tables_fast import Fallback, build_block
+    from prolific_ingest.tables._builder import RecordBuilder
+    from prolific_ingest.tables._fast import Fallback, build_block
 
     builder = RecordBuilder("batch", files_prefix="files/", existing_files=[], batch_rows=100)
     out = dict(build_block(b"\n".join([_line(SUBMISSION), _line(GOOD)]), builder))
@@ -662,8 +662,9 @@ def test_the_task_digest_set_keeps_a_bounded_python_set_and_16_bytes_a_task(
     monkeypatch: pytest.MonkeyPatch, fast: bool
 ) -> None:
     """Memory for task de-duplication: 16 bytes per distinct task row, a bounded set."""
-    from prolific_ingest._tables_builder import RecordBuilder, TaskDigests, parse_line
-    from prolific_ingest._tables_fast import build_block
+    from prolific_ingest.tables._builder import RecordBuilder
+    from prolific_ingest.tables._fast import build_block
+    from prolific_ingest.tables._records import TaskDigests, parse_line
 
     monkeypatch.setattr(TaskDigests, "RECENT", 8)
     builder = RecordBuilder("batch", files_prefix="files/", existing_files=[], batch_rows=10**6)
@@ -708,7 +709,7 @@ def test_the_task_digest_set_keeps_a_bounded_python_set_and_16_bytes_a_task(
 
 
 def test_task_digests_sharing_their_first_half_stay_apart(monkeypatch: pytest.MonkeyPatch) -> None:
-    from prolific_ingest._tables_builder import TaskDigests
+    from prolific_ingest.tables._records import TaskDigests
 
     monkeypatch.setattr(TaskDigests, "RECENT", 4)
     digests = TaskDigests()
@@ -724,8 +725,8 @@ def test_task_digests_sharing_their_first_half_stay_apart(monkeypatch: pytest.Mo
 
 
 def test_long_number_scan_flags_exactly_the_lines_the_regex_flags() -> None:
-    from prolific_ingest._tables_builder import maybe_big_int
-    from prolific_ingest._tables_fast import long_number_lines
+    from prolific_ingest.tables._fast import long_number_lines
+    from prolific_ingest.tables._records import maybe_big_int
 
     lines = [
         b'{"a": 1234567890123456789}',
@@ -980,8 +981,8 @@ def test_fast_path_and_per_line_give_identical_tables_and_counts(
 
 
 def test_fast_path_handles_coerced_answers_without_falling_back() -> None:
-    from prolific_ingest._tables_builder import RecordBuilder
-    from prolific_ingest._tables_fast import build_block
+    from prolific_ingest.tables._builder import RecordBuilder
+    from prolific_ingest.tables._fast import build_block
 
     builder = RecordBuilder("batch", files_prefix="files/", existing_files=[], batch_rows=100)
     block = b"\n".join([_line(_answer_record({"value": 1}, ["a", {"value": "b"}])), _line(GOOD)])

@@ -8,8 +8,8 @@ import zipfile
 import pandas as pd
 
 from prolific_ingest import read_export
+from prolific_ingest.tables._views import option_labels, with_labels
 from prolific_ingest.testing import ExportSpec, make_batch_export
-from prolific_ingest.views import option_labels, with_labels
 
 
 def _export(tmp_path, **kw):

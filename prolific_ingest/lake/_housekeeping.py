@@ -6,8 +6,8 @@ from typing import Any
 
 from deltalake import DeltaTable
 
-from .._tables_schema import TABLE_NAMES
 from ..errors import LakeNotFoundError, ProlificIngestError
+from ..tables._schema import TABLE_NAMES
 from ._layout import LOADS
 from ._legacy import refuse_legacy
 from ._storage import Lake, resolve_lake, sink_error

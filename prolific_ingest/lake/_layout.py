@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 import pyarrow as pa
 
-from .._tables_schema import TABLE_NAMES, owner_column, schema_for, table_names
+from ..tables._schema import TABLE_NAMES, owner_column, schema_for, table_names
 
 __all__ = [
     "KINDS",

@@ -40,7 +40,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .._parquet import BUFFER_BYTES, BufferBudget, RowGroupWriter, conform, iter_batches
-from .._tables_schema import owner_column, schema_for
+from ..tables._schema import owner_column, schema_for
 from ._layout import dated, lake_schema
 
 __all__ = ["PREFIX", "STALE_SECONDS", "Spool", "StagedBatches", "sweep_stale"]

@@ -46,7 +46,7 @@ import pyarrow.dataset as ds
 from deltalake import CommitProperties, DeltaTable, Transaction, WriterProperties, write_deltalake
 from deltalake.exceptions import TableNotFoundError
 
-from .._tables_schema import owner_column
+from ..tables._schema import owner_column
 from . import _checkpoints
 from ._layout import MERGE_KEYS, partition_columns
 from ._loads import COMMIT_EXPORT, COMMIT_OWNER

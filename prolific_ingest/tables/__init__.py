@@ -50,16 +50,17 @@ from typing import Any, Literal
 import pandas as pd
 import pyarrow as pa
 
-from ._tables_arrow import dumps
-from ._tables_builder import BadLine, RecordBuilder, check_record, parse_line
-from ._tables_fast import BlockTables, Fallback, build_block, commit_block
-from ._tables_pandas import to_pandas as _to_pandas
-from ._tables_parallel import Outcome, block_outcomes, parse_workers
-from ._tables_schema import TABLE_NAMES, schema_for, table_names
-from .archive import BATCH, ExportArchive
-from .archive import _reader as _archive
-from .archive._metadata import has_lone_surrogate
-from .errors import BadRecordError, redact_url
+from ..archive import BATCH, ExportArchive
+from ..archive import _reader as _archive
+from ..archive._metadata import has_lone_surrogate
+from ..errors import BadRecordError, redact_url
+from ._arrow import dumps
+from ._builder import RecordBuilder
+from ._fast import BlockTables, Fallback, build_block, commit_block
+from ._pandas import to_pandas as _to_pandas
+from ._parallel import Outcome, block_outcomes, parse_workers
+from ._records import BadLine, check_record, parse_line
+from ._schema import TABLE_NAMES, schema_for, table_names
 
 __all__ = [
     "TABLE_NAMES",

@@ -1,6 +1,6 @@
 """A parse worker process: blocks of JSONL in on stdin, their Arrow tables out on stdout.
 
-Started by :mod:`._tables_parallel` as a fresh interpreter (``sys.executable``), so it
+Started by :mod:`._parallel` as a fresh interpreter (``sys.executable``), so it
 works the same from scripts, notebooks and on spawn-only platforms, and never imports
 the user's ``__main__``. It imports only the block fast path (not pandas, not the
 package's ``__init__``) and holds no secret: it is given blocks, the export kind and the
@@ -27,8 +27,8 @@ from typing import IO
 import orjson
 import pyarrow as pa
 
-from ._tables_builder import RecordBuilder
-from ._tables_fast import BlockTables, Fallback, parse_block
+from ._builder import RecordBuilder
+from ._fast import BlockTables, Fallback, parse_block
 
 __all__ = ["decode_result", "encode_result", "main", "read_frame", "widen_pipe", "write_frame"]
 

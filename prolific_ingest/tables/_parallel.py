@@ -1,12 +1,12 @@
 """Parse the blocks of a member on worker processes, in order, Arrow handed back as IPC.
 
 The fast path is pure Python over orjson objects, so threads cannot run it in parallel
-(it holds the GIL). Each worker is a fresh interpreter running :mod:`._parse_worker`
+(it holds the GIL). Each worker is a fresh interpreter running :mod:`._worker`
 (started with ``sys.executable``, so it needs neither ``fork`` nor an importable
 ``__main__``: the same on Linux, macOS and in notebooks). Blocks go round-robin to
 ``n`` workers, at most :data:`IN_FLIGHT` each, and results are taken back in block
 order, so the rows come out exactly as on one worker; the export-wide state (task
-de-duplication, counts) stays in the parent (:func:`~._tables_fast.commit_block`).
+de-duplication, counts) stays in the parent (:func:`~._fast.commit_block`).
 The parent also reads the member, to its end through the archive's CRC-checking reader,
 so a member failing its CRC fails the parse whatever the number of workers.
 
@@ -31,10 +31,10 @@ from typing import IO, Literal
 
 import orjson
 
-from . import _parse_worker as wire
-from ._tables_builder import RecordBuilder
-from ._tables_fast import BlockTables
-from .errors import ConfigurationError
+from ..errors import ConfigurationError
+from . import _worker as wire
+from ._builder import RecordBuilder
+from ._fast import BlockTables
 
 __all__ = ["ENV_WORKERS", "MIN_PARALLEL_BYTES", "Outcome", "block_outcomes", "parse_workers"]
 
@@ -59,11 +59,13 @@ Outcome = BlockTables | Literal["fallback"] | None
 
 _warned = threading.Event()
 _BOOT = (
-    "import sys,types,json;"
+    "import sys,types,json,os;"
     "sys.path[:0]=json.loads(sys.argv[1]);"
-    "p=types.ModuleType('prolific_ingest');p.__path__=[sys.argv[2]];"
-    "sys.modules['prolific_ingest']=p;"
-    "from prolific_ingest._parse_worker import main;main()"
+    "t=sys.argv[2];"
+    "p=types.ModuleType('prolific_ingest');p.__path__=[os.path.dirname(t)];"
+    "q=types.ModuleType('prolific_ingest.tables');q.__path__=[t];p.tables=q;"
+    "sys.modules.update({'prolific_ingest':p,'prolific_ingest.tables':q});"
+    "from prolific_ingest.tables._worker import main;main()"
 )
 
 

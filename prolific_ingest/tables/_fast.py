@@ -1,7 +1,7 @@
 """The block fast path: a whole block of grouped-by-submission lines at once.
 
 Instead of one Python call per response and per answer (the per-line
-:class:`~._tables_builder.RecordBuilder`), a block is handled like this:
+:class:`~._builder.RecordBuilder`), a block is handled like this:
 
 1. one byte scan of the whole block for integers that may exceed 64 bits
    (:func:`long_number_lines`); only the lines it flags are parsed with the stdlib;
@@ -16,30 +16,34 @@ It handles the common shape only (every line grouped by submission, well-typed k
 keys, no per-response overrides of the submission's ids). Anything else raises
 :class:`Fallback` *before* any state changes, and the caller re-reads the block line by
 line, which produces exactly the same rows (the shared finishing code lives in
-:mod:`._tables_arrow`).
+:mod:`._arrow`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from itertools import chain, compress, count, repeat
-from operator import is_not, not_
+from itertools import chain
 from typing import Any
 
 import numpy as np
 import orjson
 import pyarrow as pa
-import pyarrow.compute as pc
 
-from ._tables_arrow import dumps, extra_column, file_paths, json_column, timestamps
-from ._tables_builder import (
-    _ANSWER_KNOWN,
-    RecordBuilder,
-    _extra,
-    answer_items,
-    stdlib_loads,
-    task_key,
+from ._arrow import extra_column, file_paths, json_column, timestamps
+from ._builder import RecordBuilder
+from ._columns import (
+    Fallback,
+    _check_sizes,
+    _children,
+    _coerce_answers,
+    _extra_column,
+    _extras,
+    _grouped,
+    _offsets,
+    _restore,
+    _value_columns,
 )
+from ._records import _ANSWER_KNOWN, stdlib_loads, task_key
 
 __all__ = [
     "BlockTables",
@@ -51,7 +55,6 @@ __all__ = [
     "split_block",
 ]
 
-_ABSENT: Any = object()
 _SIMPLE_RESPONSE = frozenset(("id", "created_at", "instruction_id", "type", "answer"))
 _OVERRIDES = frozenset(("submission_id", "participant_id", "study_id"))
 _S = pa.string()
@@ -76,19 +79,11 @@ _RESPONSE_T = pa.struct(
     ]
 )
 _TASK_T = pa.struct([("task_id", _S), ("responses", pa.list_(_RESPONSE_T))])
-#: ``_tables_builder.LONG_DIGITS`` (``[:,\[]\s*-?[0-9]{19}``), found with byte operations.
+#: ``_records.LONG_DIGITS`` (``[:,\[]\s*-?[0-9]{19}``), found with byte operations.
 _DIGITS_TO_ZERO = bytes.maketrans(b"0123456789", b"0" * 10)
 _RUN = b"0" * 19
 _LINE_SPACE = frozenset(b" \t\r\f\v")
 _OPENERS = frozenset(b":,[")
-
-
-class Fallback(Exception):
-    """The block needs the per-line builder; ``records`` are the parsed lines, if parsed."""
-
-    def __init__(self, records: list[Any] | None = None) -> None:
-        super().__init__()
-        self.records = records
 
 
 def _record_type(owner: str, batch: bool) -> pa.DataType:
@@ -110,7 +105,7 @@ def split_block(block: bytes) -> list[bytes]:
 
 def long_number_lines(block: bytes) -> set[int]:
     """Return the 0-based indices (in ``block.split(b"\\n")``) of lines that may hold an
-    integer beyond 64 bits: exactly the lines ``_tables_builder.maybe_big_int`` flags.
+    integer beyond 64 bits: exactly the lines ``_records.maybe_big_int`` flags.
 
     One ``bytes.translate`` and ``bytes.find`` over the block replace a regex per line.
     """
@@ -148,7 +143,7 @@ class BlockTables:
     """The tables of one block, before the export-wide task de-duplication.
 
     ``tables`` are in emission order; a ``tasks`` batch there holds every task row of
-    the block, ``task_keys`` their :func:`~._tables_builder.task_key` digests (one per
+    the block, ``task_keys`` their :func:`~._records.task_key` digests (one per
     row). :func:`commit_block` keeps the rows not seen before. Built without touching
     the builder's state, so a worker process can build it.
     """
@@ -192,121 +187,6 @@ def parse_block(block: bytes, b: RecordBuilder) -> BlockTables:
     except (pa.ArrowInvalid, pa.ArrowTypeError, LookupError, TypeError, ValueError) as exc:
         _restore(undo)
         raise Fallback(recs) from exc
-
-
-def _restore(undo: list[tuple[dict[str, Any], Any]]) -> None:
-    """Put back the original ``answer`` values that :func:`_coerce_answers` replaced."""
-    for response, answer in undo:
-        response["answer"] = answer
-
-
-def _coerce_answers(
-    resps: list[dict[str, Any]], undo: list[tuple[dict[str, Any], Any]]
-) -> tuple[int, list[Any] | None]:
-    """Make every ``answer`` a list of objects in place (see ``answer_items``).
-
-    Returns the number of coerced items and, when there were none, the answer objects
-    of every response in order (``_children(resps, "answer")``, computed on the way);
-    the replaced values are appended to ``undo``.
-    """
-    answers = list(map(dict.get, resps, repeat("answer")))
-    kinds = set(map(type, answers))
-    if kinds <= {list, type(None)}:
-        items = list(chain.from_iterable(filter(None, answers)))
-        if set(map(type, items)) <= {dict}:
-            return 0, items  # the documented shape: nothing to do
-    coerced = 0
-    for response, answer in zip(resps, answers, strict=True):
-        fixed, n = answer_items(answer)
-        if n:
-            undo.append((response, answer))
-            response["answer"] = fixed
-            coerced += n
-    return coerced, None
-
-
-def _grouped(r: Any) -> bool:
-    if type(r) is not dict or "response" in r:
-        return False
-    return "tasks" in r or "submission_id" in r or "task_id" not in r
-
-
-def _extras(items: list[dict[str, Any]], known: frozenset[str]) -> list[dict[str, Any] | None]:
-    """``_extra(item, known)`` for every item, visiting only the items with unknown keys."""
-    extras: list[dict[str, Any] | None] = [None] * len(items)
-    for i in compress(count(), map(not_, map(known.issuperset, items))):
-        extras[i] = _extra(items[i], known)
-    return extras
-
-
-def _extra_column(items: list[dict[str, Any]], known: frozenset[str]) -> pa.Array:
-    """The ``extra`` column of ``items``: grouped by shape, else one dict per item."""
-    grouped = extra_column(items, known)
-    return json_column(_extras(items, known)) if grouped is None else grouped[0]
-
-
-def _children(parents: list[dict[str, Any]], key: str) -> list[Any]:
-    """The concatenated ``parent[key]`` lists.
-
-    A string there is refused (Arrow would read it as a list of characters); any other
-    non-list raises ``TypeError`` here or in the next ``dict.get``, or is refused by the
-    Arrow conversion of the whole block, which checks every known key's JSON type.
-    """
-    lists = list(map(dict.get, parents, repeat(key)))
-    if str in set(map(type, lists)):
-        raise Fallback
-    return list(chain.from_iterable(filter(None, lists)))
-
-
-_KIND = {
-    str: "string",
-    type(None): "null",
-    object: "null",  # _ABSENT: no "value" key
-    bool: "boolean",
-    int: "number",
-    float: "number",
-    dict: "object",
-    list: "array",
-}
-_TEXT: dict[type, Any] = {
-    type(None): lambda v: None,
-    object: lambda v: None,
-    bool: {True: "true", False: "false"}.__getitem__,
-    int: int.__repr__,
-    float: float.__repr__,
-    dict: dumps,
-    list: dumps,
-}
-
-
-def _value_columns(answers: list[dict[str, Any]]) -> tuple[pa.Array, pa.Array]:
-    """``value`` as JSON text (strings verbatim) and ``value_type``, as in ``_value``."""
-    n = len(answers)
-    values = list(map(dict.get, answers, repeat("value", n), repeat(_ABSENT, n)))
-    types = list(map(type, values))
-    kinds = list(map(_KIND.__getitem__, types))  # KeyError: not a JSON type
-    if kinds.count("string") != n:
-        text = _TEXT
-        for i in compress(count(), map(is_not, types, repeat(str, n))):
-            values[i] = text[types[i]](values[i])
-    return pa.array(values, type=_S), pa.array(kinds, type=_S)
-
-
-def _check_sizes(sizes: pa.Array, answers: list[dict[str, Any]]) -> None:
-    """Arrow reads ``true``/``false`` as 1.0/0.0 in a float column: refuse real booleans."""
-    suspect = pc.fill_null(pc.is_in(sizes, value_set=pa.array([0.0, 1.0])), False)
-    maybe = pc.indices_nonzero(suspect)
-    for i in maybe.to_pylist():
-        if type(answers[i].get("file_size_mb")) is bool:
-            raise Fallback
-
-
-def _offsets(lists: pa.ListArray) -> tuple[np.ndarray, np.ndarray]:
-    """Return (parent index of every child, number of children per parent)."""
-    offsets = lists.offsets.to_numpy()
-    counts = np.diff(offsets).astype(np.int64)
-    parents = np.repeat(np.arange(len(lists), dtype=np.int64), counts)
-    return parents, counts
 
 
 def _build(

@@ -14,8 +14,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ._tables_arrow import dumps
-from .archive._metadata import has_lone_surrogate
+from ..archive._metadata import has_lone_surrogate
+from ._arrow import dumps
 
 __all__ = ["option_labels", "wide", "with_labels"]
 

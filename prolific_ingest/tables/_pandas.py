@@ -20,7 +20,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ._tables_arrow import dumps
+from ._arrow import dumps
 
 __all__ = ["EXPANDED", "to_pandas"]
 
