@@ -18,9 +18,9 @@ import pyarrow as pa
 from . import exports as lifecycle
 from ._export_resolve import resolve_job
 from ._retry import RetryState
-from ._table_cache import TableCache
 from .archive import open_archive
 from .cache import CachedExport, ExportCache
+from .cache._tables import TableCache
 from .client import ProlificClient
 from .download import download_archive
 from .errors import (

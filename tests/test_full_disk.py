@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from prolific_ingest import CacheError, Export, ExportCache, ExportRef, load_batch_export
-from prolific_ingest._table_cache import TableCache
+from prolific_ingest.cache._tables import TableCache
 
 
 @pytest.fixture

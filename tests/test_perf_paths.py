@@ -206,8 +206,8 @@ def test_the_parsed_table_cache_gathers_small_batches_into_few_row_groups(
 
     import pyarrow.parquet as pq
 
-    from prolific_ingest._table_cache import TableCache
     from prolific_ingest.archive import open_archive
+    from prolific_ingest.cache._tables import TableCache
     from prolific_ingest.tables import build_tables, iter_record_batches
 
     lines = [

@@ -25,8 +25,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import queue
-import threading
 import uuid
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -36,12 +34,13 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 from fsspec.implementations.local import LocalFileSystem
 
-from ._parquet import BufferBudget, RowGroupWriter
-from ._version import __version__
-from .archive import open_archive
-from .cache import CachedExport
-from .errors import redact_url
-from .tables import ExportTables, OnBadRecords, build_tables, schema_for, table_names
+from .._parquet import BufferBudget, RowGroupWriter
+from .._version import __version__
+from ..archive import open_archive
+from ..errors import redact_url
+from ..tables import ExportTables, OnBadRecords, build_tables, schema_for, table_names
+from ._entry import CachedExport
+from ._table_writer import BackgroundWriter
 
 __all__ = ["TABLES_FORMAT", "TableCache"]
 
@@ -56,8 +55,6 @@ ROW_GROUP_ROWS = 131072
 BUFFER_BYTES = 24 * 1024 * 1024
 #: Largest total of record batches a cold load keeps to hand its tables over from memory.
 MEMORY_BYTES = 1024 * 1024 * 1024
-#: Batches that may wait for the background writer.
-QUEUED_BATCHES = 8
 
 
 class TableCache:
@@ -138,10 +135,12 @@ class TableCache:
             {name: [] for name in table_names(self.kind)} if keep else None
         )
         kept_bytes = 0
-        writer: _BackgroundWriter | None = None
+        writer: BackgroundWriter | None = None
         try:
             self.fs.makedirs(self.root, exist_ok=True)
-            writer = _BackgroundWriter(self)
+            writer = BackgroundWriter(
+                self._writer, table_names(self.kind), BufferBudget(BUFFER_BYTES)
+            )
         except OSError as exc:
             self._give_up(writer, exc)
             writer = None
@@ -175,7 +174,7 @@ class TableCache:
             self.discard()
             raise
 
-    def _give_up(self, writer: _BackgroundWriter | None, exc: OSError) -> None:
+    def _give_up(self, writer: BackgroundWriter | None, exc: OSError) -> None:
         """Stop writing table files after ``exc``: close and remove them, log a warning."""
         if writer is not None:
             writer.abort()
@@ -300,89 +299,6 @@ class TableCache:
                     self.fs.rm(tmp)
             except OSError:
                 logger.debug("could not remove %s", tmp)
-
-
-class _BackgroundWriter:
-    """Writes a :class:`TableCache`'s batches on a thread, behind the parse.
-
-    Parquet encoding (zstd) releases the GIL, so it overlaps with the parse. At most
-    :data:`QUEUED_BATCHES` batches wait; every wait is bounded by the thread's progress,
-    and an error on the thread is raised in the caller at the next :meth:`put` or at
-    :meth:`finish`.
-    """
-
-    def __init__(self, store: TableCache) -> None:
-        self.store = store
-        self.queue: queue.Queue[tuple[str, pa.RecordBatch] | None] = queue.Queue(QUEUED_BATCHES)
-        self.error: BaseException | None = None
-        self.writers: dict[str, RowGroupWriter] = {}
-        self.budget = BufferBudget(BUFFER_BYTES)
-        self.thread = threading.Thread(
-            target=self._run, name="prolific-ingest-table-cache", daemon=True
-        )
-        self.thread.start()
-
-    def _run(self) -> None:
-        try:
-            while (item := self.queue.get()) is not None:
-                if self.error is not None:
-                    continue  # keep draining so that the producer never waits in vain
-                name, batch = item
-                try:
-                    if name not in self.writers:
-                        self.writers[name] = self.store._writer(name, self.budget)
-                    self.writers[name].write(batch)
-                except BaseException as exc:  # noqa: BLE001 - re-raised in the producer
-                    self.error = exc
-            if self.error is None:
-                for name in table_names(self.store.kind):
-                    if name not in self.writers:  # every table always exists, even empty
-                        self.writers[name] = self.store._writer(name, self.budget)
-                for writer in self.writers.values():
-                    writer.close()
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the producer
-            self.error = exc
-
-    def _check(self) -> None:
-        if self.error is not None:
-            raise self.error
-
-    def put(self, item: tuple[str, pa.RecordBatch] | None) -> None:
-        """Queue ``item`` (``None``: no more), waiting while the thread makes progress."""
-        while True:
-            self._check()
-            try:
-                self.queue.put(item, timeout=1.0)
-            except queue.Full:
-                if not self.thread.is_alive():
-                    self._check()
-                    msg = "the parsed-table cache writer stopped"
-                    raise OSError(msg) from None
-                continue
-            return
-
-    def finish(self) -> None:
-        """Write what is queued, close every file; raise the thread's error, if any."""
-        self.put(None)
-        while self.thread.is_alive():
-            self.thread.join(timeout=1.0)
-        self._check()
-
-    def abort(self) -> None:
-        """Stop after a failure: nothing more is written, every file is closed."""
-        self.error = self.error or _Aborted()
-        with contextlib.suppress(queue.Full):
-            self.queue.put_nowait(None)
-        while self.thread.is_alive():
-            with contextlib.suppress(queue.Full):
-                self.queue.put_nowait(None)
-            self.thread.join(timeout=0.5)
-        for writer in self.writers.values():
-            writer.abort()
-
-
-class _Aborted(Exception):
-    """The consumer of :meth:`TableCache.tee` stopped early."""
 
 
 _PARQUET = ds.ParquetFileFormat()
