@@ -26,10 +26,11 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 import fsspec
 
-from .errors import ConfigurationError, MissingPathError, redact_url, url_authority
+from .errors import ConfigurationError, DownloadError, MissingPathError, redact_url, url_authority
 
 __all__ = [
     "StorageURL",
+    "check_download_url",
     "is_https_or_loopback",
     "is_loopback_host",
     "parse_storage_url",
@@ -81,6 +82,17 @@ def is_https_or_loopback(url: str) -> bool:
     if parts.scheme == "https":
         return bool(parts.hostname)
     return parts.scheme == "http" and is_loopback_host(parts.hostname)
+
+
+def check_download_url(url: str, export_id: str | None) -> None:
+    """Refuse an archive URL that is neither https nor http to loopback (:class:`DownloadError`)."""
+    if is_https_or_loopback(url):
+        return
+    msg = (
+        f"refusing to download {redact_url(url)}: the archive URL must use https "
+        "(plain http is only allowed for loopback hosts)"
+    )
+    raise DownloadError(msg, export_id=export_id, url=url)
 
 
 def url_secrets(url: str | None) -> list[str]:

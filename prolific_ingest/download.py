@@ -28,7 +28,7 @@ import urllib3
 from ._progress import ProgressLike, make_progress
 from ._retry import RetryPolicy, RetryState, is_retriable, parse_retry_after
 from ._scrub import redact_transport_logs
-from ._urls import is_https_or_loopback
+from ._urls import check_download_url
 from ._version import __version__
 from ._watchdog import StallRule, Watchdog, guarded_session
 from .cache._sink import Sink
@@ -78,16 +78,6 @@ def _strip_auth(request: requests.PreparedRequest) -> requests.PreparedRequest:
     """Request-level auth hook: make sure no credentials leave for the download host."""
     request.headers.pop("Authorization", None)
     return request
-
-
-def _check_url(url: str, export_id: str | None) -> None:
-    if is_https_or_loopback(url):
-        return
-    msg = (
-        f"refusing to download {redact_url(url)}: the archive URL must use https "
-        "(plain http is only allowed for loopback hosts)"
-    )
-    raise DownloadError(msg, export_id=export_id, url=url)
 
 
 def _clean_etag(raw: str | None) -> str | None:
@@ -158,7 +148,7 @@ class _Download:
         self.refreshes += 1
         logger.info("download %s: URL refused (expired?); refreshing", redact_url(self.url))
         new_url = self.refresh()
-        _check_url(new_url, self.export_id)
+        check_download_url(new_url, self.export_id)
         self.url = new_url
 
     def run(self) -> None:
@@ -372,7 +362,7 @@ def download_archive(
     ``If-Range: <etag>``, appending to the still-open ``dest`` (local or remote); a
     changed object (other ETag, or a ``200``) restarts from byte 0.
     """
-    _check_url(url, export_id)
+    check_download_url(url, export_id)
     own = session is None
     http = guarded_session() if session is None else session
     stall = StallRule(window=stall_timeout, min_rate=stall_min_rate)
