@@ -15,11 +15,11 @@ from typing import Any
 import fsspec
 
 from ._parquet import check_id
-from ._pipeline import OnBadRecords
 from ._urls import parse_storage_url
 from .archive import open_archive
 from .cache._entry import ARCHIVE_NAME, MANIFEST_NAME
 from .errors import ConfigurationError
+from .pipeline._parse import OnBadRecords
 from .result import Export
 from .tables import build_tables
 

@@ -2,7 +2,7 @@
 
 ``load_batch_export`` / ``load_collection_export`` do everything (request, poll, download,
 cache, parse, optionally load into the Delta lake) through one body,
-:func:`~prolific_ingest._load_plan.load_export`; ``read_export`` reads an archive already on
+:func:`~prolific_ingest.pipeline._plan.load_export`; ``read_export`` reads an archive already on
 disk or in a bucket; ``load_batch_exports`` loads many batches concurrently.
 """
 
@@ -15,15 +15,15 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from . import _pipeline
-from ._load_plan import DEFAULT_MAX_AGE, INCREMENTAL_OVERLAP, UNSET, load_export
-from ._pipeline import OnBadRecords
 from ._read_export import read_export
 from ._retry import RetryPolicy
 from .cache import CachedExport, ExportCache
 from .client import ProlificClient
 from .errors import ConfigurationError, ProlificIngestError
 from .exports import ExportJob, ExportRef
+from .pipeline._fetch import download_into_cache
+from .pipeline._parse import OnBadRecords
+from .pipeline._plan import DEFAULT_MAX_AGE, INCREMENTAL_OVERLAP, UNSET, load_export
 from .result import Export
 
 __all__ = [
@@ -260,7 +260,7 @@ def download_export(
     hit = store.lookup(job.ref, job.export_id)
     if hit is not None:
         return hit
-    return _pipeline.download_into_cache(job, store, client, progress=progress)
+    return download_into_cache(job, store, client, progress=progress)
 
 
 @dataclass

@@ -203,7 +203,7 @@ class Export:
         WriteResult
             The tables, versions and row counts committed.
         """
-        from ._pipeline import write_export
+        from .pipeline._parse import write_export
 
         return write_export(
             self.arrow.tables,

@@ -169,16 +169,16 @@ def test_a_cache_on_an_object_store_is_spooled_while_parsed_once(
     spools: list[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from prolific_ingest import _pipeline
+    from prolific_ingest.pipeline import _parse
 
     parses: list[int] = []
-    real = _pipeline.iter_record_batches
+    real = _parse.iter_record_batches
 
     def counted(*args: Any, **kwargs: Any) -> Any:
         parses.append(1)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(_pipeline, "iter_record_batches", counted)
+    monkeypatch.setattr(_parse, "iter_record_batches", counted)
     batch_id = prolific_emulator.add_batch(seed=44, n_submissions=5)
     exp = load_batch_export(
         batch_id,

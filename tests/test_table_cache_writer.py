@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 
 from prolific_ingest import _parquet
-from prolific_ingest._pipeline import parse
 from prolific_ingest.archive import open_archive
 from prolific_ingest.cache import _tables as table_cache
 from prolific_ingest.cache._tables import TableCache
+from prolific_ingest.pipeline._parse import parse
 from prolific_ingest.tables import build_tables, iter_record_batches
 
 

@@ -3,7 +3,8 @@
 :func:`load_export` is the one body behind ``load_batch_export`` and
 ``load_collection_export``: it checks the arguments, settles the filter (with the
 incremental watermark policy), the reuse age, the cache and the lake target, builds the
-:class:`~prolific_ingest._pipeline.LoadPlan` and runs :func:`~prolific_ingest._pipeline.load`.
+:class:`~prolific_ingest.pipeline._run.LoadPlan` and runs
+:func:`~prolific_ingest.pipeline._run.load`.
 """
 
 from __future__ import annotations
@@ -14,20 +15,21 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from . import _pipeline
-from ._pipeline import LoadPlan, OnBadRecords
-from ._retry import RetryPolicy
-from ._urls import StorageURL, parse_storage_url
-from .cache import CachedExport, ExportCache
-from .cache._entry import as_timedelta
-from .client import ProlificClient
-from .config import Settings
-from .errors import ConfigurationError
-from .exports import ExportFilter, ExportRef
-from .lake import committed_exports
-from .lake._layout import check_partition_by
-from .lake._storage import resolve_lake
-from .result import Export
+from .._retry import RetryPolicy
+from .._urls import StorageURL, parse_storage_url
+from ..cache import CachedExport, ExportCache
+from ..cache._entry import as_timedelta
+from ..client import ProlificClient
+from ..config import Settings
+from ..errors import ConfigurationError
+from ..exports import ExportFilter, ExportRef
+from ..lake import committed_exports
+from ..lake._layout import check_partition_by
+from ..lake._storage import resolve_lake
+from ..result import Export
+from . import _parse, _run
+from ._parse import OnBadRecords
+from ._run import LoadPlan
 
 __all__ = ["DEFAULT_MAX_AGE", "INCREMENTAL_OVERLAP", "UNSET", "incremental_filter", "load_export"]
 
@@ -103,7 +105,7 @@ def load_export(
     def make_client() -> ProlificClient:
         return client if client is not None else ProlificClient(settings, retry=retry)
 
-    entry, parsed = _pipeline.load(
+    entry, parsed = _run.load(
         plan,
         cache=store,
         client=make_client,
@@ -141,14 +143,14 @@ def _reuse_age(max_age: timedelta | float | None, *, offline: bool, incremental:
 
 def _lake_sink(
     target: StorageURL | None, ref: ExportRef, *, overwrite: bool, partition_by: Sequence[str]
-) -> Callable[[CachedExport], _pipeline.SinkFn | None]:
+) -> Callable[[CachedExport], _parse.SinkFn | None]:
     """The sink each entry's parse streams into: the lake at ``target`` (``None``: none)."""
 
-    def sink_for(entry: CachedExport) -> _pipeline.SinkFn | None:
+    def sink_for(entry: CachedExport) -> _parse.SinkFn | None:
         if target is None:
             return None
         return functools.partial(
-            _pipeline.write_export,
+            _parse.write_export,
             output=target.url,
             kind=ref.kind,
             owner_id=ref.id,

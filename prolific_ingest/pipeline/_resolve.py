@@ -11,12 +11,12 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime, timedelta
 
-from . import exports as lifecycle
-from .cache import ExportCache
-from .client import ProlificClient
-from .errors import APIError, AuthenticationError, ExportLimitError
-from .exports import ExportFilter, ExportJob, ExportRef
-from .manage import delete_finished_job, prunable_jobs
+from .. import exports as lifecycle
+from ..cache import ExportCache
+from ..client import ProlificClient
+from ..errors import APIError, AuthenticationError, ExportLimitError
+from ..exports import ExportFilter, ExportJob, ExportRef
+from ..manage import delete_finished_job, prunable_jobs
 
 __all__ = ["listed_jobs", "resolve_job"]
 
