@@ -142,3 +142,70 @@ def test_partition_filters_prune_files_in_polars_and_read_dataset(
     one = polars.scan_delta(uri).filter(polars.col("batch_id") == batches[1]).collect()
     assert set(one["batch_id"].to_list()) == {batches[1]}
     assert len(one) == len(read_dataset(out, "answers", batches[1]))
+
+
+def _add_actions(uri: str) -> list[dict[str, Any]]:
+    return pa.table(DeltaTable(uri).get_add_actions(flatten=True)).to_pylist()
+
+
+def test_a_first_load_is_one_streamed_overwrite_that_every_engine_reads(
+    prolific_emulator: Any, conn: dict[str, Any], tmp_path: Path
+) -> None:
+    """pyarrow writes the files of a first load (not delta-rs), committed in one version."""
+    import pyarrow.parquet as pq
+
+    for engine in ("polars", "duckdb", "daft"):
+        pytest.importorskip(engine)
+    batch_id = prolific_emulator.add_batch(seed=71, n_submissions=6)
+    out = str(tmp_path / "lake")
+    load_batch_export(batch_id, output=out, partition_by=("date",), **conn)
+    for table in TABLES:
+        uri = f"{out}/{table}"
+        delta = DeltaTable(uri)
+        (commit,) = [h for h in delta.history() if h["version"] == delta.version()]
+        assert commit["operation"] == "WRITE"
+        assert commit["operationParameters"]["mode"] == "Overwrite"
+        assert "predicate" not in commit["operationParameters"]  # not write_deltalake's
+        actions = _add_actions(uri)
+        assert actions, table
+        for action in actions:
+            created_by = pq.read_metadata(f"{uri}/{action['path']}").created_by
+            assert created_by.startswith("parquet-cpp-arrow"), (table, created_by)
+        want = _rows(delta.to_pyarrow_table())
+        assert want
+        assert _rows(read_dataset(out, table, as_arrow=True)) == want
+        engines_read_the_same_rows(uri, want)
+    dated = {a["partition.date"] for a in _add_actions(f"{out}/responses")}
+    assert dated and None not in dated
+
+
+def test_a_first_loads_file_statistics_hold_for_every_file(
+    prolific_emulator: Any, conn: dict[str, Any], tmp_path: Path
+) -> None:
+    """Row counts, null counts and min/max in the log match each file's rows."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    batch_id = prolific_emulator.add_batch(seed=72, n_submissions=8)
+    out = str(tmp_path / "lake")
+    load_batch_export(batch_id, output=out, **conn)
+    checked = 0
+    for table in TABLES:
+        uri = f"{out}/{table}"
+        for action in _add_actions(uri):
+            rows = pq.read_table(f"{uri}/{action['path']}")
+            assert action["num_records"] == rows.num_rows
+            for name in rows.column_names:
+                col = rows.column(name)
+                assert action[f"null_count.{name}"] == col.null_count, (table, name)
+                low, high = action.get(f"min.{name}"), action.get(f"max.{name}")
+                if low is None or high is None:
+                    continue
+                bounds = pc.min_max(col)
+                if pa.types.is_timestamp(col.type):  # the log keeps milliseconds
+                    assert low <= bounds["min"].as_py(), (table, name)
+                    assert high >= bounds["max"].as_py(), (table, name)
+                else:
+                    assert (low, high) == (bounds["min"].as_py(), bounds["max"].as_py())
+                checked += 1
+    assert checked

@@ -255,3 +255,48 @@ def scan(delta: Any, *, columns: list[str] | None = None, filter: Any = None) ->
     """
     dataset = delta.to_pyarrow_dataset()
     return dataset.to_table(columns=columns, filter=filter, use_threads=False)
+
+
+# delta-rs S3 option -> pyarrow.fs.S3FileSystem argument.
+_ARROW_S3 = {
+    "AWS_ACCESS_KEY_ID": "access_key",
+    "AWS_SECRET_ACCESS_KEY": "secret_key",
+    "AWS_SESSION_TOKEN": "session_token",
+    "AWS_REGION": "region",
+}
+
+
+def arrow_filesystem(lake: Lake, name: str) -> tuple[Any, str] | None:
+    """A ``pyarrow.fs`` filesystem and the path of table ``name`` in it, or ``None``.
+
+    For a local lake and ``s3://`` with options pyarrow's S3 client takes the same way
+    (keys, token, region, endpoint, also from ``AWS_ENDPOINT_URL[_S3]``, unsigned); ``None`` for other stores and options
+    (``AWS_PROFILE`` …), which are written by delta-rs alone.
+    """
+    import pyarrow.fs as pafs
+
+    if lake.is_local:
+        return pafs.LocalFileSystem(), lake.table(name)
+    parts = urlsplit(lake.table(name))
+    if parts.scheme.lower() not in ("s3", "s3a"):
+        return None
+    kwargs: dict[str, Any] = {}
+    options = dict(lake.options)
+    # delta-rs reads the endpoint from the environment too; pyarrow's client does not.
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    if endpoint and "AWS_ENDPOINT_URL" not in options:
+        options["AWS_ENDPOINT_URL"] = endpoint
+    for key, value in options.items():
+        if key in _ARROW_S3:
+            kwargs[_ARROW_S3[key]] = value
+        elif key == "AWS_ENDPOINT_URL":
+            endpoint = urlsplit(value)
+            if endpoint.scheme not in ("http", "https") or endpoint.path.strip("/"):
+                return None
+            kwargs["scheme"] = endpoint.scheme
+            kwargs["endpoint_override"] = endpoint.netloc
+        elif key == "AWS_SKIP_SIGNATURE":
+            kwargs["anonymous"] = value.lower() == "true"
+        elif key != "AWS_ALLOW_HTTP":
+            return None
+    return pafs.S3FileSystem(**kwargs), f"{parts.netloc}{parts.path}"

@@ -51,7 +51,8 @@ from . import _checkpoints
 from ._layout import MERGE_KEYS, partition_columns
 from ._loads import COMMIT_EXPORT, COMMIT_OWNER
 from ._retry import committing
-from ._storage import Lake, scan
+from ._storage import Lake, arrow_filesystem, scan
+from ._stream import stream_first_load
 
 __all__ = ["REWRITE_KEYS", "TableWrite", "write_table"]
 
@@ -93,6 +94,12 @@ def _open(lake: Lake, name: str, schema: pa.Schema, partition_by: list[str]) -> 
         uri, schema, mode="ignore", partition_by=partition_by, storage_options=lake.options
     )
     return DeltaTable(uri, storage_options=lake.options)
+
+
+def _same_columns(table: DeltaTable, schema: pa.Schema) -> bool:
+    """Whether ``table`` has exactly the columns (names and types, in order) of ``schema``."""
+    held = pa.schema(table.schema().to_arrow())
+    return [(f.name, f.type) for f in held] == [(f.name, f.type) for f in schema]
 
 
 def _key_strings(data: pa.RecordBatch | pa.Table, keys: Sequence[str]) -> pa.Array:
@@ -297,16 +304,19 @@ def write_table(
     in_partition = f"{owner} = {_literal(owner_id)}"
     app_id = f"prolific-ingest/{name}/{owner}={owner_id}"
 
-    def write(table: DeltaTable, data: pa.RecordBatchReader, predicate: str | None) -> None:
-        """One commit: an append, or (with ``predicate``) an overwrite of what it matches."""
+    def props(table: DeltaTable) -> CommitProperties:
         # An application transaction per owner partition: two writers of one partition
         # that start from the same snapshot cannot both commit (Delta's txn action).
         txn = Transaction(app_id=app_id, version=(table.transaction_version(app_id) or 0) + 1)
+        return CommitProperties(custom_metadata=metadata, app_transactions=[txn])
+
+    def write(table: DeltaTable, data: pa.RecordBatchReader, predicate: str | None) -> None:
+        """One commit: an append, or (with ``predicate``) an overwrite of what it matches."""
         common: dict[str, Any] = {
             "partition_by": parts,
             "schema_mode": "merge",
             "storage_options": lake.options,
-            "commit_properties": CommitProperties(custom_metadata=metadata, app_transactions=[txn]),
+            "commit_properties": props(table),
             "target_file_size": TARGET_FILE_BYTES,
             "writer_properties": WRITER,
         }
@@ -321,7 +331,27 @@ def write_table(
         occupied = bool(table.file_uris(file_pruning_predicate=in_partition))
         _checkpoints.reached(f"before-commit:{name}")
         if not occupied:
-            write(table, source(False), in_partition)
+            data = source(False)
+            target = arrow_filesystem(lake, name)
+            if (
+                target
+                and _same_columns(table, data.schema)
+                and stream_first_load(
+                    table,
+                    *target,
+                    data,
+                    owner=owner,
+                    owner_id=owner_id,
+                    partition_by=parts,
+                    commit_properties=props(table),
+                    target_file_bytes=TARGET_FILE_BYTES,
+                )
+            ):
+                table.update_incremental()
+            else:
+                # No rows (an empty table still gets its version), the table's schema is
+                # not the stream's (schema merge) or a store pyarrow does not write: delta-rs.
+                write(table, source(False), in_partition)
             return TableWrite(name, table.version(), "append", {})
         return _merge(table)
 
