@@ -283,9 +283,9 @@ def arrow_filesystem(lake: Lake, name: str) -> tuple[Any, str] | None:
     kwargs: dict[str, Any] = {}
     options = dict(lake.options)
     # delta-rs reads the endpoint from the environment too; pyarrow's client does not.
-    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-    if endpoint and "AWS_ENDPOINT_URL" not in options:
-        options["AWS_ENDPOINT_URL"] = endpoint
+    from_env = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    if from_env and "AWS_ENDPOINT_URL" not in options:
+        options["AWS_ENDPOINT_URL"] = from_env
     for key, value in options.items():
         if key in _ARROW_S3:
             kwargs[_ARROW_S3[key]] = value
