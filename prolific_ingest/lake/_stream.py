@@ -38,7 +38,9 @@ __all__ = ["stream_first_load"]
 
 #: String min/max longer than this are left out of the statistics (unknown, not wrong).
 _STAT_CHARS = 256
+#: A row group is written at this many rows or this many bytes of Arrow data, if sooner.
 _ROW_GROUP = 65536
+_ROW_GROUP_BYTES = 16 * 1024 * 1024
 
 
 def _stat_value(value: Any) -> Any:
@@ -123,6 +125,7 @@ class _File:
     stats: _Stats
     pending: list[pa.RecordBatch] = field(default_factory=list)
     pending_rows: int = 0
+    pending_bytes: int = 0
 
 
 def _segment(column: str, value: str | None) -> str:
@@ -199,7 +202,7 @@ def stream_first_load(
     def flush(out: _File) -> None:
         if out.pending:
             out.writer.write_table(pa.Table.from_batches(out.pending, file_schema))
-            out.pending, out.pending_rows = [], 0
+            out.pending, out.pending_rows, out.pending_bytes = [], 0, 0
 
     def finish(out: _File) -> None:
         flush(out)
@@ -227,7 +230,8 @@ def stream_first_load(
                 out.stats.add(rows)
                 out.pending.append(rows)
                 out.pending_rows += rows.num_rows
-                if out.pending_rows >= _ROW_GROUP:
+                out.pending_bytes += rows.nbytes
+                if out.pending_rows >= _ROW_GROUP or out.pending_bytes >= _ROW_GROUP_BYTES:
                     flush(out)
                     if out.sink.tell() >= target_file_bytes:
                         finish(open_files.pop(key))
