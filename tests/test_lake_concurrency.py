@@ -76,3 +76,45 @@ def test_four_processes_two_batches_one_lake_every_row_once(
             assert set(rows) == set(want), table
     loads = committed_exports(lake, storage_options=options)
     assert sorted(r["export_id"] for r in loads) == sorted(e for _, e in jobs)
+
+
+def test_a_streamed_first_load_that_loses_its_partition_commits_nothing_and_leaves_no_file(
+    tmp_path: Path,
+) -> None:
+    """Another writer filled the partition after our snapshot: our commit conflicts."""
+    import pyarrow as pa
+    import pyarrow.fs as pafs
+    from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
+    from deltalake.exceptions import CommitFailedError
+
+    from prolific_ingest.lake._stream import stream_first_load
+
+    uri = str(tmp_path / "t")
+    schema = pa.schema([("batch_id", pa.string()), ("k", pa.int64())])
+    DeltaTable.create(uri, schema, partition_by=["batch_id"])
+    ours = DeltaTable(uri)  # the snapshot our write starts from: partition empty
+
+    def props() -> CommitProperties:
+        txn = Transaction(app_id="prolific-ingest/t/batch_id=b1", version=1)
+        return CommitProperties(app_transactions=[txn])
+
+    theirs = pa.table({"batch_id": ["b1"], "k": [1]}, schema=schema)
+    write_deltalake(
+        uri, theirs, mode="append", partition_by=["batch_id"], commit_properties=props()
+    )
+    before = sorted(p.name for p in (tmp_path / "t" / "batch_id=b1").iterdir())
+    rows = pa.table({"batch_id": ["b1"] * 3, "k": [2, 3, 4]}, schema=schema)
+    with pytest.raises(CommitFailedError):
+        stream_first_load(
+            ours,
+            pafs.LocalFileSystem(),
+            uri,
+            rows.to_reader(),
+            owner="batch_id",
+            owner_id="b1",
+            partition_by=["batch_id"],
+            commit_properties=props(),
+            target_file_bytes=1 << 20,
+        )
+    assert sorted(p.name for p in (tmp_path / "t" / "batch_id=b1").iterdir()) == before
+    assert DeltaTable(uri).to_pyarrow_table().column("k").to_pylist() == [1]
