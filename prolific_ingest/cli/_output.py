@@ -8,7 +8,7 @@ from dataclasses import asdict, is_dataclass
 from datetime import datetime
 from typing import Any
 
-from .._export_models import format_timestamp
+from ..exports._models import format_timestamp
 
 
 def progress(args: argparse.Namespace) -> bool | None:

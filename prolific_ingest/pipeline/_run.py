@@ -1,6 +1,6 @@
 """The load run: a :class:`LoadPlan` -> a committed cache entry and its parsed tables.
 
-A cache hit is parsed as it is; otherwise the job is resolved (:mod:`._resolve`), waited
+A cache hit is parsed as it is; otherwise the job is resolved (:mod:`prolific_ingest.exports._resolve`), waited
 for, downloaded into a staging file (:mod:`._fetch`) and parsed before it is committed
 (:mod:`._parse`). Composes the single-job modules (exports, download, cache, archive,
 tables, lake); it holds no I/O code of its own.
@@ -20,7 +20,7 @@ from ..errors import CacheMissError, ConfigurationError
 from ..exports import ExportFilter, ExportJob, ExportRef
 from ._fetch import download_staged
 from ._parse import OnBadRecords, Parsed, SinkFn, parse, parse_staged
-from ._resolve import resolve_job
+from ..exports._resolve import resolve_job
 
 __all__ = ["LoadPlan", "load"]
 

@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from ._export_models import ExportFilter, ExportJob
+from ._models import ExportFilter, ExportJob
 
 __all__ = ["find_reusable_job", "url_problem"]
 

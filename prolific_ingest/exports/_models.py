@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from .errors import ConfigurationError, redact_url
+from ..errors import ConfigurationError, redact_url
 
 __all__ = [
     "ExportFilter",

@@ -14,7 +14,17 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
-from ._export_models import (
+from .._progress import make_progress
+from ..client import ProlificClient, response_json
+from ..errors import (
+    APIError,
+    ExportFailedError,
+    ExportLimitError,
+    ExportTimeoutError,
+    ProlificIngestError,
+    TransportError,
+)
+from ._models import (
     ExportFilter,
     ExportJob,
     ExportKind,
@@ -24,17 +34,7 @@ from ._export_models import (
     job_from_body,
     parse_timestamp,
 )
-from ._export_rules import find_reusable_job, url_problem
-from ._progress import make_progress
-from .client import ProlificClient, response_json
-from .errors import (
-    APIError,
-    ExportFailedError,
-    ExportLimitError,
-    ExportTimeoutError,
-    ProlificIngestError,
-    TransportError,
-)
+from ._rules import find_reusable_job, url_problem
 
 __all__ = [
     "ExportFilter",

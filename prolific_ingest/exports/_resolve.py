@@ -4,6 +4,10 @@ By id (with its filter and age from the job list when listed), a complete job wi
 same filter young enough to reuse, or a new one — freeing a slot first when the owner is
 at the job cap. Composes :mod:`~prolific_ingest.exports` (the single API calls) and the
 pruning rule of :mod:`~prolific_ingest.manage`.
+
+Not re-exported by the package: it reaches the cache and ``manage``, which import the
+package, so importing it from ``exports/__init__`` would close an import circle. Import it
+as ``prolific_ingest.exports._resolve``.
 """
 
 from __future__ import annotations
@@ -15,8 +19,8 @@ from .. import exports as lifecycle
 from ..cache import ExportCache
 from ..client import ProlificClient
 from ..errors import APIError, AuthenticationError, ExportLimitError
-from ..exports import ExportFilter, ExportJob, ExportRef
 from ..manage import delete_finished_job, prunable_jobs
+from ._models import ExportFilter, ExportJob, ExportRef
 
 __all__ = ["listed_jobs", "resolve_job"]
 
