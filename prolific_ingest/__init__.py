@@ -14,7 +14,7 @@ import logging
 import sys
 import typing
 
-from ._retry import RetryPolicy
+from ._http.retry import RetryPolicy
 from ._version import __version__
 from .api import (
     DEFAULT_MAX_AGE,
@@ -147,7 +147,7 @@ def _rehome(namespace: dict[str, object], names: list[str]) -> None:
     """Report this package as the module of every public class and function.
 
     ``repr``, tracebacks, ``help()`` and pickles then name ``prolific_ingest.RetryPolicy``,
-    the spelling users import, not ``prolific_ingest._retry.RetryPolicy``, and private
+    the spelling users import, not ``prolific_ingest._http.retry.RetryPolicy``, and private
     modules can move without breaking pickles. A class's own annotations are resolved in
     its defining module first (and this package's names), so ``typing.get_type_hints``
     keeps working. The price: ``inspect.getsource`` of a class now looks for it in this

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from ._http.retry import RetryPolicy
 from ._read_export import read_export
-from ._retry import RetryPolicy
 from .cache import CachedExport, ExportCache
 from .client import ProlificClient
 from .errors import ConfigurationError, ProlificIngestError

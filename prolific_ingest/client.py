@@ -2,13 +2,13 @@
 
 It attaches ``Authorization: Token <token>`` to requests for the API host only,
 applies default timeouts and a ``User-Agent``, retries transient failures
-(see :mod:`prolific_ingest._retry`) and turns error responses into the typed
+(see :mod:`prolific_ingest._http.retry`) and turns error responses into the typed
 exceptions of :mod:`prolific_ingest.errors`.
 
 Every attempt is bounded as a whole (``Settings.request_timeout``, and the deadline of
-the operation it serves), not only per socket read: see :mod:`prolific_ingest._watchdog`.
+the operation it serves), not only per socket read: see :mod:`prolific_ingest._http.watchdog`.
 Server text that goes into an exception passes through
-:func:`~prolific_ingest._scrub.scrub_secrets` first, so a host that echoes the token
+:func:`~prolific_ingest._http.scrub.scrub_secrets` first, so a host that echoes the token
 (or a presigned URL) in an error body cannot put it in a message or a log line.
 """
 
@@ -23,12 +23,12 @@ from urllib.parse import urlsplit
 
 import requests
 
-from ._api_errors import api_error, request_id, response_json
-from ._retry import RetryPolicy, RetryState, is_retriable, parse_retry_after
-from ._scrub import scrub_secrets
+from ._http.api_errors import api_error, request_id, response_json
+from ._http.retry import RetryPolicy, RetryState, is_retriable, parse_retry_after
+from ._http.scrub import scrub_secrets
+from ._http.watchdog import Watchdog, guarded_session
 from ._urls import is_https_or_loopback, url_secrets
 from ._version import __version__
-from ._watchdog import Watchdog, guarded_session
 from .config import Secret, Settings, normalize_base_url
 from .errors import (
     ConfigurationError,
@@ -102,7 +102,7 @@ class ProlificClient:
     session : requests.Session, optional
         A session to use (not closed by :meth:`close`). No auth is set on it:
         the token is attached per request, only for the API host. Unless it has
-        :class:`~prolific_ingest._watchdog.GuardedAdapter` mounted, the time limits
+        :class:`~prolific_ingest._http.watchdog.GuardedAdapter` mounted, the time limits
         bound its bodies but not a host that drips the status line and headers.
     retry : RetryPolicy, optional
         Retry policy for transient failures (default :class:`RetryPolicy`).
@@ -167,7 +167,7 @@ class ProlificClient:
     def scrub(self, text: str) -> str:
         """Return server ``text`` without any secret this client holds.
 
-        See :func:`~prolific_ingest._scrub.scrub_secrets`: the token, URL passwords,
+        See :func:`~prolific_ingest._http.scrub.scrub_secrets`: the token, URL passwords,
         query strings and credential-looking ``key=value`` pairs are removed.
         """
         return scrub_secrets(text, self._secrets())

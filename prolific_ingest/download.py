@@ -25,12 +25,12 @@ from typing import Any
 import requests
 import urllib3
 
+from ._http.retry import RetryPolicy, RetryState, is_retriable, parse_retry_after
+from ._http.scrub import redact_transport_logs
+from ._http.watchdog import StallRule, Watchdog, guarded_session
 from ._progress import ProgressLike, make_progress
-from ._retry import RetryPolicy, RetryState, is_retriable, parse_retry_after
-from ._scrub import redact_transport_logs
 from ._urls import check_download_url
 from ._version import __version__
-from ._watchdog import StallRule, Watchdog, guarded_session
 from .cache._sink import Sink
 from .errors import DownloadError, DownloadExpiredError, IntegrityError, redact_url
 

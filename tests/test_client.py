@@ -21,9 +21,9 @@ import requests
 
 from prolific_ingest import __version__
 from prolific_ingest import client as client_module
-from prolific_ingest._api_errors import REQUEST_ID_HEADERS
-from prolific_ingest._retry import RetryPolicy
-from prolific_ingest._watchdog import Watchdog
+from prolific_ingest._http.api_errors import REQUEST_ID_HEADERS
+from prolific_ingest._http.retry import RetryPolicy
+from prolific_ingest._http.watchdog import Watchdog
 from prolific_ingest.client import ProlificClient, check_base_url
 from prolific_ingest.config import Secret, Settings
 from prolific_ingest.errors import (

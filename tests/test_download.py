@@ -21,8 +21,8 @@ import fsspec
 import pytest
 import requests
 
+from prolific_ingest._http.retry import RetryPolicy
 from prolific_ingest._progress import NullProgress, TqdmProgress, make_progress, resolve_progress
-from prolific_ingest._retry import RetryPolicy
 from prolific_ingest.cache import ExportCache
 from prolific_ingest.client import ProlificClient
 from prolific_ingest.config import Secret, Settings

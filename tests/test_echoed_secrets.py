@@ -21,7 +21,7 @@ from prolific_ingest import (
     Settings,
     load_batch_export,
 )
-from prolific_ingest._scrub import scrub_secrets
+from prolific_ingest._http.scrub import scrub_secrets
 from prolific_ingest.cli import main
 from prolific_ingest.testing import Emulator
 

@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from prolific_ingest._retry import RetryPolicy
+from prolific_ingest._http.retry import RetryPolicy
 from prolific_ingest.client import ProlificClient
 from prolific_ingest.config import Secret, Settings
 from prolific_ingest.errors import (

@@ -177,7 +177,7 @@ def test_public_names_report_the_package_as_their_module(name: str) -> None:
 def test_retry_policy_repr_and_pickle_name_the_package() -> None:
     policy = prolific_ingest.RetryPolicy(max_attempts=2)
     data = pickle.dumps(policy)
-    assert b"prolific_ingest._retry" not in data
+    assert b"prolific_ingest._http" not in data
     assert pickle.loads(data) == policy
     ref = prolific_ingest.ExportRef("batch", "b1")
     assert pickle.loads(pickle.dumps(ref)) == ref

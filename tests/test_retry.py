@@ -10,7 +10,7 @@ from email.utils import format_datetime
 import pytest
 import requests
 
-from prolific_ingest._retry import (
+from prolific_ingest._http.retry import (
     RetryPolicy,
     RetryState,
     backoff_delays,

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import exports as lifecycle
-from .._retry import RetryState
+from .._http.retry import RetryState
 from ..archive import open_archive
 from ..cache import CachedExport, ExportCache
 from ..client import ProlificClient

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from .._retry import RetryPolicy
+from .._http.retry import RetryPolicy
 from .._urls import StorageURL, parse_storage_url
 from ..cache import CachedExport, ExportCache
 from ..cache._entry import as_timedelta

@@ -18,9 +18,9 @@ from ..cache import CachedExport, ExportCache
 from ..client import ProlificClient
 from ..errors import CacheMissError, ConfigurationError
 from ..exports import ExportFilter, ExportJob, ExportRef
+from ..exports._resolve import resolve_job
 from ._fetch import download_staged
 from ._parse import OnBadRecords, Parsed, SinkFn, parse, parse_staged
-from ..exports._resolve import resolve_job
 
 __all__ = ["LoadPlan", "load"]
 

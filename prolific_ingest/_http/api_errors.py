@@ -2,7 +2,7 @@
 
 This is the choke point where server text (an error envelope's ``title``, ``detail``,
 ``additional_information``, or a body that is not JSON) enters an exception: all of it
-passes through :func:`~prolific_ingest._scrub.scrub_secrets` with the secrets the client
+passes through :func:`~prolific_ingest._http.scrub.scrub_secrets` with the secrets the client
 holds. The response's request id (see :func:`request_id`) goes into the exception and its
 message, so a failure can be quoted to Prolific support.
 """
@@ -17,9 +17,7 @@ from urllib.parse import urlsplit
 
 import requests
 
-from ._retry import parse_retry_after
-from ._scrub import scrub_secrets, scrub_value
-from .errors import (
+from ..errors import (
     APIError,
     AuthenticationError,
     BadRequestError,
@@ -31,6 +29,8 @@ from .errors import (
     RateLimitedError,
     ServerError,
 )
+from .retry import parse_retry_after
+from .scrub import scrub_secrets, scrub_value
 
 __all__ = ["REQUEST_ID_HEADERS", "api_error", "request_id", "response_json"]
 

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from typing import Any
 from urllib.parse import quote, quote_plus
 
-from ._urls import redact_url
+from .._urls import redact_url
 
 __all__ = ["REDACTED", "redact_transport_logs", "scrub_secrets", "scrub_value"]
 

@@ -27,7 +27,7 @@ from typing import Literal
 
 import requests
 
-from .errors import APIError, TransportError
+from ..errors import APIError, TransportError
 
 __all__ = [
     "RetryPolicy",
