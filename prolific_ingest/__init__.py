@@ -19,6 +19,7 @@ from ._version import __version__
 from .api import (
     DEFAULT_MAX_AGE,
     BatchLoadReport,
+    LoadOptions,
     download_export,
     load_batch_export,
     load_batch_exports,
@@ -71,6 +72,7 @@ from .lake import (
     read_dataset,
     vacuum_lake,
 )
+from .lake._target import LakeTarget
 from .manage import delete_export, list_exports, prune_exports
 from .result import Export
 from .tables import ExportTables
@@ -108,7 +110,9 @@ __all__ = [
     "ExportTimeoutError",
     "IntegrityError",
     "LakeNotFoundError",
+    "LakeTarget",
     "LegacyLakeError",
+    "LoadOptions",
     "MissingMemberError",
     "MissingPathError",
     "MissingTokenError",

@@ -8,28 +8,28 @@ disk or in a bucket; ``load_batch_exports`` loads many batches concurrently.
 
 from __future__ import annotations
 
+import inspect
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Unpack
 
-from ._http.retry import RetryPolicy
 from ._read_export import read_export
 from .cache import CachedExport, ExportCache
 from .client import ProlificClient
 from .errors import ConfigurationError, ProlificIngestError
 from .exports import ExportJob, ExportRef
 from .pipeline._fetch import download_into_cache
-from .pipeline._parse import OnBadRecords
-from .pipeline._plan import DEFAULT_MAX_AGE, INCREMENTAL_OVERLAP, UNSET, load_export
+from .pipeline._options import LoadOptions, load_request, verb_signature
+from .pipeline._plan import DEFAULT_MAX_AGE, INCREMENTAL_OVERLAP, load_export
 from .result import Export
 
 __all__ = [
     "DEFAULT_MAX_AGE",
     "INCREMENTAL_OVERLAP",
     "BatchLoadReport",
+    "LoadOptions",
     "download_export",
     "load_batch_export",
     "load_batch_exports",
@@ -40,29 +40,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
-def load_batch_export(
-    batch_id: str,
-    *,
-    study_id: str | None = None,
-    since: datetime | str | None = None,
-    until: datetime | str | None = None,
-    export_id: str | None = None,
-    max_age: timedelta | float | None = UNSET,
-    offline: bool = False,
-    output: str | None = None,
-    incremental: bool = False,
-    overwrite: bool = False,
-    partition_by: Sequence[str] = (),
-    cache: str | None = None,
-    storage_options: dict[str, Any] | None = None,
-    token: str | None = None,
-    base_url: str | None = None,
-    timeout: float | None = None,
-    retry: RetryPolicy | None = None,
-    on_bad_records: OnBadRecords = "raise",
-    progress: bool | str | None = None,
-    client: ProlificClient | None = None,
-) -> Export:
+def load_batch_export(batch_id: str, **options: Unpack[LoadOptions]) -> Export:
     """Load a Task Builder batch export as tidy DataFrames (and optionally into a Delta lake).
 
     Requests an export (or reuses a recent one), polls it until ``complete``, streams the
@@ -86,44 +64,30 @@ def load_batch_export(
         this (measured from the export's creation). ``0`` and ``None`` both mean "never
         reuse": a new export is requested (and ``offline=True`` then finds nothing unless
         ``export_id`` is given). With no explicit value, ``offline=True`` accepts any age
-        and ``incremental=True`` uses 0.
+        and an incremental ``output`` uses 0.
     offline : bool, default False
         Use the cache only, with no network call at all; raises
         :class:`~prolific_ingest.CacheMissError` when nothing suitable is cached.
-    output : str, optional
+    output : str, path or LakeTarget, optional
         The Delta lake root (local path, ``s3://``, ``gs://``, ``abfs://``): each table is
         merged into the Delta table ``<output>/<table>`` on its natural keys, partitioned
-        by ``batch_id`` (docs: "Data lakes").
-    incremental : bool, default False
-        With ``output``: request only responses since the watermark of the last load
-        recorded in the lake (minus :data:`INCREMENTAL_OVERLAP`); the overlap is merged,
-        so every row is held once.
-    overwrite : bool, default False
-        Load this export again even when the lake records it as loaded.
-    partition_by : sequence of str, default ()
-        Extra partitioning; ``("date",)`` splits ``responses`` by the UTC day of ``created_at``.
-    cache : str, optional
-        Cache location (path or fsspec URL); default ``$PROLIFIC_INGEST_CACHE`` or the
-        per-user cache directory.
-    storage_options : dict, optional
-        fsspec options (``key``, ``secret``, ``client_kwargs={"endpoint_url": ...}``,
-        ``anon``, ``profile`` ...) for a remote cache and for ``output``; for the lake they
-        are translated to delta-rs options (delta-rs option names are accepted as-is).
-    token : str, optional
-        API token; default ``$PROLIFIC_TOKEN``. Never logged or written anywhere.
-    base_url : str, optional
-        API root; default ``$PROLIFIC_API_URL`` or ``https://api.prolific.com``.
-    timeout : float, optional
-        Seconds to wait for the export to complete (default 600).
-    retry : RetryPolicy, optional
-        HTTP retry policy (default: 5 attempts, exponential back-off with full jitter).
+        by ``batch_id`` (docs: "Data lakes"). A :class:`~prolific_ingest.LakeTarget` adds
+        the sink's options: ``storage_options``, ``partition_by``, ``incremental`` (request
+        only responses since the last load recorded in the lake) and ``overwrite``.
+    cache : str, path or ExportCache, optional
+        Cache location (path or fsspec URL); default the client's settings
+        (``$PROLIFIC_INGEST_CACHE`` or the per-user cache directory). A remote cache that
+        needs options: ``cache=ExportCache(url, storage_options=...)``.
     on_bad_records : {"raise", "quarantine", "skip"}, default "raise"
         What to do with an unparseable JSONL line: raise :class:`~prolific_ingest.BadRecordError`,
         keep it whole in the ``rejected`` table, or skip it with a logged count.
     progress : bool or "auto", optional
         Progress bars for polling and download (auto: notebook widget or TTY bar).
-    client : ProlificClient, optional
-        A configured client (overrides ``token``, ``base_url`` and ``retry``).
+    client : ProlificClient or Settings, optional
+        The connection: token, API root, timeouts (``Settings.wait_timeout``: how long to
+        wait for the export, default 600 s) and retry policy. Default
+        ``Settings.from_env()`` (``$PROLIFIC_TOKEN``, ``$PROLIFIC_API_URL`` ...). With
+        ``Settings``, a client is made only when the load goes online.
 
     Returns
     -------
@@ -136,86 +100,30 @@ def load_batch_export(
     AuthenticationError, PermissionDeniedError, NotFoundError
         The API refused the request (401, 403, 404).
     ExportFailedError, ExportTimeoutError
-        The export failed, or did not complete within ``timeout``.
+        The export failed, or did not complete within ``Settings.wait_timeout``.
     ProlificIngestError
         The root of every error this library raises.
+
+    Notes
+    -----
+    Deprecated since 0.2, removed in 0.3 (each warns with :class:`DeprecationWarning`):
+    ``token=``, ``base_url=``, ``retry=`` and ``timeout=`` (configure ``client=``), and
+    ``incremental=``, ``overwrite=``, ``partition_by=`` and ``storage_options=`` (give them
+    in ``output=LakeTarget(...)``; ``storage_options`` also applied to the cache).
     """
-    return load_export(
-        ExportRef("batch", batch_id),
-        study_id=study_id,
-        since=since,
-        until=until,
-        export_id=export_id,
-        max_age=max_age,
-        offline=offline,
-        output=output,
-        incremental=incremental,
-        overwrite=overwrite,
-        partition_by=partition_by,
-        cache=cache,
-        storage_options=storage_options,
-        token=token,
-        base_url=base_url,
-        timeout=timeout,
-        retry=retry,
-        on_bad_records=on_bad_records,
-        progress=progress,
-        client=client,
-    )
+    return load_export(ExportRef("batch", batch_id), load_request("load_batch_export", options))
 
 
-def load_collection_export(
-    collection_id: str,
-    *,
-    study_id: str | None = None,
-    since: datetime | str | None = None,
-    until: datetime | str | None = None,
-    export_id: str | None = None,
-    max_age: timedelta | float | None = UNSET,
-    offline: bool = False,
-    output: str | None = None,
-    incremental: bool = False,
-    overwrite: bool = False,
-    partition_by: Sequence[str] = (),
-    cache: str | None = None,
-    storage_options: dict[str, Any] | None = None,
-    token: str | None = None,
-    base_url: str | None = None,
-    timeout: float | None = None,
-    retry: RetryPolicy | None = None,
-    on_bad_records: OnBadRecords = "raise",
-    progress: bool | str | None = None,
-    client: ProlificClient | None = None,
-) -> Export:
-    """Load a Task Builder collection export; parameters as :func:`load_batch_export`.
+def load_collection_export(collection_id: str, **options: Unpack[LoadOptions]) -> Export:
+    """Load a Task Builder collection export; options as :func:`load_batch_export`.
 
-    That includes ``max_age``: ``0`` or ``None`` never reuses an export.
+    That includes ``max_age``: ``0`` never reuses an export.
 
     A collection export has the tables ``submissions``, ``responses``, ``answers``,
     ``files``, ``instructions`` and ``rejected`` (no ``tasks``), keyed by ``collection_id``.
     """
-    return load_export(
-        ExportRef("collection", collection_id),
-        study_id=study_id,
-        since=since,
-        until=until,
-        export_id=export_id,
-        max_age=max_age,
-        offline=offline,
-        output=output,
-        incremental=incremental,
-        overwrite=overwrite,
-        partition_by=partition_by,
-        cache=cache,
-        storage_options=storage_options,
-        token=token,
-        base_url=base_url,
-        timeout=timeout,
-        retry=retry,
-        on_bad_records=on_bad_records,
-        progress=progress,
-        client=client,
-    )
+    request = load_request("load_collection_export", options)
+    return load_export(ExportRef("collection", collection_id), request)
 
 
 def download_export(
@@ -296,7 +204,7 @@ class BatchLoadReport:
 
 
 def load_batch_exports(
-    batch_ids: Iterable[str], *, max_workers: int = 4, **kwargs: Any
+    batch_ids: Iterable[str], *, max_workers: int = 4, **options: Unpack[LoadOptions]
 ) -> BatchLoadReport:
     """Load many batches concurrently; one failure never loses the others.
 
@@ -306,19 +214,21 @@ def load_batch_exports(
         The batches to load (duplicates are loaded once).
     max_workers : int, default 4
         Concurrent loads.
-    **kwargs
-        Passed to :func:`load_batch_export` for every batch (``output=``, ``incremental=``,
-        ``max_age=`` where ``0`` or ``None`` never reuses an export …).
+    **options
+        The options of :func:`load_batch_export`, the same for every batch (``output=``,
+        ``max_age=`` where ``0`` never reuses an export …). One ``client=`` is shared by
+        the loads; without one, each load makes its own from the settings.
 
     Returns
     -------
     BatchLoadReport
         Per-batch results and errors; one batch's failure never loses another's result.
     """
+    request = load_request("load_batch_exports", options)
     ids = list(dict.fromkeys(batch_ids))
     report = BatchLoadReport()
     with ThreadPoolExecutor(max_workers=max(1, max_workers)) as pool:
-        futures = {bid: pool.submit(load_batch_export, bid, **kwargs) for bid in ids}
+        futures = {bid: pool.submit(load_export, ExportRef("batch", bid), request) for bid in ids}
         for bid, future in futures.items():
             try:
                 report.results[bid] = future.result()
@@ -329,3 +239,13 @@ def load_batch_exports(
                 logger.exception("batch %s failed unexpectedly", bid)
                 report.errors[bid] = exc
     return report
+
+
+# help() and inspect show each option with its default, not ``**options``.
+load_batch_export.__signature__ = verb_signature(load_batch_export, "batch_id")  # type: ignore[attr-defined]
+load_collection_export.__signature__ = verb_signature(load_collection_export, "collection_id")  # type: ignore[attr-defined]
+load_batch_exports.__signature__ = verb_signature(  # type: ignore[attr-defined]
+    load_batch_exports,
+    "batch_ids",
+    inspect.Parameter("max_workers", inspect.Parameter.KEYWORD_ONLY, default=4, annotation="int"),
+)

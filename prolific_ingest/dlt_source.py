@@ -56,6 +56,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .api import load_batch_export, load_collection_export
+from .config import Settings
 from .lake import MERGE_KEYS
 from .result import Export
 from .tables import table_names
@@ -239,8 +240,7 @@ def prolific_source(
     collections = _as_tuple(collection_ids)
     floor = _as_utc(initial_since) if initial_since is not None else None
     options: dict[str, Any] = {
-        "base_url": base_url,
-        "token": token,
+        "client": Settings.from_env(token=token, base_url=base_url),
         "cache": cache,
         "progress": False,
     }

@@ -18,6 +18,8 @@ from typing import Any
 import fsspec
 import pytest
 
+from prolific_ingest import Settings
+
 _FAKE_AWS_ENV = {
     "AWS_ACCESS_KEY_ID": "testing",
     "AWS_SECRET_ACCESS_KEY": "testing",
@@ -276,8 +278,9 @@ def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: Any
 def conn(prolific_emulator: Any, tmp_path: Path) -> dict[str, Any]:
     """Keyword arguments that point a load at the emulator and a private cache."""
     return {
-        "base_url": prolific_emulator.base_url,
-        "token": prolific_emulator.token,
+        "client": Settings.from_env(
+            token=prolific_emulator.token, base_url=prolific_emulator.base_url
+        ),
         "cache": str(tmp_path / "cache"),
         "progress": False,
     }

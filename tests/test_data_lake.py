@@ -7,6 +7,8 @@ from __future__ import annotations
 import pytest
 
 from prolific_ingest import (
+    ExportCache,
+    LakeTarget,
     NotFoundError,
     PermissionDeniedError,
     committed_exports,
@@ -18,7 +20,10 @@ from prolific_ingest import (
 def test_incremental_requires_output(conn):
     from prolific_ingest import ConfigurationError
 
-    with pytest.raises(ConfigurationError, match="output"):
+    with (
+        pytest.warns(DeprecationWarning, match="LakeTarget"),
+        pytest.raises(ConfigurationError, match="output"),
+    ):
         load_batch_export("b", incremental=True, **conn)
 
 
@@ -28,7 +33,7 @@ def test_ten_batches_concurrently_one_failure_nine_committed(prolific_emulator, 
     locked = emu.add_batch(seed=99, n_submissions=3, access=False)
     out, opts = s3.url("lake"), s3.storage_options
     report = load_batch_exports(
-        [*good, locked], max_workers=4, output=out, storage_options=opts, **conn
+        [*good, locked], max_workers=4, output=LakeTarget(out, storage_options=opts), **conn
     )
     assert sorted(report.results) == sorted(good)
     assert list(report.errors) == [locked]
@@ -51,7 +56,7 @@ def test_s3_cache_and_offline_reload(prolific_emulator, conn, s3):
     emu = prolific_emulator
     batch_id = emu.add_batch(seed=23, n_submissions=5)
     cache = s3.url("cache")
-    kw = dict(conn, cache=cache, storage_options=s3.storage_options)
+    kw = dict(conn, cache=ExportCache(cache, storage_options=s3.storage_options))
     first = load_batch_export(batch_id, **kw)
     assert first.archive_url.startswith("s3://")
     s3.fs.invalidate_cache()

@@ -9,6 +9,7 @@ import pytest
 from prolific_ingest import (
     ExportFilter,
     ExportRef,
+    LakeTarget,
     load_batch_export,
     load_batch_exports,
     read_dataset,
@@ -84,9 +85,9 @@ def test_incremental_watermark_is_scoped_to_the_study(prolific_emulator, conn, t
     batch_id = emu.add_batch(seed=32, n_submissions=12)
     study = emu.ground_truth(batch_id).submissions[0]["study_id"]
     out = str(tmp_path / "lake")
-    load_batch_export(batch_id, output=out, incremental=True, study_id=study, **conn)
+    load_batch_export(batch_id, output=LakeTarget(out, incremental=True), study_id=study, **conn)
     emu.clear_requests()
-    load_batch_export(batch_id, output=out, incremental=True, **conn)
+    load_batch_export(batch_id, output=LakeTarget(out, incremental=True), **conn)
     post = next(r for r in emu.requests if r.method == "POST")
     assert "from" not in post.query, "a study-scoped watermark must not limit an unscoped run"
     back = read_dataset(out, "responses", batch_id=batch_id)
@@ -162,7 +163,7 @@ def test_incremental_requests_a_new_export_by_default(prolific_emulator, conn, t
     emu = prolific_emulator
     batch_id = emu.add_batch(seed=37, n_submissions=3)
     out = str(tmp_path / "lake")
-    first = load_batch_export(batch_id, output=out, incremental=True, **conn)
-    second = load_batch_export(batch_id, output=out, incremental=True, **conn)
-    third = load_batch_export(batch_id, output=out, incremental=True, **conn)
+    first = load_batch_export(batch_id, output=LakeTarget(out, incremental=True), **conn)
+    second = load_batch_export(batch_id, output=LakeTarget(out, incremental=True), **conn)
+    third = load_batch_export(batch_id, output=LakeTarget(out, incremental=True), **conn)
     assert len({first.export_id, second.export_id, third.export_id}) == 3

@@ -41,7 +41,7 @@ def emu(prolific_emulator):
 @pytest.fixture
 def conn(conn):
     """The shared emulator ``conn`` with fast retries."""
-    return {**conn, "retry": FAST_RETRY}
+    return {**conn, "client": ProlificClient(conn["client"], retry=FAST_RETRY)}
 
 
 def _manifests(conn) -> list[Path]:
@@ -120,8 +120,9 @@ def test_always_corrupt_download_fails_after_the_whole_retry_budget(emu, conn):
     batch_id = emu.add_batch(seed=5, n_submissions=10)
     emu.faults.corrupt_download(offset=2_000, times=None)
     policy = RetryPolicy(max_attempts=3, backoff_base=0.001, backoff_max=0.01, max_elapsed=30)
+    client = ProlificClient(conn["client"].settings, retry=policy)
     with pytest.raises(CorruptArchiveError, match="3 download"):
-        load_batch_export(batch_id, **{**conn, "retry": policy})
+        load_batch_export(batch_id, **{**conn, "client": client})
     assert len([r for r in _downloads(emu) if r.status in (200, 206)]) == 3
     assert _manifests(conn) == []
 
@@ -129,14 +130,10 @@ def test_always_corrupt_download_fails_after_the_whole_retry_budget(emu, conn):
 def test_timeout_names_the_export_and_export_id_resumes_the_same_job(tmp_path):
     with Emulator(polls_until_complete=8) as slow:
         batch_id = slow.add_batch(seed=6, n_submissions=4)
-        conn = {
-            "base_url": slow.base_url,
-            "token": slow.token,
-            "cache": str(tmp_path),
-            "progress": False,
-        }
+        settings = Settings.from_env(base_url=slow.base_url, token=slow.token)
+        conn = {"client": settings, "cache": str(tmp_path), "progress": False}
         with pytest.raises(ExportTimeoutError) as info:
-            load_batch_export(batch_id, timeout=0.0, **conn)
+            load_batch_export(batch_id, **{**conn, "client": settings.replace(wait_timeout=0.0)})
         export_id = info.value.export_id
         assert export_id and export_id in str(info.value)
         assert f"export_id={export_id}" in str(info.value) or "export_id=" in str(info.value)
@@ -187,14 +184,11 @@ def test_four_concurrent_loads_of_one_export_download_it_once(emu, conn):
 def test_export_limit_error_lists_the_existing_jobs(tmp_path):
     with Emulator(polls_until_complete=1000) as busy:
         batch_id = busy.add_batch(seed=9, n_submissions=2)
-        conn = {
-            "base_url": busy.base_url,
-            "token": busy.token,
-            "cache": str(tmp_path),
-            "progress": False,
-        }
+        settings = Settings.from_env(base_url=busy.base_url, token=busy.token)
+        conn = {"client": settings, "cache": str(tmp_path), "progress": False}
+        no_wait = settings.replace(wait_timeout=0.0)
         for day in range(1, 11):
-            load_kw = dict(conn, since=f"2026-10-{day:02d}T00:00:00Z", timeout=0.0)
+            load_kw = dict(conn, since=f"2026-10-{day:02d}T00:00:00Z", client=no_wait)
             with pytest.raises(ExportTimeoutError):
                 load_batch_export(batch_id, **load_kw)
         with pytest.raises(ExportLimitError) as info:
@@ -282,11 +276,11 @@ def test_soak_random_faults_every_load_exact_or_typed(tmp_path):
             batch_id = rng.choice(batches)
             cache = tmp_path / f"cache-{round_ % 3}"
             conn = {
-                "base_url": soak.base_url,
-                "token": soak.token,
+                "client": ProlificClient(
+                    Settings.from_env(base_url=soak.base_url, token=soak.token), retry=FAST_RETRY
+                ),
                 "cache": str(cache),
                 "progress": False,
-                "retry": FAST_RETRY,
                 "max_age": rng.choice([0, 600]),
             }
             try:

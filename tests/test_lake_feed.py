@@ -15,7 +15,7 @@ import pyarrow as pa
 import pytest
 from deltalake import DeltaTable
 
-from prolific_ingest import load_batch_export, read_export
+from prolific_ingest import ProlificClient, load_batch_export, read_export
 from prolific_ingest.archive import open_archive
 from prolific_ingest.lake import _spool, write_export
 from prolific_ingest.lake._spool import PREFIX, STALE_SECONDS, staged_files, sweep_stale
@@ -183,8 +183,7 @@ def test_a_cache_on_an_object_store_is_spooled_while_parsed_once(
     exp = load_batch_export(
         batch_id,
         output=str(tmp_path / "lake"),
-        base_url=prolific_emulator.base_url,
-        token=prolific_emulator.token,
+        client=ProlificClient(base_url=prolific_emulator.base_url, token=prolific_emulator.token),
         cache=f"{memory_prefix}/cache",
         progress=False,
     )

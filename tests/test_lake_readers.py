@@ -13,7 +13,7 @@ import pyarrow as pa
 import pytest
 from deltalake import DeltaTable
 
-from prolific_ingest import load_batch_export, read_dataset
+from prolific_ingest import LakeTarget, load_batch_export, read_dataset
 
 TABLES = ("submissions", "tasks", "responses", "answers", "files", "instructions")
 
@@ -33,9 +33,9 @@ def lake(prolific_emulator: Any, conn: dict[str, Any], tmp_path: Path) -> tuple[
     batches = [emu.add_batch(seed=60 + i, n_submissions=4 + i) for i in range(2)]
     out = str(tmp_path / "lake")
     for batch_id in batches:
-        load_batch_export(batch_id, output=out, incremental=True, **conn)
+        load_batch_export(batch_id, output=LakeTarget(out, incremental=True), **conn)
     emu.add_submissions(batches[0], 2)
-    load_batch_export(batches[0], output=out, incremental=True, **conn)  # a MERGE too
+    load_batch_export(batches[0], output=LakeTarget(out, incremental=True), **conn)  # a MERGE too
     return out, batches
 
 
@@ -158,7 +158,7 @@ def test_a_first_load_is_one_streamed_overwrite_that_every_engine_reads(
         pytest.importorskip(engine)
     batch_id = prolific_emulator.add_batch(seed=71, n_submissions=6)
     out = str(tmp_path / "lake")
-    load_batch_export(batch_id, output=out, partition_by=("date",), **conn)
+    load_batch_export(batch_id, output=LakeTarget(out, partition_by=("date",)), **conn)
     for table in TABLES:
         uri = f"{out}/{table}"
         delta = DeltaTable(uri)

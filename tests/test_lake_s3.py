@@ -10,6 +10,7 @@ from deltalake import DeltaTable
 from prolific_ingest import (
     ConfigurationError,
     LakeNotFoundError,
+    LakeTarget,
     SinkError,
     committed_exports,
     load_batch_export,
@@ -24,9 +25,13 @@ def test_a_load_with_fsspec_options_writes_delta_tables_on_s3(
     emu = prolific_emulator
     batch_id = emu.add_batch(seed=91, n_submissions=6)
     out, opts = s3.url("lake"), s3.storage_options
-    exp = load_batch_export(batch_id, output=out, incremental=True, storage_options=opts, **conn)
+    exp = load_batch_export(
+        batch_id, output=LakeTarget(out, incremental=True, storage_options=opts), **conn
+    )
     emu.add_submissions(batch_id, 2)
-    load_batch_export(batch_id, output=out, incremental=True, storage_options=opts, **conn)
+    load_batch_export(
+        batch_id, output=LakeTarget(out, incremental=True, storage_options=opts), **conn
+    )
     s3.fs.invalidate_cache()
     assert s3.fs.exists(f"{s3.bucket}/lake/responses/_delta_log/00000000000000000000.json")
     truth = emu.ground_truth(batch_id)

@@ -15,6 +15,7 @@ from deltalake import DeltaTable
 from prolific_ingest import (
     ConfigurationError,
     LakeNotFoundError,
+    LakeTarget,
     LegacyLakeError,
     MissingPathError,
     committed_exports,
@@ -75,11 +76,13 @@ def test_loading_the_same_export_twice_leaves_every_row_once(
     emu = prolific_emulator
     batch_id = emu.add_batch(seed=22, n_submissions=5)
     out, opts = sink_target.output, sink_target.storage_options
-    first = load_batch_export(batch_id, output=out, storage_options=opts, **conn)
-    again = load_batch_export(batch_id, output=out, storage_options=opts, **conn)
+    first = load_batch_export(batch_id, output=LakeTarget(out, storage_options=opts), **conn)
+    again = load_batch_export(batch_id, output=LakeTarget(out, storage_options=opts), **conn)
     assert again.export_id == first.export_id
     assert again.written is not None and again.written.skipped
-    replaced = load_batch_export(batch_id, output=out, storage_options=opts, overwrite=True, **conn)
+    replaced = load_batch_export(
+        batch_id, output=LakeTarget(out, storage_options=opts, overwrite=True), **conn
+    )
     assert replaced.written is not None and not replaced.written.skipped
     truth = emu.ground_truth(batch_id)
     for table, keys in (
@@ -104,14 +107,14 @@ def test_an_overlapping_incremental_window_adds_exactly_the_new_responses(
     other = emu.add_batch(seed=24, n_submissions=3)
     out = str(tmp_path / "lake")
     load_batch_export(other, output=out, **conn)
-    load_batch_export(batch_id, output=out, incremental=True, **conn)
+    load_batch_export(batch_id, output=LakeTarget(out, incremental=True), **conn)
     before = read_dataset(out, "responses", batch_id)
     other_files = {
         p for p in DeltaTable(f"{out}/responses").file_uris() if f"batch_id={other}" in p
     }
     emu.add_submissions(batch_id, 4)
     emu.clear_requests()
-    second = load_batch_export(batch_id, output=out, incremental=True, **conn)
+    second = load_batch_export(batch_id, output=LakeTarget(out, incremental=True), **conn)
     post = next(r for r in emu.requests if r.method == "POST")
     assert "from" in post.query, "an incremental load must send the watermark as `from`"
     assert second.written is not None and second.written.modes["responses"] == "merge"
@@ -188,14 +191,14 @@ def test_date_partitioning_splits_responses_by_utc_day(
 ) -> None:
     batch_id = prolific_emulator.add_batch(seed=26, n_submissions=8)
     out = tmp_path / "lake"
-    exp = load_batch_export(batch_id, output=str(out), partition_by=["date"], **conn)
+    exp = load_batch_export(batch_id, output=LakeTarget(str(out), partition_by=["date"]), **conn)
     delta = DeltaTable(str(out / "responses"))
     assert delta.metadata().partition_columns == ["batch_id", "date"]
     assert len({p["date"] for p in delta.partitions()}) >= 2
     back = read_dataset(str(out), "responses", batch_id)
     assert _keys(back, "response_id") == _keys(exp.responses, "response_id")
     with pytest.raises(ValueError, match="partition_by"):
-        load_batch_export(batch_id, output=str(out), partition_by=["hour"], **conn)
+        load_batch_export(batch_id, output=LakeTarget(str(out), partition_by=["hour"]), **conn)
 
 
 def test_empty_tables_are_created_with_their_schema(tmp_path: Path, make_export: Any) -> None:

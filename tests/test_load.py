@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pyarrow as pa
@@ -17,6 +18,7 @@ from prolific_ingest import (
     NotFoundError,
     PermissionDeniedError,
     ProlificIngestError,
+    Settings,
     load_batch_export,
     load_collection_export,
 )
@@ -172,8 +174,9 @@ def test_failed_export_raises_typed_error_and_caches_nothing(emu, conn):
 
 def test_bad_token_unknown_batch_and_no_access_raise_typed_errors(emu, conn):
     batch_id = emu.add_batch(seed=1, n_submissions=3)
+    wrong = Settings.from_env(token="wrong-token", base_url=conn["client"].base_url)
     with pytest.raises(AuthenticationError) as info:
-        load_batch_export(batch_id, **dict(conn, token="wrong-token"))
+        load_batch_export(batch_id, **dict(conn, client=wrong))
     assert info.value.status == 401
     with pytest.raises(NotFoundError) as info404:
         load_batch_export("00000000-0000-0000-0000-000000000000", **conn)
@@ -230,11 +233,16 @@ def test_tls_download_host_with_the_emulator_ca(tmp_path, monkeypatch):
 
     with Emulator(polls_until_complete=1, tls=True) as emu:
         batch_id = emu.add_batch(seed=8, n_submissions=4)
-        kw = {"base_url": emu.base_url, "token": emu.token, "progress": False}
+
+        def kw() -> dict[str, Any]:  # the settings as the environment has them now
+            return {"client": Settings.from_env(base_url=emu.base_url, token=emu.token)}
+
         with pytest.raises(DownloadError):  # an untrusted certificate is refused
-            load_batch_export(batch_id, cache=str(tmp_path / "untrusted"), **kw)
+            load_batch_export(batch_id, cache=str(tmp_path / "untrusted"), progress=False, **kw())
         monkeypatch.setenv("PROLIFIC_CA_BUNDLE", emu.ca_bundle)
-        exp = load_batch_export(batch_id, cache=str(tmp_path / "trusted"), max_age=0, **kw)
+        exp = load_batch_export(
+            batch_id, cache=str(tmp_path / "trusted"), max_age=0, progress=False, **kw()
+        )
         assert all(
             r.headers.get("Host", "").startswith("localhost")
             for r in emu.requests

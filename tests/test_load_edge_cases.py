@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from prolific_ingest import load_batch_export
+from prolific_ingest import LakeTarget, ProlificClient, Settings, load_batch_export
 
 
 def test_output_already_committed_with_a_fresh_cache_still_loads(
@@ -79,7 +79,7 @@ def test_scheduled_loads_keep_working_at_the_export_job_cap(
     batch_id = prolific_emulator.add_batch(n_submissions=2)
     kw = {**conn, "max_age": 0}
     loaded = [load_batch_export(batch_id, since=_since(i), **kw) for i in range(EXPORT_CAP)]
-    client_kw = {"token": conn["token"], "base_url": conn["base_url"]}
+    client_kw = {"client": ProlificClient(conn["client"])}
     assert len(list_exports(batch_id, **client_kw)) == EXPORT_CAP
     with caplog.at_level("WARNING", logger="prolific_ingest"):
         extra = load_batch_export(batch_id, since=_since(EXPORT_CAP), **kw)
@@ -104,7 +104,7 @@ def test_at_the_cap_jobs_not_in_the_cache_are_never_deleted(
     with pytest.raises(ExportLimitError) as info:
         load_batch_export(batch_id, since=_since(EXPORT_CAP), **elsewhere)
     assert len(info.value.existing_jobs) == EXPORT_CAP
-    client_kw = {"token": conn["token"], "base_url": conn["base_url"]}
+    client_kw = {"client": ProlificClient(conn["client"])}
     assert len(list_exports(batch_id, **client_kw)) == EXPORT_CAP
 
 
@@ -119,7 +119,7 @@ def test_prune_counts_a_delete_whose_response_was_lost_as_done(
     for i in range(2):
         load_batch_export(batch_id, since=_since(i), max_age=0, **conn)
     rule = prolific_emulator.faults.drop_api_response(method="DELETE")
-    client_kw = {"token": conn["token"], "base_url": conn["base_url"]}
+    client_kw = {"client": ProlificClient(conn["client"])}
     pruned = prune_exports(batch_id, keep=0, cache=conn["cache"], **client_kw)
     assert rule.triggered == 1
     assert len(pruned) == 2
@@ -212,15 +212,16 @@ def test_a_malformed_token_is_a_configuration_error_that_never_shows_it(
     from prolific_ingest.cli import main as cli_main
 
     batch_id = prolific_emulator.add_batch(n_submissions=1)
+    bad = Settings.from_env(token=token, base_url=conn["client"].base_url)
     with pytest.raises(ConfigurationError, match=kind) as info:
-        load_batch_export(batch_id, **{**conn, "token": token})
+        load_batch_export(batch_id, **{**conn, "client": bad})
     text = f"{info.value!r} {info.value} {info.value.__cause__!r}"
     assert "XYZSECRET" not in text and "abcdef0123" not in text
     assert "character 11 of 20" in str(info.value)
     if "\x00" in token:
         return  # no environment variable can hold a NUL byte
     monkeypatch.setenv("PROLIFIC_TOKEN", token)
-    monkeypatch.setenv("PROLIFIC_API_URL", conn["base_url"])
+    monkeypatch.setenv("PROLIFIC_API_URL", conn["client"].base_url)
     assert cli_main(["batch", batch_id, "--cache", conn["cache"]]) == 2
     out = capsys.readouterr()
     assert "XYZSECRET" not in out.out + out.err
@@ -269,7 +270,7 @@ def test_a_malformed_environment_token_does_not_stop_an_offline_load(
     batch_id = prolific_emulator.add_batch(n_submissions=1)
     exp = load_batch_export(batch_id, **conn)
     monkeypatch.setenv("PROLIFIC_TOKEN", "abc\u00e9def")
-    offline = {k: v for k, v in conn.items() if k not in ("token", "base_url")}
+    offline = {k: v for k, v in conn.items() if k != "client"}
     again = load_batch_export(batch_id, export_id=exp.export_id, offline=True, **offline)
     assert again.row_counts == exp.row_counts
 
@@ -282,5 +283,5 @@ def test_incremental_error_does_not_show_the_output_password(
     batch_id = prolific_emulator.add_batch(n_submissions=2)
     out = "memory://u:SECRETPW@lake-pw/x"  # memory:// takes no credentials: refused up front
     with pytest.raises(ConfigurationError) as info:
-        load_batch_export(batch_id, output=out, incremental=True, **conn)
+        load_batch_export(batch_id, output=LakeTarget(out, incremental=True), **conn)
     assert "SECRETPW" not in str(info.value) and "memory://lake-pw/x" in str(info.value)

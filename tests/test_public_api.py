@@ -42,7 +42,9 @@ EXPECTED = {
     "ExportTimeoutError",
     "IntegrityError",
     "LakeNotFoundError",
+    "LakeTarget",
     "LegacyLakeError",
+    "LoadOptions",
     "MissingMemberError",
     "MissingPathError",
     "MissingTokenError",
@@ -127,10 +129,9 @@ def test_load_signatures_match_the_contract():
         "offline",
         "output",
         "cache",
-        "token",
-        "base_url",
-        "timeout",
+        "on_bad_records",
         "progress",
+        "client",
     ]
     for fn in (prolific_ingest.load_batch_export, prolific_ingest.load_collection_export):
         params = inspect.signature(fn).parameters

@@ -86,11 +86,10 @@ def test_a_dripped_status_reply_ends_at_the_wait_deadline(
     emu = prolific_emulator
     batch_id = emu.add_batch(seed=13, n_submissions=3)
     emu.faults.drip(bytes_per_second=1, host="api", path_contains="/export/")
-    client = _client(emu)  # request_timeout stays 60 s: the wait's own deadline cuts the poll
+    # request_timeout stays 60 s: the wait's own deadline cuts the poll
+    client = _client(emu, wait_timeout=1.5)
     with pytest.raises(ExportTimeoutError) as info:
-        load_batch_export(
-            batch_id, client=client, cache=str(tmp_path / "c"), timeout=1.5, progress=False
-        )
+        load_batch_export(batch_id, client=client, cache=str(tmp_path / "c"), progress=False)
     assert info.value.export_id
     assert "deadline" in str(info.value)
 

@@ -16,6 +16,7 @@ from prolific_ingest import (
     load_batch_export,
 )
 from prolific_ingest.cli import main as cli_main
+from prolific_ingest.config import Secret
 
 
 def _all_bytes_under(root: Path) -> bytes:
@@ -30,21 +31,20 @@ def test_token_is_nowhere_but_the_api_authorization_header(
     caplog.set_level(logging.DEBUG)  # everything, including urllib3 and every library logger
     batch_id = emu.add_batch(seed=3, n_submissions=6, uploads=True)
     cache, out = tmp_path / "cache", tmp_path / "lake"
+    settings = Settings.from_env(base_url=emu.base_url, token=token)
     exp = load_batch_export(
         batch_id,
-        base_url=emu.base_url,
-        token=token,
+        client=settings,
         cache=str(cache),
         output=str(out),
         progress=False,
     )
     emu.faults.fail_job()
     with pytest.raises(ExportFailedError) as failed:
-        load_batch_export(batch_id, base_url=emu.base_url, token=token, cache=str(cache), max_age=0)
+        load_batch_export(batch_id, client=settings, cache=str(cache), max_age=0)
+    wrong = settings.replace(token=Secret(token + "x"))
     with pytest.raises(AuthenticationError) as denied:
-        load_batch_export(
-            batch_id, base_url=emu.base_url, token=token + "x", cache=str(cache), max_age=0
-        )
+        load_batch_export(batch_id, client=wrong, cache=str(cache), max_age=0)
 
     api_calls = [r for r in emu.requests if r.host == "api"]
     downloads = [r for r in emu.requests if r.host == "download"]
@@ -79,9 +79,8 @@ def test_a_presigned_signature_never_reaches_a_log_record_even_urllib3s_at_debug
     emu = prolific_emulator
     caplog.set_level(logging.DEBUG)  # every logger, urllib3's request lines included
     batch_id = emu.add_batch(seed=4, n_submissions=3)
-    load_batch_export(
-        batch_id, base_url=emu.base_url, token=emu.token, cache=str(tmp_path), progress=False
-    )
+    settings = Settings.from_env(base_url=emu.base_url, token=emu.token)
+    load_batch_export(batch_id, client=settings, cache=str(tmp_path), progress=False)
     lines = [r.getMessage() for r in caplog.records if r.name.startswith("urllib3")]
     downloads = [line for line in lines if "X-Amz-Signature" in line]
     assert downloads, "urllib3 logged no request line of the download"

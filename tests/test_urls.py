@@ -13,6 +13,7 @@ import pytest
 from prolific_ingest import (
     ConfigurationError,
     ExportCache,
+    LakeTarget,
     load_batch_export,
     read_dataset,
     read_export,
@@ -174,9 +175,11 @@ def test_s3_credentials_in_a_url_never_reach_any_log_record(prolific_emulator, c
     creds = f"AKIDEXAMPLE:{SECRET}"
     exp = load_batch_export(
         batch_id,
-        output=f"s3://{creds}@{s3.bucket}/lake",
-        storage_options=options,
-        **{**conn, "cache": f"s3://{creds}@{s3.bucket}/cache"},
+        output=LakeTarget(f"s3://{creds}@{s3.bucket}/lake", storage_options=options),
+        **{
+            **conn,
+            "cache": ExportCache(f"s3://{creds}@{s3.bucket}/cache", storage_options=options),
+        },
     )
     assert exp.written is not None and SECRET not in exp.written.output
     assert SECRET not in exp.archive_url
@@ -187,9 +190,9 @@ def test_s3_credentials_in_a_url_never_reach_any_log_record(prolific_emulator, c
     with pytest.raises(ConfigurationError, match="already loaded") as info:
         load_batch_export(
             batch_id,
-            output=f"s3://{creds}@{s3.bucket}/lake",
-            storage_options=options,
-            incremental=True,
+            output=LakeTarget(
+                f"s3://{creds}@{s3.bucket}/lake", storage_options=options, incremental=True
+            ),
             until="2000-01-01T00:00:00Z",
             **conn,
         )

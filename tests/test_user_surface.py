@@ -12,7 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from prolific_ingest import ConfigurationError, committed_exports, load_batch_export, read_export
+from prolific_ingest import (
+    ConfigurationError,
+    LakeTarget,
+    committed_exports,
+    load_batch_export,
+    read_export,
+)
 from prolific_ingest.cli import main
 from prolific_ingest.testing import ExportSpec, make_batch_export
 
@@ -116,19 +122,26 @@ def test_exports_list_text_shows_iso_times_and_compact_json_filters(env, capsys)
 def test_storage_options_apply_to_a_bucket_cache_from_the_environment(
     prolific_emulator, s3, monkeypatch
 ):
-    from prolific_ingest import ProlificClient, download_export, request_export, wait_for_export
+    from prolific_ingest import (
+        ExportCache,
+        ProlificClient,
+        download_export,
+        request_export,
+        wait_for_export,
+    )
     from prolific_ingest.exports import ExportRef
 
     monkeypatch.setenv("PROLIFIC_INGEST_CACHE", s3.url("cache"))
     emu = prolific_emulator
     batch_id = emu.add_batch(seed=7, n_submissions=2)
-    conn = {"base_url": emu.base_url, "token": emu.token, "progress": False}
+    conn = {"client": ProlificClient(base_url=emu.base_url, token=emu.token), "progress": False}
     # The endpoint of the (moto) bucket is only in storage_options.
-    exp = load_batch_export(batch_id, storage_options=s3.storage_options, **conn)
+    cache = ExportCache(storage_options=s3.storage_options)  # at $PROLIFIC_INGEST_CACHE
+    exp = load_batch_export(batch_id, cache=cache, **conn)
     assert exp.archive_url.startswith(f"s3://{s3.bucket}/cache/")
     s3.fs.invalidate_cache()
     assert s3.fs.exists(f"{s3.bucket}/cache/batch/{batch_id}/{exp.export_id}/archive.zip")
-    again = load_batch_export(batch_id, storage_options=s3.storage_options, offline=True)
+    again = load_batch_export(batch_id, cache=cache, offline=True)
     assert again.export_id == exp.export_id
     assert len(again.answers) == emu.ground_truth(batch_id).counts["answers"]
 
@@ -153,7 +166,7 @@ def test_a_base_url_ending_in_api_v1_reaches_the_api(prolific_emulator, conn, su
         client = ProlificClient(base_url=emu.base_url + suffix, token=emu.token)
     assert client.settings.base_url == emu.base_url
     assert "/api/v1" in caplog.text
-    exp = load_batch_export(batch_id, **dict(conn, base_url=emu.base_url + suffix))
+    exp = load_batch_export(batch_id, **dict(conn, client=client))
     assert len(exp.answers) == emu.ground_truth(batch_id).counts["answers"]
     api_paths = [r.path for r in emu.requests if r.host == "api"]
     assert api_paths and all(p.startswith("/api/v1/data-collection/") for p in api_paths)
@@ -197,9 +210,9 @@ def test_an_incremental_load_requests_a_new_export_even_with_the_same_filter(
     emu = prolific_emulator
     batch_id = emu.add_batch(seed=11, n_submissions=2)
     lake = str(tmp_path / "lake")
-    load_batch_export(batch_id, output=lake, incremental=True, **conn)
-    second = load_batch_export(batch_id, output=lake, incremental=True, **conn)
-    third = load_batch_export(batch_id, output=lake, incremental=True, **conn)
+    load_batch_export(batch_id, output=LakeTarget(lake, incremental=True), **conn)
+    second = load_batch_export(batch_id, output=LakeTarget(lake, incremental=True), **conn)
+    third = load_batch_export(batch_id, output=LakeTarget(lake, incremental=True), **conn)
     assert second.filter == third.filter  # same watermark, same request ...
     assert third.export_id != second.export_id  # ... yet a new export, not a reused one
     posts = [r for r in emu.requests if r.host == "api" and r.method == "POST"]
@@ -296,10 +309,13 @@ def test_an_incremental_load_past_until_says_why(prolific_emulator, conn, tmp_pa
     emu = prolific_emulator
     batch_id = emu.add_batch(seed=17, n_submissions=2)
     lake = str(tmp_path / "lake")
-    load_batch_export(batch_id, output=lake, incremental=True, **conn)
+    load_batch_export(batch_id, output=LakeTarget(lake, incremental=True), **conn)
     emu.clear_requests()
     with pytest.raises(ConfigurationError, match=r"incremental load .* later than until"):
         load_batch_export(
-            batch_id, output=lake, incremental=True, until="2000-01-01T00:00:00Z", **conn
+            batch_id,
+            output=LakeTarget(lake, incremental=True),
+            until="2000-01-01T00:00:00Z",
+            **conn,
         )
     assert [r for r in emu.requests if r.host == "api"] == []

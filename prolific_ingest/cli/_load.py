@@ -7,29 +7,42 @@ from pathlib import Path
 from typing import Any
 
 from .. import errors
+from ..cache import ExportCache
+from ..config import Settings
+from ..lake._target import LakeTarget
 from ._exit import error_summary
 from ._output import emit, emit_export, export_summary, progress
 
 
 def _load_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    opts = args.storage_options  # for every path or URL of the command: the lake and the cache
     kw: dict[str, Any] = {
         "study_id": args.study_id,
         "since": args.since,
         "until": args.until,
         "offline": args.offline,
-        "output": args.out,
-        "incremental": args.incremental,
-        "overwrite": args.overwrite,
-        "partition_by": tuple(args.partition_by),
-        "cache": args.cache,
-        "storage_options": args.storage_options,
+        "output": sink_target(args, incremental=args.incremental),
+        "cache": ExportCache(args.cache, storage_options=opts) if opts else args.cache,
         "on_bad_records": args.on_bad_records,
-        "timeout": args.timeout,
+        "client": Settings.from_env(wait_timeout=args.timeout),
         "progress": progress(args),
     }
     if args.max_age is not None:
         kw["max_age"] = args.max_age
     return kw
+
+
+def sink_target(args: argparse.Namespace, *, incremental: bool = False) -> LakeTarget | None:
+    """``--out`` and its options as the load's ``output=`` (``None`` without ``--out``)."""
+    if not args.out:
+        return None
+    return LakeTarget(
+        args.out,
+        storage_options=args.storage_options,
+        partition_by=tuple(args.partition_by),
+        incremental=incremental,
+        overwrite=args.overwrite,
+    )
 
 
 def _ids(args: argparse.Namespace) -> list[str]:

@@ -7,6 +7,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+from ..cache import ExportCache
+from ..config import Settings
+from ..lake._target import LakeTarget
 from ._output import emit_export, progress
 
 
@@ -42,11 +45,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(f"emulator running at {emu.base_url}; batch {batch_id}", file=sys.stderr)
         export = api.load_batch_export(
             batch_id,
-            base_url=emu.base_url,
-            token=emu.token,
-            cache=args.cache or str(Path(tmp) / "cache"),
-            output=out,
-            storage_options=args.storage_options,
+            client=Settings.from_env(token=emu.token, base_url=emu.base_url),
+            cache=ExportCache(
+                args.cache or str(Path(tmp) / "cache"), storage_options=args.storage_options
+            ),
+            output=LakeTarget(out, storage_options=args.storage_options),
             progress=progress(args),
         )
         emit_export(args, export)

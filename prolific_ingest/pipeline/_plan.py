@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
-from .._http.retry import RetryPolicy
 from .._urls import StorageURL, parse_storage_url
 from ..cache import CachedExport, ExportCache
 from ..cache._entry import as_timedelta
@@ -26,9 +24,10 @@ from ..exports import ExportFilter, ExportRef
 from ..lake import committed_exports
 from ..lake._layout import check_partition_by
 from ..lake._storage import resolve_lake
+from ..lake._target import LakeTarget
 from ..result import Export
 from . import _parse, _run
-from ._parse import OnBadRecords
+from ._options import UNSET, LoadRequest
 from ._run import LoadPlan
 
 __all__ = ["DEFAULT_MAX_AGE", "INCREMENTAL_OVERLAP", "UNSET", "incremental_filter", "load_export"]
@@ -42,77 +41,50 @@ DEFAULT_MAX_AGE = timedelta(minutes=15)
 #: merged on the natural keys, so the lake's tables still hold each row once.
 INCREMENTAL_OVERLAP = timedelta(hours=1)
 
-#: The default of ``max_age``: not given (its default depends on ``offline``/``incremental``).
-UNSET: Any = object()
 
-
-def load_export(
-    ref: ExportRef,
-    *,
-    study_id: str | None,
-    since: datetime | str | None,
-    until: datetime | str | None,
-    export_id: str | None,
-    max_age: timedelta | float | None,
-    offline: bool,
-    output: str | None,
-    incremental: bool,
-    overwrite: bool,
-    partition_by: Sequence[str],
-    cache: str | None,
-    storage_options: dict[str, Any] | None,
-    token: str | None,
-    base_url: str | None,
-    timeout: float | None,
-    retry: RetryPolicy | None,
-    on_bad_records: OnBadRecords,
-    progress: bool | str | None,
-    client: ProlificClient | None,
-) -> Export:
-    """Load ``ref``'s export as ``load_batch_export`` documents (``max_age`` may be :data:`UNSET`)."""
-    if on_bad_records not in ("raise", "quarantine", "skip"):
-        msg = f"on_bad_records must be 'raise', 'quarantine' or 'skip', not {on_bad_records!r}"
+def load_export(ref: ExportRef, request: LoadRequest) -> Export:
+    """Load ``ref``'s export as ``load_batch_export`` documents."""
+    if request.on_bad_records not in ("raise", "quarantine", "skip"):
+        msg = (
+            "on_bad_records must be 'raise', 'quarantine' or 'skip', "
+            f"not {request.on_bad_records!r}"
+        )
         raise ConfigurationError(msg)
-    flt = ExportFilter.coerce(study_id=study_id, since=since, until=until)
-    target = parse_storage_url(output, storage_options) if output is not None else None
-    if target is not None:  # a bad lake URL or option fails before any download
+    flt = ExportFilter.coerce(study_id=request.study_id, since=request.since, until=request.until)
+    lake = request.output
+    target = parse_storage_url(lake.url, lake.storage_options) if lake is not None else None
+    if (
+        lake is not None and target is not None
+    ):  # a bad lake URL or option fails before any download
         resolve_lake(target.url, target.storage_options)
-        check_partition_by(partition_by)
-    if incremental:
-        if target is None:
-            msg = (
-                "incremental=True needs output=: the watermark is read from the lake's load records"
-            )
-            raise ConfigurationError(msg)
-        flt = incremental_filter(ref, flt, target)
+        check_partition_by(lake.partition_by)
+        if lake.incremental:
+            flt = incremental_filter(ref, flt, target)
+    incremental = lake is not None and lake.incremental
     plan = LoadPlan(
         ref=ref,
         filter=flt,
-        export_id=export_id,
-        max_age=_reuse_age(max_age, offline=offline, incremental=incremental),
-        offline=offline,
+        export_id=request.export_id,
+        max_age=_reuse_age(request.max_age, offline=request.offline, incremental=incremental),
+        offline=request.offline,
     )
-    settings = (
-        client.settings
-        if client is not None
-        else Settings.from_env(
-            token=token, base_url=base_url, **({"cache_dir": cache} if cache else {})
-        )
-    )
-    location = cache or settings.cache_dir  # $PROLIFIC_INGEST_CACHE may be a bucket too
-    store = ExportCache(location, storage_options=storage_options)
+    settings = _settings(request)
+    store = _cache(request, settings)
+    client = request.client
 
     def make_client() -> ProlificClient:
-        return client if client is not None else ProlificClient(settings, retry=retry)
+        if isinstance(client, ProlificClient):
+            return client
+        return ProlificClient(settings, retry=request.retry)
 
     entry, parsed = _run.load(
         plan,
         cache=store,
         client=make_client,
-        progress=progress,
-        wait_timeout=timeout,
-        on_bad_records=on_bad_records,
-        sink_for=_lake_sink(target, ref, overwrite=overwrite, partition_by=partition_by),
+        progress=request.progress,
+        wait_timeout=request.wait_timeout,
+        on_bad_records=request.on_bad_records,
+        sink_for=_lake_sink(target, ref, lake),
     )
     return Export(
         export_id=entry.export_id,
@@ -129,6 +101,28 @@ def load_export(
     )
 
 
+def _settings(request: LoadRequest) -> Settings:
+    """The connection settings: the client's, else the environment's (and deprecated keywords)."""
+    if isinstance(request.client, ProlificClient):
+        return request.client.settings
+    if isinstance(request.client, Settings):
+        return request.client
+    cache = request.cache if isinstance(request.cache, str) and request.cache else None
+    return Settings.from_env(
+        token=request.token,
+        base_url=request.base_url,
+        **({"cache_dir": cache} if cache else {}),
+    )
+
+
+def _cache(request: LoadRequest, settings: Settings) -> ExportCache:
+    """The export cache: as given, else at the settings' location."""
+    if isinstance(request.cache, ExportCache):
+        return request.cache
+    location = request.cache or settings.cache_dir  # the variable may be a bucket too
+    return ExportCache(location, storage_options=request.cache_options)
+
+
 def _reuse_age(max_age: timedelta | float | None, *, offline: bool, incremental: bool) -> timedelta:
     """The plan's reuse age: ``max_age`` as given, else the default for the kind of load."""
     if max_age is UNSET:
@@ -142,12 +136,12 @@ def _reuse_age(max_age: timedelta | float | None, *, offline: bool, incremental:
 
 
 def _lake_sink(
-    target: StorageURL | None, ref: ExportRef, *, overwrite: bool, partition_by: Sequence[str]
+    target: StorageURL | None, ref: ExportRef, lake: LakeTarget | None
 ) -> Callable[[CachedExport], _parse.SinkFn | None]:
     """The sink each entry's parse streams into: the lake at ``target`` (``None``: none)."""
 
     def sink_for(entry: CachedExport) -> _parse.SinkFn | None:
-        if target is None:
+        if target is None or lake is None:
             return None
         return functools.partial(
             _parse.write_export,
@@ -157,8 +151,8 @@ def _lake_sink(
             export_id=entry.export_id,
             filter=entry.filter if entry.filter_known else None,
             archive_sha256=entry.manifest.get("sha256"),
-            overwrite=overwrite,
-            partition_by=partition_by,
+            overwrite=lake.overwrite,
+            partition_by=lake.partition_by,
             storage_options=target.storage_options,
         )
 
