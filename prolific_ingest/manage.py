@@ -12,10 +12,11 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from . import exports as lifecycle
+from ._version import warn_deprecated
 from .cache import ExportCache
 from .client import ProlificClient
 from .config import Settings
-from .errors import NotFoundError
+from .errors import ConfigurationError, NotFoundError
 from .exports import ExportJob, ExportRef
 
 __all__ = ["delete_export", "job_summary", "list_exports", "prune_exports"]
@@ -25,21 +26,50 @@ logger = logging.getLogger(__name__)
 Kind = Literal["batch", "collection"]
 
 
-def _client(
-    client: ProlificClient | None, token: str | None, base_url: str | None
-) -> ProlificClient:
-    return (
-        client
-        if client is not None
-        else ProlificClient(Settings.from_env(token=token, base_url=base_url))
+def _owner(verb: str, owner: ExportRef | str, kind: Kind | None) -> ExportRef:
+    """``owner`` as an :class:`ExportRef`; an id with ``kind=`` is the deprecated spelling."""
+    if isinstance(owner, ExportRef):
+        if kind is not None:
+            msg = f"{verb}(): the ExportRef names the kind already; drop kind={kind!r}"
+            raise ConfigurationError(msg)
+        return owner
+    named = kind or "batch"
+    warn_deprecated(
+        f"{verb}(owner_id, kind=...)", f"pass ExportRef({named!r}, owner_id)", stacklevel=3
     )
+    return ExportRef(named, owner)
+
+
+def _client(
+    verb: str,
+    client: ProlificClient | Settings | None,
+    token: str | None,
+    base_url: str | None,
+) -> ProlificClient:
+    """The client to call the API with: ``client=``, else one from the environment."""
+    given = [name for name, value in (("token", token), ("base_url", base_url)) if value]
+    for name in given:
+        warn_deprecated(
+            f"{verb}({name}=...)", f"pass client=ProlificClient({name}=...)", stacklevel=3
+        )
+        if client is not None:
+            msg = (
+                f"{verb}(): {name}= is ignored when client= is given (the client's own setting "
+                f"wins); configure the client instead: client=ProlificClient({name}=...)"
+            )
+            raise ConfigurationError(msg)
+    if isinstance(client, ProlificClient):
+        return client
+    if isinstance(client, Settings):
+        return ProlificClient(client)
+    return ProlificClient(Settings.from_env(token=token, base_url=base_url))
 
 
 def list_exports(
-    owner_id: str,
+    owner: ExportRef | str,
     *,
-    kind: Kind = "batch",
-    client: ProlificClient | None = None,
+    kind: Kind | None = None,
+    client: ProlificClient | Settings | None = None,
     token: str | None = None,
     base_url: str | None = None,
 ) -> list[ExportJob]:
@@ -47,42 +77,59 @@ def list_exports(
 
     Parameters
     ----------
-    owner_id : str
-        Batch id, or collection id with ``kind="collection"``.
-    kind : {"batch", "collection"}
-    client, token, base_url
-        Connection, as in :func:`~prolific_ingest.load_batch_export`.
+    owner : ExportRef
+        The batch or collection, e.g. ``ExportRef("batch", batch_id)``.
+    client : ProlificClient or Settings, optional
+        The connection; default ``Settings.from_env()``.
+    kind, token, base_url
+        Deprecated (removed in 0.3): pass an ``ExportRef`` and ``client=``.
     """
-    return lifecycle.list_jobs(_client(client, token, base_url), ExportRef(kind, owner_id))
+    api = _client("list_exports", client, token, base_url)
+    return lifecycle.list_jobs(api, _owner("list_exports", owner, kind))
 
 
 def delete_export(
-    owner_id: str,
+    owner: ExportRef | str,
     export_id: str,
     *,
-    kind: Kind = "batch",
-    client: ProlificClient | None = None,
+    kind: Kind | None = None,
+    client: ProlificClient | Settings | None = None,
     token: str | None = None,
     base_url: str | None = None,
 ) -> None:
     """Delete one finished export job and its archive on the server.
 
-    Raises :class:`~prolific_ingest.ExportStillGeneratingError` while it is generating.
+    Parameters
+    ----------
+    owner : ExportRef
+        The batch or collection, e.g. ``ExportRef("batch", batch_id)``.
+    export_id : str
+        The job to delete.
+    client : ProlificClient or Settings, optional
+        The connection; default ``Settings.from_env()``.
+    kind, token, base_url
+        Deprecated (removed in 0.3): pass an ``ExportRef`` and ``client=``.
+
+    Raises
+    ------
+    ExportStillGeneratingError
+        The job is still generating.
     """
-    lifecycle.delete_export(_client(client, token, base_url), ExportRef(kind, owner_id), export_id)
+    api = _client("delete_export", client, token, base_url)
+    lifecycle.delete_job(api, _owner("delete_export", owner, kind), export_id)
 
 
 def prune_exports(
-    owner_id: str,
+    owner: ExportRef | str,
     *,
     keep: int = 3,
-    kind: Kind = "batch",
-    cache: str | None = None,
+    cache: str | ExportCache | None = None,
     dry_run: bool = False,
-    client: ProlificClient | None = None,
+    client: ProlificClient | Settings | None = None,
+    storage_options: dict[str, Any] | None = None,
+    kind: Kind | None = None,
     token: str | None = None,
     base_url: str | None = None,
-    storage_options: dict[str, Any] | None = None,
 ) -> list[ExportJob]:
     """Delete old finished export jobs on the server, keeping the newest ``keep``.
 
@@ -90,16 +137,36 @@ def prune_exports(
     ``generating`` jobs and complete ones that are not cached are never touched. A job
     that is already gone (404) counts as deleted.
 
-    ``storage_options`` are fsspec options for a remote ``cache`` (``s3://`` ...).
+    Parameters
+    ----------
+    owner : ExportRef
+        The batch or collection, e.g. ``ExportRef("batch", batch_id)``.
+    keep : int, default 3
+        The newest finished jobs to keep.
+    cache : str or ExportCache, optional
+        The cache that decides which complete jobs are safe to delete; default the
+        client's settings.
+    dry_run : bool, default False
+        Only say what would be deleted.
+    client : ProlificClient or Settings, optional
+        The connection; default ``Settings.from_env()``.
+    storage_options : dict, optional
+        fsspec options for a remote ``cache`` given as a URL (``s3://`` ...).
+    kind, token, base_url
+        Deprecated (removed in 0.3): pass an ``ExportRef`` and ``client=``.
 
     Returns
     -------
     list of ExportJob
         The jobs deleted (or, with ``dry_run=True``, that would be).
     """
-    api = _client(client, token, base_url)
-    ref = ExportRef(kind, owner_id)
-    store = ExportCache(cache or api.settings.cache_dir, storage_options=storage_options)
+    api = _client("prune_exports", client, token, base_url)
+    ref = _owner("prune_exports", owner, kind)
+    store = (
+        cache
+        if isinstance(cache, ExportCache)
+        else ExportCache(cache or api.settings.cache_dir, storage_options=storage_options)
+    )
     listed = lifecycle.list_jobs(api, ref)
     plan = prunable_jobs(listed, store, keep=keep)
     for job in plan if not dry_run else ():
@@ -126,7 +193,7 @@ def delete_finished_job(api: ProlificClient, job: ExportJob) -> None:
     response was lost, or another process that pruned it first)."""
     ref = job.ref
     try:
-        lifecycle.delete_export(api, ref, job.export_id)
+        lifecycle.delete_job(api, ref, job.export_id)
     except NotFoundError:
         logger.info("%s %s: export %s was already gone", ref.kind, ref.id, job.export_id)
         return

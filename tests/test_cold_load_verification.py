@@ -238,17 +238,17 @@ def test_a_lake_gets_nothing_from_an_archive_whose_primary_member_fails_its_crc(
     out = tmp_path / "lake"
     first = load_batch_export(batch_id, output=str(out), **conn)  # an earlier export
     before = _delta_logs(out)
-    records = committed_exports(str(out), owner_id=batch_id)
+    records = committed_exports(str(out), ExportRef("batch", batch_id))
     assert [r["export_id"] for r in records] == [first.export_id]
 
     def unchanged() -> None:  # right after the failed load: no table version, no load record
         assert _delta_logs(out) == before
-        assert committed_exports(str(out), owner_id=batch_id) == records
+        assert committed_exports(str(out), ExportRef("batch", batch_id)) == records
 
     _, served = _corrupt_then_healthy(
         prolific_emulator, conn, batch_id, after_failure=unchanged, output=str(out)
     )
-    after = committed_exports(str(out), owner_id=batch_id)
+    after = committed_exports(str(out), ExportRef("batch", batch_id))
     assert [r["export_id"] for r in after] == [first.export_id, served.export_id]
 
 

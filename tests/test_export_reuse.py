@@ -90,7 +90,7 @@ def test_incremental_watermark_is_scoped_to_the_study(prolific_emulator, conn, t
     load_batch_export(batch_id, output=LakeTarget(out, incremental=True), **conn)
     post = next(r for r in emu.requests if r.method == "POST")
     assert "from" not in post.query, "a study-scoped watermark must not limit an unscoped run"
-    back = read_dataset(out, "responses", batch_id=batch_id)
+    back = read_dataset(out, "responses", ExportRef("batch", batch_id))
     assert len(back) == emu.ground_truth(batch_id).counts["responses"]
 
 
@@ -143,7 +143,7 @@ def test_read_dataset_recounts_n_responses_after_a_windowed_export(
     load_batch_export(batch_id, output=out, **conn)
     times = sorted(r["created_at"] for r in truth.responses)
     load_batch_export(batch_id, output=out, since=times[len(times) // 2], **conn)
-    subs = read_dataset(out, "submissions", batch_id=batch_id)
+    subs = read_dataset(out, "submissions", ExportRef("batch", batch_id))
     assert int(subs["n_responses"].sum()) == truth.counts["responses"]
     expected = {s["submission_id"]: s["n_responses"] for s in truth.submissions}
     assert dict(zip(subs["submission_id"], subs["n_responses"], strict=True)) == expected

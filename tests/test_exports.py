@@ -31,7 +31,7 @@ from prolific_ingest.exports import (
     ExportFilter,
     ExportJob,
     ExportRef,
-    delete_export,
+    delete_job,
     find_reusable_job,
     get_export,
     list_jobs,
@@ -371,11 +371,11 @@ def test_list_and_delete(emu: Emulator) -> None:
     assert [j.export_id for j in listed] == [second.export_id, first.export_id]
     assert [j.status for j in listed] == ["generating", "complete"]
     with pytest.raises(ExportStillGeneratingError):
-        delete_export(client, ref, second.export_id)
-    delete_export(client, ref, first.export_id)
+        delete_job(client, ref, second.export_id)
+    delete_job(client, ref, first.export_id)
     assert [j.export_id for j in list_jobs(client, ref)] == [second.export_id]
     with pytest.raises(NotFoundError):
-        delete_export(client, ref, first.export_id)
+        delete_job(client, ref, first.export_id)
     with pytest.raises(NotFoundError):
         get_export(client, ref, first.export_id)
 

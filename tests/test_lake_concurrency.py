@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from prolific_ingest import committed_exports, read_dataset, read_export
+from prolific_ingest import ExportRef, committed_exports, read_dataset, read_export
 from prolific_ingest.testing import ExportSpec, make_batch_export
 
 HELPER = Path(__file__).with_name("_lake_writer_process.py")
@@ -69,7 +69,7 @@ def test_four_processes_two_batches_one_lake_every_row_once(
     for batch, path in archives.items():
         truth = read_export(str(path))
         for table, keys in KEYS.items():
-            back = read_dataset(lake, table, batch, storage_options=options)
+            back = read_dataset(lake, table, ExportRef("batch", batch), storage_options=options)
             rows = list(zip(*(back[k].astype(str) for k in keys), strict=True))
             want = list(zip(*(truth.tables[table][k].astype(str) for k in keys), strict=True))
             assert len(rows) == len(set(rows)) == truth.row_counts[table], table

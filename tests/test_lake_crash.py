@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from deltalake import DeltaTable
 
-from prolific_ingest import committed_exports, read_dataset
+from prolific_ingest import ExportRef, committed_exports, read_dataset
 from prolific_ingest.testing import ExportSpec, make_batch_export
 
 HELPER = Path(__file__).with_name("_lake_writer_process.py")
@@ -114,7 +114,7 @@ def test_a_sigkill_at_any_step_leaves_old_or_new_tables_and_the_rerun_ends_exact
     assert again.returncode == 0, again.stderr
     assert _state(lake) == after
     assert _consistent(lake) == after
-    loads = [r["export_id"] for r in committed_exports(str(lake), owner_id="b-crash")]
+    loads = [r["export_id"] for r in committed_exports(str(lake), ExportRef("batch", "b-crash"))]
     assert loads == ["export-a", "export-b"]
 
 

@@ -13,7 +13,7 @@ import pyarrow as pa
 import pytest
 from deltalake import DeltaTable
 
-from prolific_ingest import LakeTarget, load_batch_export, read_dataset
+from prolific_ingest import ExportRef, LakeTarget, load_batch_export, read_dataset
 
 TABLES = ("submissions", "tasks", "responses", "answers", "files", "instructions")
 
@@ -141,7 +141,7 @@ def test_partition_filters_prune_files_in_polars_and_read_dataset(
     uri = f"{out}/answers"
     one = polars.scan_delta(uri).filter(polars.col("batch_id") == batches[1]).collect()
     assert set(one["batch_id"].to_list()) == {batches[1]}
-    assert len(one) == len(read_dataset(out, "answers", batches[1]))
+    assert len(one) == len(read_dataset(out, "answers", ExportRef("batch", batches[1])))
 
 
 def _add_actions(uri: str) -> list[dict[str, Any]]:

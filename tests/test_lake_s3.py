@@ -9,6 +9,7 @@ from deltalake import DeltaTable
 
 from prolific_ingest import (
     ConfigurationError,
+    ExportRef,
     LakeNotFoundError,
     LakeTarget,
     SinkError,
@@ -35,7 +36,7 @@ def test_a_load_with_fsspec_options_writes_delta_tables_on_s3(
     s3.fs.invalidate_cache()
     assert s3.fs.exists(f"{s3.bucket}/lake/responses/_delta_log/00000000000000000000.json")
     truth = emu.ground_truth(batch_id)
-    back = read_dataset(out, "responses", batch_id, storage_options=opts)
+    back = read_dataset(out, "responses", ExportRef("batch", batch_id), storage_options=opts)
     assert sorted(back["response_id"]) == sorted(r["response_id"] for r in truth.responses)
     delta = DeltaTable(f"{out}/answers", storage_options=delta_storage_options(out, opts))
     assert delta.to_pyarrow_dataset().count_rows() == truth.counts["answers"]

@@ -14,6 +14,7 @@ from deltalake import DeltaTable
 
 from prolific_ingest import (
     ConfigurationError,
+    ExportRef,
     LakeNotFoundError,
     LakeTarget,
     LegacyLakeError,
@@ -66,7 +67,7 @@ def test_every_table_is_a_delta_table_partitioned_by_owner_with_owner_and_export
         assert set(back.column("batch_id").to_pylist()) <= {batch_id}
         assert set(back.column("export_id").to_pylist()) <= {exp.export_id}
     assert not (tmp_path / "lake" / "rejected").exists()  # written only when it has rows
-    answers = read_dataset(out, "answers", batch_id)
+    answers = read_dataset(out, "answers", ExportRef("batch", batch_id))
     assert len(answers) == truth.counts["answers"]
 
 
@@ -95,7 +96,7 @@ def test_loading_the_same_export_twice_leaves_every_row_once(
         assert (
             len(set(zip(*(rows.column(k).to_pylist() for k in keys), strict=True))) == rows.num_rows
         )
-    records = committed_exports(out, owner_id=batch_id, storage_options=opts)
+    records = committed_exports(out, ExportRef("batch", batch_id), storage_options=opts)
     assert [r["export_id"] for r in records] == [first.export_id] * 2
 
 
@@ -108,7 +109,7 @@ def test_an_overlapping_incremental_window_adds_exactly_the_new_responses(
     out = str(tmp_path / "lake")
     load_batch_export(other, output=out, **conn)
     load_batch_export(batch_id, output=LakeTarget(out, incremental=True), **conn)
-    before = read_dataset(out, "responses", batch_id)
+    before = read_dataset(out, "responses", ExportRef("batch", batch_id))
     other_files = {
         p for p in DeltaTable(f"{out}/responses").file_uris() if f"batch_id={other}" in p
     }
@@ -128,12 +129,12 @@ def test_an_overlapping_incremental_window_adds_exactly_the_new_responses(
     assert len(new) == truth.counts["responses"] - len(before)
     # The MERGE touched only this batch's partition: the other batch's files are the same.
     assert other_files <= set(DeltaTable(f"{out}/responses").file_uris())
-    answers = read_dataset(out, "answers", batch_id)
+    answers = read_dataset(out, "answers", ExportRef("batch", batch_id))
     assert len(answers) == truth.counts["answers"]
-    subs = read_dataset(out, "submissions", batch_id)
+    subs = read_dataset(out, "submissions", ExportRef("batch", batch_id))
     expected = {s["submission_id"]: s["n_responses"] for s in truth.submissions}
     assert dict(zip(subs["submission_id"], subs["n_responses"], strict=True)) == expected
-    assert len(committed_exports(out, owner_id=batch_id)) == 2
+    assert len(committed_exports(out, ExportRef("batch", batch_id))) == 2
 
 
 def test_a_merge_rewrites_no_file_whose_rows_did_not_change(
@@ -151,7 +152,10 @@ def test_the_latest_export_wins_for_a_changed_row(sink_target: Any, make_export:
     _write(sink_target, make_export("b1", 6, tag="old"), "e1")
     _write(sink_target, make_export("b1", 2, tag="new"), "e2")
     answers = read_dataset(
-        sink_target.output, "answers", "b1", storage_options=sink_target.storage_options
+        sink_target.output,
+        "answers",
+        ExportRef("batch", "b1"),
+        storage_options=sink_target.storage_options,
     )
     by_response = dict(zip(answers["response_id"], answers["value"], strict=False))
     assert by_response["r00000"] == "new" and by_response["r00005"] == "old"
@@ -169,7 +173,7 @@ def test_tasks_keep_one_row_per_distinct_content_across_exports(
     other = tasks.set_column(4, "metadata", pa.array(['{"m":1}', None, None]))
     write_export(first, lake, kind="batch", owner_id="b1", export_id="e1")
     write_export({**first, "tasks": other}, lake, kind="batch", owner_id="b1", export_id="e2")
-    back = read_dataset(lake, "tasks", "b1")
+    back = read_dataset(lake, "tasks", ExportRef("batch", "b1"))
     assert len(back) == 4  # t0, t1, t2 and t0 with other metadata; nulls matched null-safe
 
 
@@ -181,7 +185,7 @@ def test_collection_exports_are_partitioned_by_collection_id(
     load_collection_export(collection_id, output=str(out), **conn)
     assert DeltaTable(str(out / "answers")).metadata().partition_columns == ["collection_id"]
     assert not (out / "tasks").exists()
-    back = read_dataset(str(out), "answers", collection_id=collection_id)
+    back = read_dataset(str(out), "answers", ExportRef("collection", collection_id))
     assert len(back) == prolific_emulator.ground_truth(collection_id).counts["answers"]
     assert set(back["collection_id"]) == {collection_id}
 
@@ -195,7 +199,7 @@ def test_date_partitioning_splits_responses_by_utc_day(
     delta = DeltaTable(str(out / "responses"))
     assert delta.metadata().partition_columns == ["batch_id", "date"]
     assert len({p["date"] for p in delta.partitions()}) >= 2
-    back = read_dataset(str(out), "responses", batch_id)
+    back = read_dataset(str(out), "responses", ExportRef("batch", batch_id))
     assert _keys(back, "response_id") == _keys(exp.responses, "response_id")
     with pytest.raises(ValueError, match="partition_by"):
         load_batch_export(batch_id, output=LakeTarget(str(out), partition_by=["hour"]), **conn)
@@ -205,10 +209,10 @@ def test_empty_tables_are_created_with_their_schema(tmp_path: Path, make_export:
     lake = str(tmp_path / "lake")
     write_export(make_export("b1", 0), lake, kind="batch", owner_id="b1", export_id="e0")
     for table in ("responses", "answers", "files"):
-        back = read_dataset(lake, table, "b1", as_arrow=True)
+        back = read_dataset(lake, table, ExportRef("batch", "b1"), as_arrow=True)
         assert back.num_rows == 0
         assert {"batch_id", "export_id"} <= set(back.schema.names)
-    assert read_dataset(lake, "rejected", "b1").empty
+    assert read_dataset(lake, "rejected", ExportRef("batch", "b1")).empty
 
 
 def test_quarantined_lines_land_in_a_rejected_table(tmp_path: Path) -> None:
@@ -228,10 +232,10 @@ def test_quarantined_lines_land_in_a_rejected_table(tmp_path: Path) -> None:
     exp = read_export(str(path), on_bad_records="quarantine")
     lake = str(tmp_path / "lake")
     exp.to_lake(lake)
-    rejected = read_dataset(lake, "rejected", exp.owner_id)
+    rejected = read_dataset(lake, "rejected", ExportRef("batch", exp.owner_id))
     assert len(rejected) == exp.row_counts["rejected"] == 2
     exp.to_lake(lake, overwrite=True)
-    assert len(read_dataset(lake, "rejected", exp.owner_id)) == 2
+    assert len(read_dataset(lake, "rejected", ExportRef("batch", exp.owner_id))) == 2
 
 
 def test_a_column_added_later_evolves_the_table_without_rewriting_it(
@@ -303,20 +307,20 @@ def test_read_dataset_time_travel_pruning_and_arrow(tmp_path: Path, make_export:
     write_export(make_export("b1", 4, start=4), lake, kind="batch", owner_id="b1", export_id="e2")
     write_export(make_export("b2", 3), lake, kind="batch", owner_id="b2", export_id="e3")
     assert len(read_dataset(lake, "responses")) == 11
-    assert len(read_dataset(lake, "responses", "b1")) == 8
-    assert len(read_dataset(lake, "responses", "b1", version=v_first)) == 4
-    assert len(read_dataset(lake, "responses", "b1", as_of=between)) == 4
+    assert len(read_dataset(lake, "responses", ExportRef("batch", "b1"))) == 8
+    assert len(read_dataset(lake, "responses", ExportRef("batch", "b1"), version=v_first)) == 4
+    assert len(read_dataset(lake, "responses", ExportRef("batch", "b1"), as_of=between)) == 4
     some = read_dataset(lake, "responses", columns=["response_id", "batch_id"], as_arrow=True)
     assert isinstance(some, pa.Table) and some.schema.names == ["response_id", "batch_id"]
     late = read_dataset(
         lake,
         "responses",
-        "b1",
+        ExportRef("batch", "b1"),
         filters=[("created_at", ">=", datetime(2026, 1, 1, 0, 6, tzinfo=UTC))],
     )
     assert sorted(late["response_id"]) == ["r00006", "r00007"]
-    with pytest.raises(ValueError, match="not both"):
-        read_dataset(lake, "responses", "b1", collection_id="c1")
+    with pytest.raises(ValueError, match="name one owner"):
+        read_dataset(lake, "responses", ExportRef("batch", "b1"), collection_id="c1")
     with pytest.raises(ValueError, match="not both"):
         read_dataset(lake, "responses", version=1, as_of=between)
 

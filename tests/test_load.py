@@ -15,6 +15,7 @@ from prolific_ingest import (
     CacheMissError,
     Export,
     ExportFailedError,
+    ExportRef,
     NotFoundError,
     PermissionDeniedError,
     ProlificIngestError,
@@ -200,10 +201,12 @@ def test_output_writes_delta_tables_with_one_schema_per_table(emu, conn, tmp_pat
     for name in ("submissions", "tasks", "responses", "answers", "files", "instructions"):
         table = DeltaTable(str(out / name))
         assert table.metadata().partition_columns == ["batch_id"], name
-        got = read_dataset(str(out), name, full)
+        got = read_dataset(str(out), name, ExportRef("batch", full))
         assert len(got) == a.arrow.row_counts[name], name
-        assert list(read_dataset(str(out), name, empty).columns) == list(got.columns), name
-    (record,) = committed_exports(str(out), owner_id=full)
+        assert list(read_dataset(str(out), name, ExportRef("batch", empty)).columns) == list(
+            got.columns
+        ), name
+    (record,) = committed_exports(str(out), ExportRef("batch", full))
     assert record["counts"]["answers"] == len(a.answers)
     assert a.written is not None and not a.written.skipped
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from prolific_ingest import LakeTarget, ProlificClient, Settings, load_batch_export
+from prolific_ingest import ExportRef, LakeTarget, ProlificClient, Settings, load_batch_export
 
 
 def test_output_already_committed_with_a_fresh_cache_still_loads(
@@ -80,10 +80,10 @@ def test_scheduled_loads_keep_working_at_the_export_job_cap(
     kw = {**conn, "max_age": 0}
     loaded = [load_batch_export(batch_id, since=_since(i), **kw) for i in range(EXPORT_CAP)]
     client_kw = {"client": ProlificClient(conn["client"])}
-    assert len(list_exports(batch_id, **client_kw)) == EXPORT_CAP
+    assert len(list_exports(ExportRef("batch", batch_id), **client_kw)) == EXPORT_CAP
     with caplog.at_level("WARNING", logger="prolific_ingest"):
         extra = load_batch_export(batch_id, since=_since(EXPORT_CAP), **kw)
-    ids = {job.export_id for job in list_exports(batch_id, **client_kw)}
+    ids = {job.export_id for job in list_exports(ExportRef("batch", batch_id), **client_kw)}
     assert extra.export_id in ids and len(ids) == EXPORT_CAP
     assert loaded[0].export_id not in ids  # the oldest cached job made room
     assert {e.export_id for e in loaded[1:]} <= ids
@@ -105,7 +105,7 @@ def test_at_the_cap_jobs_not_in_the_cache_are_never_deleted(
         load_batch_export(batch_id, since=_since(EXPORT_CAP), **elsewhere)
     assert len(info.value.existing_jobs) == EXPORT_CAP
     client_kw = {"client": ProlificClient(conn["client"])}
-    assert len(list_exports(batch_id, **client_kw)) == EXPORT_CAP
+    assert len(list_exports(ExportRef("batch", batch_id), **client_kw)) == EXPORT_CAP
 
 
 def test_prune_counts_a_delete_whose_response_was_lost_as_done(
@@ -120,10 +120,10 @@ def test_prune_counts_a_delete_whose_response_was_lost_as_done(
         load_batch_export(batch_id, since=_since(i), max_age=0, **conn)
     rule = prolific_emulator.faults.drop_api_response(method="DELETE")
     client_kw = {"client": ProlificClient(conn["client"])}
-    pruned = prune_exports(batch_id, keep=0, cache=conn["cache"], **client_kw)
+    pruned = prune_exports(ExportRef("batch", batch_id), keep=0, cache=conn["cache"], **client_kw)
     assert rule.triggered == 1
     assert len(pruned) == 2
-    assert list_exports(batch_id, **client_kw) == []
+    assert list_exports(ExportRef("batch", batch_id), **client_kw) == []
 
 
 def test_export_id_with_contradicting_filter_arguments_is_refused(
@@ -257,7 +257,7 @@ def test_read_dataset_keeps_one_row_per_distinct_task_content(tmp_path: Path) ->
     assert len(first.tasks) == 2 and len(second.tasks) == 2
     first.to_lake(lake)
     second.to_lake(lake)
-    tasks = read_dataset(lake, "tasks", batch_id="b1")
+    tasks = read_dataset(lake, "tasks", ExportRef("batch", "b1"))
     assert sorted(tasks["metadata"].tolist()) == ['{"m":1}', '{"m":2}']
     assert set(tasks["task_id"]) == {"t1"}
 

@@ -14,6 +14,7 @@ import pytest
 
 from prolific_ingest import (
     ConfigurationError,
+    ExportRef,
     LakeTarget,
     committed_exports,
     load_batch_export,
@@ -47,7 +48,7 @@ def test_read_a_newer_archive_saved_under_the_same_name_is_written_not_skipped(t
     newer = _cli_json(capsys, ["read", str(path), "--out", lake])
     assert newer["export_id"] != first["export_id"]
     assert newer["output_skipped"] is False
-    loads = [r["export_id"] for r in committed_exports(lake, owner_id="b1")]
+    loads = [r["export_id"] for r in committed_exports(lake, ExportRef("batch", "b1"))]
     assert loads == [first["export_id"], newer["export_id"]]
 
 

@@ -11,10 +11,12 @@ from ._output import emit, iso
 def cmd_exports(args: argparse.Namespace) -> int:
     """List, delete or prune the export jobs of one batch or collection on the server."""
     from .. import manage
+    from ..exports import ExportRef
 
     kind: Literal["batch", "collection"] = "collection" if args.collection else "batch"
+    owner = ExportRef(kind, args.id)
     if args.action == "list":
-        jobs = manage.list_exports(args.id, kind=kind)
+        jobs = manage.list_exports(owner)
         text = "\n".join(
             f"{j.export_id}  {j.status:<10}  {iso(j.created_at):<20}  {j.filter.describe()}"
             for j in jobs
@@ -22,13 +24,12 @@ def cmd_exports(args: argparse.Namespace) -> int:
         emit(args, [manage.job_summary(j) for j in jobs], text or "(no exports)")
     elif args.action == "delete":
         for export_id in args.export_ids:
-            manage.delete_export(args.id, export_id, kind=kind)
+            manage.delete_export(owner, export_id)
         emit(args, {"deleted": args.export_ids}, f"deleted {len(args.export_ids)} export(s)")
     else:
         plan = manage.prune_exports(
-            args.id,
+            owner,
             keep=args.keep,
-            kind=kind,
             cache=args.cache,
             dry_run=args.dry_run,
             storage_options=args.storage_options,

@@ -10,11 +10,12 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable, Iterable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
 from .._progress import make_progress
+from .._version import warn_deprecated
 from ..client import ProlificClient, response_json
 from ..errors import (
     APIError,
@@ -34,7 +35,7 @@ from ._models import (
     job_from_body,
     parse_timestamp,
 )
-from ._rules import find_reusable_job, url_problem
+from ._rules import carry, find_reusable_job, fresh_enough, url_problem
 
 __all__ = [
     "ExportFilter",
@@ -42,7 +43,7 @@ __all__ = [
     "ExportKind",
     "ExportRef",
     "ExportStatus",
-    "delete_export",
+    "delete_job",
     "find_reusable_job",
     "format_timestamp",
     "get_export",
@@ -57,8 +58,6 @@ logger = logging.getLogger(__name__)
 
 _STATUSES = frozenset({"generating", "complete", "failed", "unknown"})
 
-#: A complete job whose URL expires sooner than this is polled again before use.
-URL_EXPIRY_MARGIN = timedelta(seconds=30)
 #: A status poll gets at least this long, even when the wait's deadline is (nearly) gone.
 MIN_POLL_TIME = 1.0
 
@@ -224,17 +223,6 @@ def get_export(
     return job
 
 
-def _carry(old: ExportJob, new: ExportJob) -> ExportJob:
-    """Keep what a status body does not repeat: whether the filter is known, the creation time."""
-    return new.replace(filter_known=old.filter_known, created_at=new.created_at or old.created_at)
-
-
-def _fresh_enough(job: ExportJob) -> bool:
-    if not job.is_complete:
-        return False
-    return job.expires_at is None or job.expires_at > datetime.now(UTC) + URL_EXPIRY_MARGIN
-
-
 def wait_for_export(
     client: ProlificClient,
     job: ExportJob,
@@ -280,13 +268,13 @@ def wait_for_export(
     interval = max(0.0, min(interval, ceiling))
     if job.status == "failed":
         raise _failed(job)
-    if _fresh_enough(job):
+    if fresh_enough(job):
         return job
     start = clock()
     last_status: str = job.status
     with make_progress(progress, desc=f"export {job.export_id}", unit="poll") as bar:
         while True:
-            current = _carry(job, _poll(client, job, limit, start, clock))
+            current = carry(job, _poll(client, job, limit, start, clock))
             elapsed = clock() - start
             bar.set_postfix_str(f"{current.status}, {elapsed:.0f}s")
             if current.status != last_status:
@@ -355,7 +343,7 @@ def refresh_url(client: ProlificClient, job: ExportJob) -> ExportJob:
         if not fresh.is_complete:
             fresh = wait_for_export(client, fresh)
         return job.replace(status="complete", url=fresh.url, expires_at=fresh.expires_at)
-    fresh = _carry(job, get_export(client, job.ref, job.export_id, job.filter))
+    fresh = carry(job, get_export(client, job.ref, job.export_id, job.filter))
     if fresh.status == "failed":
         raise _failed(fresh)
     if not fresh.is_complete:
@@ -391,10 +379,21 @@ def list_jobs(client: ProlificClient, ref: ExportRef) -> list[ExportJob]:
     return jobs
 
 
-def delete_export(client: ProlificClient, ref: ExportRef, export_id: str) -> None:
+def delete_job(client: ProlificClient, ref: ExportRef, export_id: str) -> None:
     """Delete a finished job and its archive (``DELETE .../export/<export_id>``).
 
-    Raises :class:`ExportStillGeneratingError` while it is generating.
+    Raises :class:`ExportStillGeneratingError` while it is generating. The public verb is
+    :func:`prolific_ingest.delete_export`.
     """
     client.request("DELETE", f"{ref.path}/export/{export_id}", expect=(200, 202, 204))
     logger.info("export %s of %s %s deleted", export_id, ref.kind, ref.id)
+
+
+def __getattr__(name: str) -> Any:
+    """``delete_export``: the old name of :func:`delete_job`, deprecated."""
+    if name != "delete_export":
+        msg = f"module {__name__!r} has no attribute {name!r}"
+        raise AttributeError(msg)
+    instead = "use delete_job, or prolific_ingest.delete_export(ref, export_id, client=...)"
+    warn_deprecated("prolific_ingest.exports.delete_export", instead)
+    return delete_job

@@ -11,7 +11,22 @@ from typing import Any
 
 from ._models import ExportFilter, ExportJob
 
-__all__ = ["find_reusable_job", "url_problem"]
+__all__ = ["URL_EXPIRY_MARGIN", "carry", "find_reusable_job", "fresh_enough", "url_problem"]
+
+#: A complete job whose URL expires sooner than this is polled again before use.
+URL_EXPIRY_MARGIN = timedelta(seconds=30)
+
+
+def carry(old: ExportJob, new: ExportJob) -> ExportJob:
+    """Keep what a status body does not repeat: whether the filter is known, the creation time."""
+    return new.replace(filter_known=old.filter_known, created_at=new.created_at or old.created_at)
+
+
+def fresh_enough(job: ExportJob) -> bool:
+    """Whether ``job`` is complete with a URL that stays valid for :data:`URL_EXPIRY_MARGIN`."""
+    if not job.is_complete:
+        return False
+    return job.expires_at is None or job.expires_at > datetime.now(UTC) + URL_EXPIRY_MARGIN
 
 
 def url_problem(body: dict[str, Any]) -> str | None:

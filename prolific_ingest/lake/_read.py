@@ -22,7 +22,9 @@ from deltalake.exceptions import TableNotFoundError
 
 from .._parquet import check_id
 from .._urls import parse_storage_url
+from .._version import warn_deprecated
 from ..errors import LakeNotFoundError, ProlificIngestError
+from ..exports._models import ExportKind, ExportRef
 from ._layout import LOADS, check_table, lake_schema
 from ._legacy import refuse_legacy
 from ._loads import LoadRecord, read_records
@@ -33,6 +35,33 @@ __all__ = ["committed_exports", "consistent_version", "read_dataset"]
 logger = logging.getLogger("prolific_ingest.lake")
 
 _UNSET: Any = object()
+
+
+def _owner(
+    owner: ExportRef | str | None, batch_id: str | None, collection_id: str | None
+) -> ExportRef | None:
+    """``read_dataset``'s owner as an :class:`ExportRef`; an id is a deprecated spelling."""
+    ids: list[tuple[ExportKind, object]] = [
+        ("batch", owner),
+        ("batch", batch_id),
+        ("collection", collection_id),
+    ]
+    given = [ExportRef(kind, value) for kind, value in ids if isinstance(value, str)]
+    if isinstance(owner, ExportRef):
+        given.insert(0, owner)
+    if len(given) > 1:
+        msg = "name one owner: an ExportRef (batch_id= and collection_id= are deprecated)"
+        raise ValueError(msg)
+    for name, value in (("owner", owner), ("batch_id", batch_id), ("collection_id", collection_id)):
+        if isinstance(value, str):
+            kind = "collection" if name == "collection_id" else "batch"
+            shown = (
+                "read_dataset(output, table, owner_id)"
+                if name == "owner"
+                else f"read_dataset({name}=...)"
+            )
+            warn_deprecated(shown, f"pass ExportRef({kind!r}, owner_id)", stacklevel=3)
+    return given[0] if given else None
 
 
 def consistent_version(table: str, records: list[LoadRecord]) -> int | None:
@@ -49,9 +78,8 @@ def consistent_version(table: str, records: list[LoadRecord]) -> int | None:
 def read_dataset(
     output: str,
     table: str,
-    batch_id: str | None = None,
+    owner: ExportRef | str | None = None,
     *,
-    collection_id: str | None = None,
     version: int | None = None,
     as_of: datetime | str | None = None,
     columns: Sequence[str] | None = None,
@@ -59,6 +87,8 @@ def read_dataset(
     storage_options: dict[str, Any] | None = None,
     as_arrow: bool = False,
     dedup: Any = _UNSET,
+    batch_id: str | None = None,
+    collection_id: str | None = None,
 ) -> pd.DataFrame | pa.Table:
     """Read one table of the Delta lake at ``output``.
 
@@ -69,8 +99,8 @@ def read_dataset(
     table : str
         ``submissions``, ``tasks``, ``responses``, ``answers``, ``files``,
         ``instructions`` or ``rejected``.
-    batch_id, collection_id : str, optional
-        Only this owner's partition (at most one of them).
+    owner : ExportRef, optional
+        Only this batch's or collection's partition, e.g. ``ExportRef("batch", batch_id)``.
     version : int, optional
         Read this table version (time travel) instead of the consistent state.
     as_of : datetime or ISO-8601 str, optional
@@ -85,6 +115,8 @@ def read_dataset(
         Return a ``pyarrow.Table`` instead of a pandas DataFrame.
     dedup : bool, optional
         Deprecated and ignored: the table holds each key once.
+    batch_id, collection_id : str, optional
+        Deprecated (removed in 0.3), as is an id given as ``owner``: pass an ``ExportRef``.
 
     Returns
     -------
@@ -109,15 +141,13 @@ def read_dataset(
             DeprecationWarning,
             stacklevel=2,
         )
-    if batch_id is not None and collection_id is not None:
-        msg = "pass batch_id or collection_id, not both"
-        raise ValueError(msg)
+    ref = _owner(owner, batch_id, collection_id)
     if version is not None and as_of is not None:
         msg = "pass version or as_of, not both"
         raise ValueError(msg)
     check_table(table)
-    kind = "collection" if collection_id is not None else "batch"
-    owner_id = batch_id if batch_id is not None else collection_id
+    kind = ref.kind if ref is not None else "batch"
+    owner_id = ref.id if ref is not None else None
     if owner_id is not None:
         check_id(f"{kind}_id", owner_id)
     parse_storage_url(output, storage_options, purpose="read")  # a missing local root raises
@@ -190,10 +220,11 @@ def _read(
 
 def committed_exports(
     output: str,
+    owner: ExportRef | None = None,
     *,
     kind: str | None = "batch",
-    owner_id: str | None = None,
     storage_options: dict[str, Any] | None = None,
+    owner_id: str | None = None,
 ) -> list[dict[str, Any]]:
     """The load records of the lake at ``output``, oldest load first.
 
@@ -201,12 +232,14 @@ def committed_exports(
     ----------
     output : str
         The lake root.
+    owner : ExportRef, optional
+        Only this batch's or collection's loads, e.g. ``ExportRef("batch", batch_id)``.
     kind : {"batch", "collection"} or None
-        Which owner kind; ``None`` lists both.
-    owner_id : str, optional
-        Only this batch / collection.
+        Without ``owner``: which owner kind; ``None`` lists both.
     storage_options : dict, optional
         fsspec-style or delta-rs options.
+    owner_id : str, optional
+        Deprecated (removed in 0.3): pass ``owner=ExportRef(kind, owner_id)``.
 
     Returns
     -------
@@ -216,6 +249,13 @@ def committed_exports(
         ``archive_sha256``, ``library_version``, ``loaded_at``. ``[]`` for an empty or
         missing lake.
     """
+    if owner_id is not None:
+        warn_deprecated(
+            "committed_exports(owner_id=...)", f"pass ExportRef({kind or 'batch'!r}, owner_id)"
+        )
+        owner = ExportRef("collection" if kind == "collection" else "batch", owner_id)
+    if owner is not None:
+        kind, owner_id = owner.kind, owner.id
     lake = resolve_lake(output, storage_options)
     refuse_legacy(lake)
     try:

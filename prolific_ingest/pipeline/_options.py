@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import inspect
 import os
-import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypedDict
 
 from .._http.retry import RetryPolicy
+from .._version import warn_deprecated
 from ..cache import ExportCache
 from ..client import ProlificClient
 from ..config import Settings
@@ -110,8 +110,7 @@ class LoadRequest:
 
 
 def _deprecated(verb: str, name: str, instead: str, stacklevel: int) -> None:
-    msg = f"{verb}({name}=...) is deprecated and will be removed in 0.3: pass {instead}"
-    warnings.warn(msg, DeprecationWarning, stacklevel=stacklevel + 1)
+    warn_deprecated(f"{verb}({name}=...)", f"pass {instead}", stacklevel=stacklevel + 1)
 
 
 def load_request(verb: str, options: Mapping[str, Any], *, stacklevel: int = 2) -> LoadRequest:

@@ -166,9 +166,7 @@ def incremental_filter(ref: ExportRef, flt: ExportFilter, output: StorageURL) ->
     scope in ``output``; with none, ``flt`` is returned unchanged. An explicit later
     ``since`` wins; a window that would start after ``until`` is refused.
     """
-    records = committed_exports(
-        output.url, kind=ref.kind, owner_id=ref.id, storage_options=output.storage_options
-    )
+    records = committed_exports(output.url, ref, storage_options=output.storage_options)
     # Only loads of the same study scope count: a study_id=A run says nothing about B.
     marks = [
         r["watermark"]
