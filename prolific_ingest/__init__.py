@@ -17,6 +17,7 @@ import typing
 from ._http.retry import RetryPolicy
 from ._version import __version__
 from .api import (
+    ANY_AGE,
     DEFAULT_MAX_AGE,
     BatchLoadReport,
     LoadOptions,
@@ -80,6 +81,7 @@ from .tables import ExportTables
 logging.getLogger("prolific_ingest").addHandler(logging.NullHandler())
 
 __all__ = [
+    "ANY_AGE",
     "DEFAULT_MAX_AGE",
     "APIError",
     "ArchiveError",

@@ -17,6 +17,7 @@ from typing import Any, Unpack
 
 from ._read_export import read_export
 from .cache import CachedExport, ExportCache
+from .cache._entry import ANY_AGE
 from .client import ProlificClient
 from .errors import ConfigurationError, ProlificIngestError
 from .exports import ExportJob, ExportRef
@@ -26,6 +27,7 @@ from .pipeline._plan import DEFAULT_MAX_AGE, INCREMENTAL_OVERLAP, load_export
 from .result import Export
 
 __all__ = [
+    "ANY_AGE",
     "DEFAULT_MAX_AGE",
     "INCREMENTAL_OVERLAP",
     "BatchLoadReport",
@@ -59,12 +61,13 @@ def load_batch_export(batch_id: str, **options: Unpack[LoadOptions]) -> Export:
     export_id : str, optional
         Load this existing export: from the cache if present, else via its status URL.
         Use it to resume after :class:`~prolific_ingest.ExportTimeoutError`.
-    max_age : timedelta, seconds or None, default 15 minutes
+    max_age : timedelta or seconds, default 15 minutes
         Reuse a cached or server-side complete export with the same filter younger than
-        this (measured from the export's creation). ``0`` and ``None`` both mean "never
-        reuse": a new export is requested (and ``offline=True`` then finds nothing unless
-        ``export_id`` is given). With no explicit value, ``offline=True`` accepts any age
-        and an incremental ``output`` uses 0.
+        this (measured from the export's creation). ``0`` means "never reuse": a new
+        export is requested (and ``offline=True`` then finds nothing unless ``export_id``
+        is given); :data:`~prolific_ingest.ANY_AGE` reuses one of any age. With no
+        explicit value, ``offline=True`` accepts any age and an incremental ``output``
+        uses 0. ``None`` is deprecated (it meant 0 here, "any age" in the cache).
     offline : bool, default False
         Use the cache only, with no network call at all; raises
         :class:`~prolific_ingest.CacheMissError` when nothing suitable is cached.
@@ -117,7 +120,7 @@ def load_batch_export(batch_id: str, **options: Unpack[LoadOptions]) -> Export:
 def load_collection_export(collection_id: str, **options: Unpack[LoadOptions]) -> Export:
     """Load a Task Builder collection export; options as :func:`load_batch_export`.
 
-    That includes ``max_age``: ``0`` never reuses an export.
+    That includes ``max_age``: ``0`` never reuses an export, ``ANY_AGE`` reuses any.
 
     A collection export has the tables ``submissions``, ``responses``, ``answers``,
     ``files``, ``instructions`` and ``rejected`` (no ``tasks``), keyed by ``collection_id``.

@@ -12,6 +12,7 @@ import prolific_ingest
 import prolific_ingest.testing
 
 EXPECTED = {
+    "ANY_AGE",
     "DEFAULT_MAX_AGE",
     "APIError",
     "ArchiveError",

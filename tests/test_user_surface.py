@@ -220,13 +220,38 @@ def test_an_incremental_load_requests_a_new_export_even_with_the_same_filter(
     assert len(posts) == 3
 
 
-def test_max_age_none_never_reuses_an_export_as_documented(prolific_emulator, conn):
+def test_max_age_none_still_never_reuses_an_export_and_warns(prolific_emulator, conn):
     batch_id = prolific_emulator.add_batch(seed=12, n_submissions=2)
     first = load_batch_export(batch_id, **conn)
     assert load_batch_export(batch_id, **conn).export_id == first.export_id  # default: reuse
-    fresh = load_batch_export(batch_id, max_age=None, **conn)
+    with pytest.warns(DeprecationWarning, match=r"max_age=None.*max_age=0"):
+        fresh = load_batch_export(batch_id, max_age=None, **conn)
     assert fresh.export_id != first.export_id
-    assert "``None`` both mean" in (load_batch_export.__doc__ or "")
+    assert "``None`` is deprecated" in (load_batch_export.__doc__ or "")
+
+
+def test_max_age_any_age_reuses_an_old_export_in_a_load_and_in_the_cache(
+    prolific_emulator, conn, monkeypatch
+):
+    from datetime import timedelta
+
+    from prolific_ingest import ANY_AGE, ExportCache, ExportRef
+    from prolific_ingest.cache import _store
+
+    batch_id = prolific_emulator.add_batch(seed=13, n_submissions=2)
+    first = load_batch_export(batch_id, **conn)
+    later = _store.datetime.now(_store.UTC) + timedelta(days=400)
+    clock = type("Later", (_store.datetime,), {"now": classmethod(lambda cls, tz=None: later)})
+    monkeypatch.setattr(_store, "datetime", clock)  # the cached export is now 400 days old
+    cache = ExportCache(conn["cache"])
+    ref = ExportRef("batch", batch_id)
+    assert cache.find(ref, max_age=timedelta(days=1)) is None
+    assert cache.find(ref, max_age=ANY_AGE).export_id == first.export_id
+    assert cache.find(ref, max_age=None).export_id == first.export_id  # None: no limit
+    prolific_emulator.clear_requests()
+    again = load_batch_export(batch_id, max_age=ANY_AGE, **conn)  # online, yet a cache hit
+    assert again.export_id == first.export_id
+    assert prolific_emulator.requests == []
 
 
 # -- CLI: --timeout, and the resume hint of a timeout ---------------------------------------------

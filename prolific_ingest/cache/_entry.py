@@ -16,6 +16,7 @@ from ..errors import CacheError
 from ..exports import ExportFilter, ExportRef, parse_timestamp
 
 __all__ = [
+    "ANY_AGE",
     "ARCHIVE_NAME",
     "FORMAT_VERSION",
     "KINDS",
@@ -47,7 +48,12 @@ def check_id(value: str, what: str) -> str:
     return value
 
 
+#: ``max_age=ANY_AGE``: reuse an export however old it is (in a load and in the cache alike).
+ANY_AGE = timedelta.max
+
+
 def as_timedelta(max_age: timedelta | float | None) -> timedelta | None:
+    """``max_age`` as a timedelta (a number is seconds); ``None`` stays ``None`` (no limit)."""
     if max_age is None or isinstance(max_age, timedelta):
         return max_age
     return timedelta(seconds=float(max_age))

@@ -196,7 +196,7 @@ class ExportCache:
     ) -> CachedExport | None:
         """Return the newest valid entry with the same filter, younger than ``max_age``.
 
-        ``max_age=None`` accepts any age. No network.
+        ``max_age=ANY_AGE`` (or ``None``, no limit) accepts any age. No network.
         """
         flt = ExportFilter.coerce(filter)
         limit = as_timedelta(max_age)

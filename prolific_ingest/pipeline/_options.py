@@ -132,6 +132,11 @@ def load_request(verb: str, options: Mapping[str, Any], *, stacklevel: int = 2) 
         msg = f"{verb}() got an unexpected keyword argument {unknown[0]!r}"
         raise TypeError(msg)
     given = {name: value for name, value in options.items() if name in DEFAULTS}
+    if "max_age" in given and given["max_age"] is None:
+        # None is "no limit" in the cache (ExportCache.find, clear); here it meant the opposite.
+        instead = "pass max_age=0 (never reuse; max_age=ANY_AGE reuses any age)"
+        warn_deprecated(f"{verb}(max_age=None)", instead, stacklevel=stacklevel + 1)
+        given["max_age"] = 0
     output = given.pop("output", None)
     cache = given.pop("cache", None)
     legacy: dict[str, Any] = {}

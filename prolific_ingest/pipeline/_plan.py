@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 
 from .._urls import StorageURL, parse_storage_url
 from ..cache import CachedExport, ExportCache
-from ..cache._entry import as_timedelta
+from ..cache._entry import ANY_AGE, as_timedelta
 from ..client import ProlificClient
 from ..config import Settings
 from ..errors import ConfigurationError
@@ -127,12 +127,11 @@ def _reuse_age(max_age: timedelta | float | None, *, offline: bool, incremental:
     """The plan's reuse age: ``max_age`` as given, else the default for the kind of load."""
     if max_age is UNSET:
         if offline:
-            return timedelta.max
+            return ANY_AGE
         if incremental:
             return timedelta(0)  # a scheduled incremental run wants the newest responses
         max_age = DEFAULT_MAX_AGE
-    # max_age=None means 0 here (no reuse), unlike the cache's "any age".
-    return as_timedelta(max_age) or timedelta(0)
+    return as_timedelta(max_age) or timedelta(0)  # None (deprecated) was turned into 0
 
 
 def _lake_sink(
