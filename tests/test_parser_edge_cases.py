@@ -1,7 +1,7 @@
 """Parser edge cases: odd ids, odd JSON, repeated tasks, lossless rejected lines.
 
 Every archive is read twice, with the block fast path and with the per-line builder
-only (``tables.FAST_PATH = False``), and the two must give identical tables.
+only (``build_tables(..., fast_path=False)``), and the two must give identical tables.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 
-from prolific_ingest import tables as tables_mod
 from prolific_ingest.archive import open_archive
 from prolific_ingest.errors import BadRecordError
 from prolific_ingest.tables import ExportTables, build_tables
@@ -38,9 +37,8 @@ def _zip(tmp_path: Path, records: list[Any], member: str, metadata: Any) -> Path
 
 
 def _build(path: Path, kind: str, policy: str, fast: bool, monkeypatch: Any) -> ExportTables:
-    monkeypatch.setattr(tables_mod, "FAST_PATH", fast)
     with open_archive(path, kind=kind) as archive:
-        return build_tables(archive, on_bad_records=policy)  # type: ignore[arg-type]
+        return build_tables(archive, on_bad_records=policy, fast_path=fast)  # type: ignore[arg-type]
 
 
 def read(

@@ -1,7 +1,7 @@
 """Tables read from generated exports match the generator's ground truth exactly.
 
 Every variation of spec section 2 is read twice: with the block fast path and with the
-per-line builder only (``tables.FAST_PATH = False``); both must match the truth and
+per-line builder only (``build_tables(..., fast_path=False)``); both must match the truth and
 each other.
 """
 
@@ -36,9 +36,8 @@ VARIATIONS: dict[str, dict[str, Any]] = {
 
 
 def _read(path: Path, *, fast: bool, monkeypatch: pytest.MonkeyPatch) -> Any:
-    monkeypatch.setattr(tables_mod, "FAST_PATH", fast)
     with open_archive(path) as archive:
-        return build_tables(archive)
+        return build_tables(archive, fast_path=fast)
 
 
 def _check(path: Path, truth: Any, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -34,9 +34,13 @@ from prolific_ingest.tables._arrow import dumps
 BATCH_MEMBER = "responses-by-submission.jsonl"
 
 
+#: The parser the helpers below ask for (``build_tables(..., fast_path=FAST)``).
+FAST = True
+
+
 @pytest.fixture(autouse=True, params=["fast", "per-line"])
 def path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    monkeypatch.setattr(tables_mod, "FAST_PATH", request.param == "fast")
+    monkeypatch.setitem(globals(), "FAST", request.param == "fast")
     return str(request.param)
 
 
@@ -53,6 +57,7 @@ def read(
     files: dict[str, bytes] | None = None,
     on_bad_records: str = "raise",
     raw: bytes | None = None,
+    fast_path: bool | None = None,
 ) -> ExportTables:
     path = tmp_path / "export.zip"
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
@@ -65,7 +70,8 @@ def read(
             zf.writestr(name, data)
     kind = "collection" if member == "responses.jsonl" else "batch"
     with open_archive(path, kind=kind) as archive:
-        return build_tables(archive, on_bad_records=on_bad_records)  # type: ignore[arg-type]
+        fast = FAST if fast_path is None else fast_path
+        return build_tables(archive, on_bad_records=on_bad_records, fast_path=fast)  # type: ignore[arg-type]
 
 
 def rows(tables: ExportTables, name: str) -> list[dict[str, Any]]:
@@ -594,7 +600,7 @@ def test_record_batches_have_fixed_schemas(tmp_path: Path) -> None:
         lines = [dict(SUBMISSION, submission_id=f"s{i}") for i in range(30)]
         zf.writestr(BATCH_MEMBER, b"\n".join(map(_line, lines)))
     with open_archive(path) as archive:
-        batches = list(iter_record_batches(archive, batch_rows=8))
+        batches = list(iter_record_batches(archive, batch_rows=8, fast_path=FAST))
     assert {name for name, _ in batches} == {"submissions", "tasks", "responses", "answers"}
     for name, batch in batches:
         assert batch.schema == schema_for(name, "batch")
@@ -818,7 +824,7 @@ def test_generated_blocks_take_the_fast_path(
         archive_path = tmp_path / f"{make.__name__}.zip"
         make(archive_path, ExportSpec(n_submissions=12, crlf=True, blank_lines=True, bom=True))
         with open_archive(archive_path) as archive:
-            build_tables(archive)
+            build_tables(archive, fast_path=FAST)
     assert calls == (["fast", "fast"] if path == "fast" else [])
 
 
@@ -944,8 +950,7 @@ def test_collection_and_flat_shapes_coerce_answers_too(tmp_path: Path) -> None:
 def _both_paths(tmp_path: Path, records: list[Any], **kwargs: Any) -> tuple[Any, ...]:
     out = []
     for fast in (True, False):
-        tables_mod.FAST_PATH = fast
-        tables = read(tmp_path, records, **kwargs)
+        tables = read(tmp_path, records, fast_path=fast, **kwargs)
         out.append({name: rows(tables, name) for name in tables.tables})
     return tuple(out)
 
@@ -970,7 +975,6 @@ def test_fast_path_and_per_line_give_identical_tables_and_counts(
         *others,
         _answer_record(7, sub="z"),
     ]
-    monkeypatch.setattr(tables_mod, "FAST_PATH", True)
     with caplog.at_level(logging.WARNING, logger="prolific_ingest"):
         fast, slow = _both_paths(tmp_path, records, on_bad_records="quarantine")
     assert fast == slow

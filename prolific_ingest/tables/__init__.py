@@ -73,9 +73,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Try the block fast path first (tests switch it off to compare with the fallback).
-FAST_PATH = True
-
 OnBadRecords = Literal["raise", "quarantine", "skip"]
 _INSTRUCTION_KNOWN = frozenset(("id", "type", "description", "options"))
 #: (column, key in batch.json) of the instructions table's text columns.
@@ -177,9 +174,12 @@ def _sliced(
 class _BlockReader:
     """Feed one block of lines to the fast path, else line by line to the builder."""
 
-    def __init__(self, builder: RecordBuilder, archive: ExportArchive, policy: str) -> None:
+    def __init__(
+        self, builder: RecordBuilder, archive: ExportArchive, policy: str, *, fast_path: bool
+    ) -> None:
         self.builder = builder
         self.policy = policy
+        self.fast_path = fast_path
         self.source = archive.source
         self.shown = redact_url(archive.source) if "://" in archive.source else archive.source
         self.member = ""
@@ -199,7 +199,7 @@ class _BlockReader:
         records: list[Any] | None = None
         if outcome == "fallback":
             self.fallbacks += 1
-        elif FAST_PATH:
+        elif self.fast_path:
             try:
                 return build_block(block, self.builder)
             except Fallback as fallback:
@@ -244,6 +244,7 @@ def iter_record_batches(
     on_bad_records: OnBadRecords = "raise",
     batch_rows: int = 65536,
     workers: int | None = None,
+    fast_path: bool = True,
 ) -> Iterator[tuple[str, pa.RecordBatch]]:
     """Stream ``(table, record batch)`` pairs for every table of the export.
 
@@ -267,6 +268,10 @@ def iter_record_batches(
         member of 16 MiB or more and 1 below. The rows and their order are the same
         for any count; if workers cannot start, the parse continues in this process
         (with one WARNING per process).
+    fast_path : bool, default True
+        Parse blocks of lines with the block fast path, falling back to the per-line
+        builder for a block it cannot take; ``False``: the per-line builder only, in this
+        process (the same tables: the tests compare the two).
 
     Raises
     ------
@@ -288,12 +293,12 @@ def iter_record_batches(
         existing_files=files.column(0).to_pylist(),
         batch_rows=batch_rows,
     )
-    reader = _BlockReader(builder, archive, on_bad_records)
+    reader = _BlockReader(builder, archive, on_bad_records, fast_path=fast_path)
     logical = primary_member(archive)
     if logical is not None:
         reader.member = archive.members[logical]
         n = 1
-        if FAST_PATH:
+        if fast_path:
             size = archive.member_size(logical)
             n = parse_workers(workers, size, _archive.CHUNK_BYTES)
         blocks = archive.iter_blocks(logical)
@@ -336,13 +341,16 @@ def build_tables(
     *,
     on_bad_records: OnBadRecords = "raise",
     workers: int | None = None,
+    fast_path: bool = True,
 ) -> ExportTables:
     """Read every table of ``archive`` into memory.
 
-    See :func:`iter_record_batches` for ``on_bad_records`` and ``workers``.
+    See :func:`iter_record_batches` for ``on_bad_records``, ``workers`` and ``fast_path``.
     """
     batches: dict[str, list[pa.RecordBatch]] = {name: [] for name in table_names(archive.kind)}
-    stream = iter_record_batches(archive, on_bad_records=on_bad_records, workers=workers)
+    stream = iter_record_batches(
+        archive, on_bad_records=on_bad_records, workers=workers, fast_path=fast_path
+    )
     for name, batch in stream:
         batches[name].append(batch)
     tables = {
