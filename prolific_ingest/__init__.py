@@ -27,7 +27,7 @@ from .api import (
     load_collection_export,
     read_export,
 )
-from .cache import CachedExport, ExportCache
+from .cache import ArchiveFacts, CachedExport, ExportCache
 from .client import ProlificClient
 from .config import Settings
 from .download import DownloadResult, download_archive
@@ -85,6 +85,7 @@ __all__ = [
     "DEFAULT_MAX_AGE",
     "APIError",
     "ArchiveError",
+    "ArchiveFacts",
     "ArchiveSecurityError",
     "AuthenticationError",
     "BadRecordError",

@@ -15,7 +15,7 @@ from typing import Any
 import fsspec
 import pytest
 
-from prolific_ingest.cache import ExportCache
+from prolific_ingest.cache import ArchiveFacts, ExportCache
 from prolific_ingest.errors import CacheError
 from prolific_ingest.exports import ExportFilter, ExportRef
 
@@ -38,11 +38,13 @@ def put(
         ref,
         export_id,
         staging,
-        filter=flt,
-        size=len(data),
-        sha256=hashlib.sha256(data).hexdigest(),
-        etag=None,
-        source_url="http://127.0.0.1:9/x.zip?sig=1",
+        ArchiveFacts(
+            filter=flt,
+            size=len(data),
+            sha256=hashlib.sha256(data).hexdigest(),
+            etag=None,
+            source_url="http://127.0.0.1:9/x.zip?sig=1",
+        ),
     )
 
 
@@ -90,11 +92,13 @@ def test_commit_failure_removes_staging_and_commits_nothing(cache: ExportCache) 
             REF,
             "E1",
             staging,
-            filter=None,
-            size=len(DATA) + 1,
-            sha256="0",
-            etag=None,
-            source_url=None,
+            ArchiveFacts(
+                filter=None,
+                size=len(DATA) + 1,
+                sha256="0",
+                etag=None,
+                source_url=None,
+            ),
         )
     assert not Path(staging).exists()
     assert cache.lookup(REF, "E1") is None
@@ -462,3 +466,25 @@ def test_storage_options_are_ignored_for_a_local_root(tmp_path: Path) -> None:
         put(cache, "E1")
         assert cache.lookup(REF, "E1") is not None
     assert ExportCache("memory://c", storage_options={"x": 1}).storage_options == {"x": 1}
+
+
+def test_commit_with_the_facts_as_keywords_still_commits_and_warns(tmp_path: Path) -> None:
+    cache = ExportCache(str(tmp_path))
+    staging = cache.staging(REF, "E9")
+    Path(staging).write_bytes(DATA)
+    facts = {"size": len(DATA), "sha256": hashlib.sha256(DATA).hexdigest(), "etag": None}
+    with pytest.warns(DeprecationWarning, match=r"ExportCache\.pending\(size="):
+        pending = cache.pending(REF, "E9", filter=None, source_url=None, **facts)
+    with pytest.warns(DeprecationWarning, match=r"ExportCache\.commit\(size="):
+        entry = cache.commit(REF, "E9", staging, filter=None, source_url=None, **facts)
+    assert entry.size == pending.size == len(DATA)
+    assert cache.lookup(REF, "E9") == entry
+
+
+def test_commit_takes_its_facts_once(tmp_path: Path) -> None:
+    cache = ExportCache(str(tmp_path))
+    facts = ArchiveFacts(size=1, sha256="0")
+    with pytest.raises(TypeError, match="not both"):
+        cache.pending(REF, "E9", facts, size=1)
+    with pytest.raises(TypeError, match="needs the archive's facts"):
+        cache.pending(REF, "E9")

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from prolific_ingest import __version__
-from prolific_ingest.cache import FORMAT_VERSION, ExportCache
+from prolific_ingest.cache import FORMAT_VERSION, ArchiveFacts, ExportCache
 from prolific_ingest.exports import ExportFilter, ExportRef
 
 PAYLOAD = b"PK\x05\x06" + b"\x00" * 18  # an empty ZIP
@@ -23,11 +23,13 @@ def _commit(cache: ExportCache, ref: ExportRef, export_id: str, **kw: object) ->
             ref,
             export_id,
             staging,
-            filter=kw.get("filter", ExportFilter()),  # type: ignore[arg-type]
-            size=len(PAYLOAD),
-            sha256=hashlib.sha256(PAYLOAD).hexdigest(),
-            etag="abc",
-            source_url="https://bucket.s3.example.com/exports/x.zip?X-Amz-Signature=SIG",
+            ArchiveFacts(
+                filter=kw.get("filter", ExportFilter()),  # type: ignore[arg-type]
+                size=len(PAYLOAD),
+                sha256=hashlib.sha256(PAYLOAD).hexdigest(),
+                etag="abc",
+                source_url="https://bucket.s3.example.com/exports/x.zip?X-Amz-Signature=SIG",
+            ),
         )
     return Path(cache.entry_path(ref, export_id))
 

@@ -23,7 +23,7 @@ import requests
 
 from prolific_ingest._http.retry import RetryPolicy
 from prolific_ingest._progress import NullProgress, TqdmProgress, make_progress, resolve_progress
-from prolific_ingest.cache import ExportCache
+from prolific_ingest.cache import ArchiveFacts, ExportCache
 from prolific_ingest.client import ProlificClient
 from prolific_ingest.config import Secret, Settings
 from prolific_ingest.download import MAX_REFRESHES, DownloadResult, download_archive
@@ -538,11 +538,13 @@ def test_emulator_into_cache_has_no_secrets(emu: Emulator, tmp_path: Path) -> No
             job.ref,
             job.export_id,
             staging,
-            filter=job.filter,
-            size=result.size,
-            sha256=result.sha256,
-            etag=result.etag,
-            source_url=job.url,
+            ArchiveFacts(
+                filter=job.filter,
+                size=result.size,
+                sha256=result.sha256,
+                etag=result.etag,
+                source_url=job.url,
+            ),
         )
     assert cache.lookup(job.ref, job.export_id, verify="full") == entry
     signature = parse_qs(urlsplit(job.url).query)

@@ -16,6 +16,7 @@ EXPECTED = {
     "DEFAULT_MAX_AGE",
     "APIError",
     "ArchiveError",
+    "ArchiveFacts",
     "ArchiveSecurityError",
     "AuthenticationError",
     "BadRecordError",

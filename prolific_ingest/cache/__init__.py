@@ -21,7 +21,14 @@ set on this package would change nothing.
 
 from __future__ import annotations
 
-from ._entry import ARCHIVE_NAME, FORMAT_VERSION, MANIFEST_NAME, CachedExport
+from ._entry import ARCHIVE_NAME, FORMAT_VERSION, MANIFEST_NAME, ArchiveFacts, CachedExport
 from ._store import ExportCache
 
-__all__ = ["ARCHIVE_NAME", "FORMAT_VERSION", "MANIFEST_NAME", "CachedExport", "ExportCache"]
+__all__ = [
+    "ARCHIVE_NAME",
+    "FORMAT_VERSION",
+    "MANIFEST_NAME",
+    "ArchiveFacts",
+    "CachedExport",
+    "ExportCache",
+]

@@ -23,6 +23,7 @@ __all__ = [
     "LOCKS_DIR",
     "MANIFEST_NAME",
     "TABLES_DIR",
+    "ArchiveFacts",
     "CachedExport",
     "DamagedEntryError",
     "InterruptedCommitError",
@@ -160,30 +161,52 @@ def entry_from_manifest(
     )
 
 
-def make_manifest(
-    ref: ExportRef,
-    export_id: str,
-    *,
-    filter: ExportFilter | None,
-    size: int,
-    sha256: str,
-    etag: str | None,
-    source_url: str | None,
-    filter_known: bool = True,
-    created_at: datetime | None = None,
-) -> dict[str, Any]:
+@dataclass(frozen=True)
+class ArchiveFacts:
+    """What a cache entry records about its archive and the export job it came from.
+
+    Parameters
+    ----------
+    size : int
+        The archive's size in bytes (checked against the staged file at commit).
+    sha256 : str
+        The archive's SHA-256 (hex).
+    etag : str, optional
+        The download's ``ETag``.
+    source_url : str, optional
+        Where it was downloaded from; only the host is kept.
+    filter : ExportFilter, optional
+        The export's filter.
+    filter_known : bool, default True
+        ``False``: the filter is unknown (loaded by id); the entry is then used only when
+        asked for by id.
+    created_at : datetime, optional
+        The server's creation time of the export (its data snapshot), when known.
+    """
+
+    size: int
+    sha256: str
+    etag: str | None = None
+    source_url: str | None = None
+    filter: ExportFilter | None = None
+    filter_known: bool = True
+    created_at: datetime | None = None
+
+
+def make_manifest(ref: ExportRef, export_id: str, facts: ArchiveFacts) -> dict[str, Any]:
     """The manifest of a new entry (``source_host`` keeps the host only: no path, no query)."""
+    created_at, source_url = facts.created_at, facts.source_url
     return {
         "export_id": export_id,
         "kind": ref.kind,
         "owner_id": ref.id,
-        "filter": ExportFilter.coerce(filter).to_json(),
-        "filter_known": filter_known,
+        "filter": ExportFilter.coerce(facts.filter).to_json(),
+        "filter_known": facts.filter_known,
         "created_at": created_at.isoformat().replace("+00:00", "Z") if created_at else None,
         "fetched_at": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
-        "size": size,
-        "sha256": sha256,
-        "etag": etag,
+        "size": facts.size,
+        "sha256": facts.sha256,
+        "etag": facts.etag,
         "source_host": urlsplit(source_url).hostname if source_url else None,
         "library_version": __version__,
         "format_version": FORMAT_VERSION,

@@ -15,6 +15,7 @@ import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
 from .._urls import parse_storage_url
+from .._version import warn_deprecated
 from ..config import default_cache_dir
 from ..errors import CacheError, redact_url, storage_errors
 from ..exports import ExportFilter, ExportRef
@@ -22,6 +23,7 @@ from . import _files, _locks
 from ._entry import (
     ARCHIVE_NAME,
     MANIFEST_NAME,
+    ArchiveFacts,
     CachedExport,
     DamagedEntryError,
     InterruptedCommitError,
@@ -38,6 +40,24 @@ logger = logging.getLogger("prolific_ingest.cache")  # the name it has always lo
 
 #: A temporary file not written to for this long was left by a killed process.
 STALE_STAGING = timedelta(hours=1)
+
+
+def _facts(method: str, facts: ArchiveFacts | None, keywords: Mapping[str, Any]) -> ArchiveFacts:
+    """``facts``, or the deprecated keywords of ``method`` made into them."""
+    if not keywords:
+        if facts is None:
+            msg = f"ExportCache.{method}() needs the archive's facts: facts=ArchiveFacts(...)"
+            raise TypeError(msg)
+        return facts
+    if facts is not None:
+        msg = f"ExportCache.{method}(): give facts= or its fields as keywords, not both"
+        raise TypeError(msg)
+    warn_deprecated(
+        f"ExportCache.{method}(size=..., sha256=..., ...)",
+        "pass facts=ArchiveFacts(size=..., sha256=..., ...)",
+        stacklevel=3,
+    )
+    return ArchiveFacts(**keywords)
 
 
 class ExportCache:
@@ -257,14 +277,8 @@ class ExportCache:
         self,
         ref: ExportRef,
         export_id: str,
-        *,
-        filter: ExportFilter | None,
-        size: int,
-        sha256: str,
-        etag: str | None,
-        source_url: str | None,
-        filter_known: bool = True,
-        created_at: datetime | None = None,
+        facts: ArchiveFacts | None = None,
+        **deprecated: Any,
     ) -> CachedExport:
         """The entry an archive staged for ``export_id`` becomes once committed; writes nothing.
 
@@ -272,38 +286,25 @@ class ExportCache:
         does not find it until :meth:`commit` is called (a load parses a staged archive
         and commits it only once the parse has checked the member it read).
         """
-        manifest = make_manifest(
-            ref,
-            export_id,
-            filter=filter,
-            size=size,
-            sha256=sha256,
-            etag=etag,
-            source_url=source_url,
-            filter_known=filter_known,
-            created_at=created_at,
-        )
+        facts = _facts("pending", facts, deprecated)
+        manifest = make_manifest(ref, export_id, facts)
         return self._build(ref, export_id, self._entry(ref, export_id), manifest)
 
     @typed_storage_errors
     def commit(
         self,
+        /,
         ref: ExportRef,
         export_id: str,
         staging_path: str,
-        *,
-        filter: ExportFilter | None,
-        size: int,
-        sha256: str,
-        etag: str | None,
-        source_url: str | None,
-        filter_known: bool = True,
-        created_at: datetime | None = None,
+        facts: ArchiveFacts | None = None,
+        **deprecated: Any,
     ) -> CachedExport:
         """Move a downloaded archive into place, then write its manifest (the commit).
 
-        ``filter_known=False`` records that the export's filter is unknown (loaded by id);
-        ``created_at`` is the server's creation time of the export, when known.
+        ``facts`` is what the entry records: size and SHA-256, the download's ETag and
+        host, the export's filter (or that it is unknown) and creation time. The
+        keywords of :class:`ArchiveFacts` given one by one are deprecated.
 
         The staging file is removed in any case. Call it while holding :meth:`lock`.
 
@@ -312,21 +313,13 @@ class ExportCache:
         CacheError
             The archive could not be moved or the manifest written.
         """
+        facts = _facts("commit", facts, deprecated)
+        size = facts.size
         entry = self._entry(ref, export_id)
         staged = self._internal(staging_path)
         archive = f"{entry}/{ARCHIVE_NAME}"
         manifest_path = f"{entry}/{MANIFEST_NAME}"
-        committed = self.pending(
-            ref,
-            export_id,
-            filter=filter,
-            size=size,
-            sha256=sha256,
-            etag=etag,
-            source_url=source_url,
-            filter_known=filter_known,
-            created_at=created_at,
-        )
+        committed = self.pending(ref, export_id, facts)
         try:
             actual = self._fs.size(staged)
             if actual != size:

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
 
 from .. import exports as lifecycle
 from .._http.retry import RetryState
 from ..archive import open_archive
-from ..cache import CachedExport, ExportCache
+from ..cache import ArchiveFacts, CachedExport, ExportCache
 from ..client import ProlificClient
 from ..download import download_archive
 from ..errors import CorruptArchiveError, IntegrityError
@@ -43,12 +42,12 @@ class Staged:
     cache: ExportCache
     entry: CachedExport  # what the entry will be once committed
     path: str
-    commit_args: dict[str, Any]
+    facts: ArchiveFacts
 
     def commit(self) -> CachedExport:
         """Commit the staged archive (the entry is found by lookups from now on)."""
         entry = self.entry
-        return self.cache.commit(entry.ref, entry.export_id, self.path, **self.commit_args)
+        return self.cache.commit(entry.ref, entry.export_id, self.path, self.facts)
 
     def discard(self) -> None:
         """Remove the staging file: nothing of this download is kept."""
@@ -126,14 +125,13 @@ def download_staged(
         except BaseException:
             cache.discard(staging)
             raise
-        commit_args: dict[str, Any] = {
-            "filter": job.filter,
-            "size": result.size,
-            "sha256": result.sha256,
-            "etag": result.etag,
-            "source_url": url,
-            "filter_known": job.filter_known,
-            "created_at": job.created_at,
-        }
-        entry = cache.pending(ref, job.export_id, **commit_args)
-        return Staged(cache, entry, staging, commit_args)
+        facts = ArchiveFacts(
+            size=result.size,
+            sha256=result.sha256,
+            etag=result.etag,
+            source_url=url,
+            filter=job.filter,
+            filter_known=job.filter_known,
+            created_at=job.created_at,
+        )
+        return Staged(cache, cache.pending(ref, job.export_id, facts), staging, facts)
