@@ -1,4 +1,5 @@
-"""Helpers shared by the test modules: a fake clock and a quiet loopback HTTP stub server."""
+"""Helpers shared by the test modules: a fake clock, a quiet loopback HTTP stub server, and
+raw requests to the emulator (to see a fault on the wire, without the library's client)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+import requests
 
 from prolific_ingest.testing import Emulator
 
@@ -61,3 +64,38 @@ def logged(emu: Emulator, n: int) -> list[Any]:
     while len(emu.requests) < n and time.monotonic() < deadline:
         time.sleep(0.005)
     return emu.requests
+
+
+#: The API path prefix the emulator serves.
+PREFIX = "/api/v1/data-collection"
+
+
+def auth_header(emu: Emulator) -> dict[str, str]:
+    """The header that authenticates a raw request to the emulator's API host."""
+    return {"Authorization": f"Token {emu.token}"}
+
+
+def export_url(emu: Emulator, batch: str, *parts: str) -> str:
+    """The export endpoint of ``batch`` (with ``parts``: ``/<export_id>``)."""
+    return "/".join([f"{emu.base_url}{PREFIX}/batches/{batch}/export", *parts])
+
+
+def post_export(emu: Emulator, batch: str) -> requests.Response:
+    """Request an export of ``batch`` with a raw POST."""
+    return requests.post(export_url(emu, batch), headers=auth_header(emu), timeout=30)
+
+
+def poll_export(emu: Emulator, batch: str, export_id: str) -> dict[str, Any]:
+    """One raw status poll; it must answer 200."""
+    r = requests.get(export_url(emu, batch, export_id), headers=auth_header(emu), timeout=30)
+    assert r.status_code == 200
+    body: dict[str, Any] = r.json()
+    return body
+
+
+def complete_url(emu: Emulator, batch: str) -> tuple[str, str]:
+    """Request an export that completes at the first poll; its id and download URL."""
+    export_id = post_export(emu, batch).json()["export_id"]
+    body = poll_export(emu, batch, export_id)
+    assert body["status"] == "complete"
+    return export_id, body["url"]

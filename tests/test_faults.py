@@ -1,4 +1,9 @@
-"""Nothing lost under faults: every load ends with exact data or a typed error and no cache entry."""
+"""Each fault as the emulator puts it on the wire, and a load that meets it.
+
+A section per fault: first what the emulator sends (raw requests, no library client), then
+that a load through it ends with exact data or a typed error and no cache entry. How the
+fault rules themselves match, count and clear is in ``test_emulator_fault_rules.py``.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+import requests
 
 from prolific_ingest import (
     BadRecordError,
@@ -28,6 +34,7 @@ from prolific_ingest import (
     request_export,
 )
 from prolific_ingest.testing import Emulator
+from tests._helpers import auth_header, complete_url, export_url, poll_export, post_export
 from tests._truth import assert_matches_truth
 
 FAST_RETRY = RetryPolicy(max_attempts=6, backoff_base=0.001, backoff_max=0.01, max_elapsed=30)
@@ -44,12 +51,54 @@ def conn(conn):
     return {**conn, "client": ProlificClient(conn["client"], retry=FAST_RETRY)}
 
 
+@pytest.fixture
+def batch(emu: Emulator) -> str:
+    """A batch whose exports complete at once, for the tests that poll the wire by hand."""
+    emu.polls_until_complete = 0
+    return emu.add_batch(seed=11, n_submissions=6)
+
+
 def _manifests(conn) -> list[Path]:
     return sorted(Path(conn["cache"]).rglob("manifest.json"))
 
 
 def _downloads(emu) -> list:
     return [r for r in emu.requests if r.host == "download" and r.method == "GET"]
+
+
+# -- rate limits and server errors: answered as the API would, retried to exact data ---------
+
+
+def test_rate_limit_with_and_without_retry_after(emu: Emulator, batch: str) -> None:
+    with_header = emu.faults.rate_limit(times=1, retry_after=2)
+    without = emu.faults.rate_limit(times=1)
+    first, second, third = (post_export(emu, batch) for _ in range(3))
+    assert first.status_code == 429
+    assert first.headers["Retry-After"] == "2"
+    assert first.json()["error"]["status"] == 429
+    assert second.status_code == 429
+    assert "Retry-After" not in second.headers
+    assert third.status_code == 202
+    assert (with_header.triggered, with_header.remaining) == (1, 0)
+    assert (without.triggered, without.remaining) == (1, 0)
+    assert len(emu.jobs(batch)) == 1  # refused requests did not create jobs
+
+
+def test_rate_limit_http_date_and_fraction(emu: Emulator, batch: str) -> None:
+    emu.faults.rate_limit(retry_after="Wed, 21 Oct 2026 07:28:00 GMT")
+    emu.faults.rate_limit(retry_after=0.5)
+    assert post_export(emu, batch).headers["Retry-After"] == "Wed, 21 Oct 2026 07:28:00 GMT"
+    assert post_export(emu, batch).headers["Retry-After"] == "0.5"
+
+
+def test_server_error_filtered_by_method_and_path(emu: Emulator, batch: str) -> None:
+    rule = emu.faults.server_error(times=2, status=502, method="GET", path_contains="/export/")
+    export_id = post_export(emu, batch).json()["export_id"]  # POST is not affected
+    url = export_url(emu, batch, export_id)
+    codes = [requests.get(url, headers=auth_header(emu), timeout=10).status_code for _ in range(3)]
+    assert codes == [502, 502, 200]
+    assert rule.triggered == 2
+    assert rule.remaining == 0
 
 
 def test_rate_limits_and_server_errors_are_retried_to_exact_data(emu, conn):
@@ -62,6 +111,23 @@ def test_rate_limits_and_server_errors_are_retried_to_exact_data(emu, conn):
     assert [r.status for r in emu.requests if r.status in (429, 503)] == [429, 429, 429, 503, 503]
 
 
+# -- a lost response: the request was processed, and retrying it makes no second job ---------
+
+
+def test_drop_api_response_does_not_leak_jobs(emu: Emulator, batch: str) -> None:
+    emu.polls_until_complete = 3
+    rule = emu.faults.drop_api_response(times=1)
+    with pytest.raises(requests.ConnectionError):
+        post_export(emu, batch)
+    assert rule.triggered == 1
+    jobs = emu.jobs(batch)
+    assert len(jobs) == 1  # the request was processed
+    retry = post_export(emu, batch)
+    assert retry.json()["export_id"] == jobs[0]["export_id"]  # reused, not a second job
+    assert len(emu.jobs(batch)) == 1
+    assert [r.status for r in emu.requests if r.method == "POST"] == [0, 202]
+
+
 def test_lost_post_response_does_not_leak_jobs(emu, conn):
     batch_id = emu.add_batch(seed=2, n_submissions=4)
     emu.faults.drop_api_response(times=1, method="POST")
@@ -70,12 +136,104 @@ def test_lost_post_response_does_not_leak_jobs(emu, conn):
     assert_matches_truth(exp.arrow.tables, emu.ground_truth(batch_id))
 
 
+# -- failing jobs: a job that fails, or completes and then fails, is reported typed ----------
+
+
+def test_fail_job(emu: Emulator, batch: str) -> None:
+    emu.polls_until_complete = 1
+    rule = emu.faults.fail_job()
+    export_id = post_export(emu, batch).json()["export_id"]
+    assert poll_export(emu, batch, export_id)["status"] == "generating"
+    assert poll_export(emu, batch, export_id) == {"status": "failed"}
+    assert rule.triggered == 1
+    assert emu.jobs(batch)[0]["status"] == "failed"
+    second = post_export(emu, batch).json()["export_id"]
+    poll_export(emu, batch, second)
+    assert poll_export(emu, batch, second)["status"] == "complete"
+
+
+def test_complete_then_fail(emu: Emulator, batch: str) -> None:
+    emu.faults.complete_then_fail()
+    export_id = post_export(emu, batch).json()["export_id"]
+    first = poll_export(emu, batch, export_id)
+    assert first["status"] == "complete"
+    assert poll_export(emu, batch, export_id) == {"status": "failed"}
+    assert requests.get(first["url"], timeout=10).status_code == 404
+
+
+def test_job_that_completes_then_fails_is_reported(emu, conn):
+    batch_id = emu.add_batch(seed=7, n_submissions=3)
+    first = load_batch_export(batch_id, **conn)
+    emu.delete_archive(batch_id, first.export_id)
+    # The cached copy still serves an export_id reload; a fresh fetch of it must fail typed.
+    again = load_batch_export(batch_id, export_id=first.export_id, **conn)
+    assert again.export_id == first.export_id
+    other = dict(conn, cache=conn["cache"] + "-other")
+    with pytest.raises(ExportFailedError):
+        load_batch_export(batch_id, export_id=first.export_id, **other)
+
+
+# -- expired download URLs: refused as S3 does, refreshed by the load ------------------------
+
+
+def test_expired_url_then_fresh(emu: Emulator, batch: str) -> None:
+    rule = emu.faults.expired_url()
+    export_id, url = complete_url(emu, batch)
+    refused = requests.get(url, timeout=10)
+    assert refused.status_code == 403
+    assert "Request has expired" in refused.text
+    fresh = poll_export(emu, batch, export_id)["url"]
+    assert fresh != url
+    assert requests.get(fresh, timeout=10).status_code == 200
+    assert rule.triggered == 1
+
+
 def test_expired_url_is_refreshed_and_the_load_continues(emu, conn):
     batch_id = emu.add_batch(seed=3, n_submissions=4)
     emu.faults.expired_url(times=1)
     exp = load_batch_export(batch_id, **conn)
     assert [r.status for r in _downloads(emu)][:1] == [403]
     assert_matches_truth(exp.arrow.tables, emu.ground_truth(batch_id))
+
+
+# -- broken downloads: errors, drops and corruption, resumed or fetched again within the budget ---
+
+
+def test_download_error(emu: Emulator, batch: str) -> None:
+    rule = emu.faults.download_error(status=500, times=1)
+    _, url = complete_url(emu, batch)
+    first = requests.get(url, timeout=10)
+    assert first.status_code == 500
+    assert "<Error>" in first.text
+    assert requests.get(url, timeout=10).status_code == 200
+    assert rule.triggered == 1
+
+
+def test_drop_download_part_way(emu: Emulator, batch: str) -> None:
+    _, url = complete_url(emu, batch)
+    whole = requests.get(url, timeout=10).content
+    rule = emu.faults.drop_download(after_bytes=1000)
+    with pytest.raises(requests.exceptions.ChunkedEncodingError):
+        requests.get(url, timeout=10).content  # noqa: B018
+    assert rule.triggered == 1
+    # a Range request resumes where the drop happened
+    rest = requests.get(url, headers={"Range": "bytes=1000-"}, timeout=10)
+    assert rest.status_code == 206
+    assert whole[:1000] + rest.content == whole
+
+
+def test_corrupt_download(emu: Emulator, batch: str) -> None:
+    _, url = complete_url(emu, batch)
+    good = requests.get(url, timeout=10)
+    emu.faults.corrupt_download(offset=123)
+    bad = requests.get(url, timeout=10)
+    assert bad.status_code == 200
+    assert len(bad.content) == len(good.content)
+    diff = [i for i, (a, b) in enumerate(zip(good.content, bad.content, strict=True)) if a != b]
+    assert diff == [123]
+    assert bad.headers["ETag"] == f'"{hashlib.md5(good.content).hexdigest()}"'
+    assert hashlib.md5(bad.content).hexdigest() not in bad.headers["ETag"]
+    assert requests.get(url, timeout=10).content == good.content
 
 
 def test_dropped_download_resumes_with_range(emu, conn):
@@ -127,6 +285,9 @@ def test_always_corrupt_download_fails_after_the_whole_retry_budget(emu, conn):
     assert _manifests(conn) == []
 
 
+# -- waiting, concurrent loads and the job cap -----------------------------------------------
+
+
 def test_timeout_names_the_export_and_export_id_resumes_the_same_job(tmp_path):
     with Emulator(polls_until_complete=8) as slow:
         batch_id = slow.add_batch(seed=6, n_submissions=4)
@@ -141,18 +302,6 @@ def test_timeout_names_the_export_and_export_id_resumes_the_same_job(tmp_path):
         assert exp.export_id == export_id
         assert len([r for r in slow.requests if r.method == "POST"]) == 1
         assert_matches_truth(exp.arrow.tables, slow.ground_truth(batch_id))
-
-
-def test_job_that_completes_then_fails_is_reported(emu, conn):
-    batch_id = emu.add_batch(seed=7, n_submissions=3)
-    first = load_batch_export(batch_id, **conn)
-    emu.delete_archive(batch_id, first.export_id)
-    # The cached copy still serves an export_id reload; a fresh fetch of it must fail typed.
-    again = load_batch_export(batch_id, export_id=first.export_id, **conn)
-    assert again.export_id == first.export_id
-    other = dict(conn, cache=conn["cache"] + "-other")
-    with pytest.raises(ExportFailedError):
-        load_batch_export(batch_id, export_id=first.export_id, **other)
 
 
 def test_four_concurrent_loads_of_one_export_download_it_once(emu, conn):
@@ -195,6 +344,9 @@ def test_export_limit_error_lists_the_existing_jobs(tmp_path):
             load_batch_export(batch_id, max_age=0, **conn)
         assert info.value.status == 409
         assert len(info.value.existing_jobs) == 10
+
+
+# -- bad lines, random faults, archives in memory --------------------------------------------
 
 
 def _zip_with_lines(path: Path, lines: list[bytes]) -> None:
