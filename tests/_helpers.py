@@ -8,10 +8,14 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import requests
 
+from prolific_ingest.archive import open_archive
+from prolific_ingest.errors import BadRecordError
+from prolific_ingest.tables import ExportTables, build_tables
 from prolific_ingest.testing import Emulator
 
 
@@ -99,3 +103,43 @@ def complete_url(emu: Emulator, batch: str) -> tuple[str, str]:
     body = poll_export(emu, batch, export_id)
     assert body["status"] == "complete"
     return export_id, body["url"]
+
+
+def read_both_ways(
+    path: str | Path, *, kind: str | None = None, on_bad_records: str = "raise"
+) -> ExportTables:
+    """Build ``path``'s tables with the block fast path and with the per-line builder only.
+
+    The two must give identical tables (rows, order and schemas); returns them.
+    """
+    fast, slow = (
+        _build(path, kind=kind, on_bad_records=on_bad_records, fast_path=fast_path)
+        for fast_path in (True, False)
+    )
+    assert fast.kind == slow.kind
+    assert fast.tables.keys() == slow.tables.keys()
+    for name, table in fast.tables.items():
+        assert table.schema == slow[name].schema, name
+        assert table.equals(slow[name]), f"the fast path and the per-line builder differ in {name}"
+    return slow
+
+
+def bad_record_both_ways(path: str | Path, *, kind: str | None = None) -> list[BadRecordError]:
+    """The :class:`BadRecordError` of each parse path; they must name the same member and line."""
+    errors = []
+    for fast_path in (True, False):
+        try:
+            _build(path, kind=kind, on_bad_records="raise", fast_path=fast_path)
+        except BadRecordError as exc:
+            errors.append(exc)
+        else:
+            raise AssertionError(f"no BadRecordError with fast_path={fast_path}")
+    assert {(e.member, e.line) for e in errors} == {(errors[0].member, errors[0].line)}
+    return errors
+
+
+def _build(
+    path: str | Path, *, kind: str | None, on_bad_records: str, fast_path: bool
+) -> ExportTables:
+    with open_archive(str(path), kind=kind) as archive:  # type: ignore[arg-type]
+        return build_tables(archive, on_bad_records=on_bad_records, fast_path=fast_path)  # type: ignore[arg-type]

@@ -1,7 +1,7 @@
 """Parser edge cases: odd ids, odd JSON, repeated tasks, lossless rejected lines.
 
-Every archive is read twice, with the block fast path and with the per-line builder
-only (``build_tables(..., fast_path=False)``), and the two must give identical tables.
+Every archive is read through both parse paths (``tests._helpers.read_both_ways``: the
+block fast path and the per-line builder only), and the two must give identical tables.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from prolific_ingest.archive import open_archive
 from prolific_ingest.errors import BadRecordError
-from prolific_ingest.tables import ExportTables, build_tables
+from prolific_ingest.tables import ExportTables
+from tests._helpers import bad_record_both_ways, read_both_ways
 
 BY_SUBMISSION = "responses-by-submission.jsonl"
 BY_TASK = "responses-by-task.jsonl"
@@ -36,49 +36,26 @@ def _zip(tmp_path: Path, records: list[Any], member: str, metadata: Any) -> Path
     return path
 
 
-def _build(path: Path, kind: str, policy: str, fast: bool, monkeypatch: Any) -> ExportTables:
-    with open_archive(path, kind=kind) as archive:
-        return build_tables(archive, on_bad_records=policy, fast_path=fast)  # type: ignore[arg-type]
-
-
 def read(
     tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
     records: list[Any],
     *,
     member: str = BY_SUBMISSION,
     policy: str = "raise",
     metadata: Any = None,
 ) -> ExportTables:
-    """Build the tables with and without the fast path; assert they are identical."""
-    path = _zip(tmp_path, records, member, metadata)
+    """The tables of an archive of ``records``, identical through both parse paths."""
     kind = "collection" if member == COLLECTION else "batch"
-    fast = _build(path, kind, policy, True, monkeypatch)
-    slow = _build(path, kind, policy, False, monkeypatch)
-    assert fast.tables.keys() == slow.tables.keys()
-    for name in fast.tables:
-        assert fast[name].to_pylist() == slow[name].to_pylist(), name
-        assert fast[name].schema == slow[name].schema
-    return slow
+    path = _zip(tmp_path, records, member, metadata)
+    return read_both_ways(path, kind=kind, on_bad_records=policy)
 
 
 def read_error(
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    records: list[Any],
-    *,
-    member: str = BY_SUBMISSION,
+    tmp_path: Path, records: list[Any], *, member: str = BY_SUBMISSION
 ) -> list[BadRecordError]:
     """The ``BadRecordError`` of both paths (they must agree on member and line)."""
-    path = _zip(tmp_path, records, member, None)
     kind = "collection" if member == COLLECTION else "batch"
-    errors = []
-    for fast in (True, False):
-        with pytest.raises(BadRecordError) as info:
-            _build(path, kind, "raise", fast, monkeypatch)
-        errors.append(info.value)
-    assert {(e.member, e.line) for e in errors} == {(errors[0].member, errors[0].line)}
-    return errors
+    return bad_record_both_ways(_zip(tmp_path, records, member, None), kind=kind)
 
 
 def rows(tables: ExportTables, name: str) -> list[dict[str, Any]]:
@@ -105,11 +82,9 @@ GOOD = submission("ok")
 # -- rejected.raw keeps undecodable bytes recoverable ------------------------------------
 
 
-def test_rejected_raw_escapes_undecodable_bytes_instead_of_replacing_them(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_rejected_raw_escapes_undecodable_bytes_instead_of_replacing_them(tmp_path: Path) -> None:
     bad = b'{"submission_id": "caf\xe9 \xff\xfe"}'
-    tables = read(tmp_path, monkeypatch, [GOOD, bad, GOOD], policy="quarantine")
+    tables = read(tmp_path, [GOOD, bad, GOOD], policy="quarantine")
     [rejected] = rows(tables, "rejected")
     assert rejected["line_number"] == 2
     assert rejected["raw"] == '{"submission_id": "caf\\xe9 \\xff\\xfe"}'
@@ -119,9 +94,7 @@ def test_rejected_raw_escapes_undecodable_bytes_instead_of_replacing_them(
 # -- instructions: wrong-typed known keys are not coerced --------------------------------
 
 
-def test_wrong_typed_instruction_keys_are_null_and_kept_in_extra(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_wrong_typed_instruction_keys_are_null_and_kept_in_extra(tmp_path: Path) -> None:
     metadata = {
         "id": "b1",
         "instructions": [
@@ -131,7 +104,7 @@ def test_wrong_typed_instruction_keys_are_null_and_kept_in_extra(
             "not an object",
         ],
     }
-    tables = read(tmp_path, monkeypatch, [GOOD], metadata=metadata)
+    tables = read(tmp_path, [GOOD], metadata=metadata)
     assert rows(tables, "instructions") == [
         {
             "instruction_id": None,
@@ -167,16 +140,14 @@ def test_wrong_typed_instruction_keys_are_null_and_kept_in_extra(
 # -- a null id on a response inherits its submission's -----------------------------------
 
 
-def test_a_null_id_on_a_response_inherits_the_submissions(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_null_id_on_a_response_inherits_the_submissions(tmp_path: Path) -> None:
     nulls = {"submission_id": None, "participant_id": None, "study_id": None}
     responses = [
         {"id": "r1", **nulls, "answer": [{"value": "a"}]},
         {"id": "r2", "submission_id": "other", "participant_id": None, "answer": []},
         {"id": "r3", "study_id": None, "answer": []},
     ]
-    tables = read(tmp_path, monkeypatch, [submission(tasks=[task(responses=responses)])])
+    tables = read(tmp_path, [submission(tasks=[task(responses=responses)])])
     ids = [
         (r["submission_id"], r["participant_id"], r["study_id"]) for r in rows(tables, "responses")
     ]
@@ -191,7 +162,7 @@ def test_a_null_id_on_a_response_inherits_the_submissions(
         "collection_id": "c1",
         "responses": [{"id": "r1", **nulls, "answer": []}],
     }
-    tables = read(tmp_path, monkeypatch, [collection], member=COLLECTION)
+    tables = read(tmp_path, [collection], member=COLLECTION)
     [response] = rows(tables, "responses")
     assert (response["submission_id"], response["participant_id"], response["study_id"]) == (
         "s1",
@@ -233,32 +204,30 @@ REFUSED = [
 @pytest.mark.parametrize("long", [False, True], ids=["orjson", "stdlib"])
 @pytest.mark.parametrize(("value", "why"), REFUSED)
 def test_non_unicode_strings_and_non_finite_numbers_are_bad_records_on_both_parsers(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, value: bytes, why: str, long: bool
+    tmp_path: Path, value: bytes, why: str, long: bool
 ) -> None:
     bad = _with_value(value, long)
-    for error in read_error(tmp_path, monkeypatch, [GOOD, bad, GOOD]):
+    for error in read_error(tmp_path, [GOOD, bad, GOOD]):
         assert (error.member, error.line) == (BY_SUBMISSION, 2)
         assert "invalid JSON" in str(error)
         if long:
             assert why in str(error)
-    tables = read(tmp_path, monkeypatch, [GOOD, bad, GOOD], policy="quarantine")
+    tables = read(tmp_path, [GOOD, bad, GOOD], policy="quarantine")
     assert [(r["line_number"], r["raw"]) for r in rows(tables, "rejected")] == [(2, bad.decode())]
     assert tables.row_counts["responses"] == 2
-    tables = read(tmp_path, monkeypatch, [GOOD, bad, GOOD], policy="skip")
+    tables = read(tmp_path, [GOOD, bad, GOOD], policy="skip")
     assert tables.row_counts["rejected"] == 0
     assert [r["submission_id"] for r in rows(tables, "submissions")] == ["ok", "ok"]
 
 
 @pytest.mark.parametrize("long", [False, True], ids=["orjson", "stdlib"])
-def test_surrogate_pairs_and_escaped_backslashes_are_still_read(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, long: bool
-) -> None:
+def test_surrogate_pairs_and_escaped_backslashes_are_still_read(tmp_path: Path, long: bool) -> None:
     lines = [
         _with_value(b'"smile \\ud83d\\ude00"', long, b"t1"),
         _with_value(b'"not an escape: \\\\ud83d"', long, b"t2"),
         _with_value(b"1e308", long, b"t3"),
     ]
-    tables = read(tmp_path, monkeypatch, lines)
+    tables = read(tmp_path, lines)
     values = [a["value"] for a in rows(tables, "answers")]
     assert values == ["smile \U0001f600", "not an escape: \\ud83d", "1e+308"]
     assert [t["metadata"] for t in rows(tables, "tasks")] == [
@@ -268,14 +237,12 @@ def test_surrogate_pairs_and_escaped_backslashes_are_still_read(
     ]
 
 
-def test_a_line_nested_too_deeply_for_the_stdlib_parser_is_a_bad_record(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_line_nested_too_deeply_for_the_stdlib_parser_is_a_bad_record(tmp_path: Path) -> None:
     deep = b"[" * 5000 + b"]" * 5000
     bad = _with_value(deep, True)
-    [error, _] = read_error(tmp_path, monkeypatch, [GOOD, bad])
+    [error, _] = read_error(tmp_path, [GOOD, bad])
     assert error.line == 2
-    tables = read(tmp_path, monkeypatch, [GOOD, bad], policy="quarantine")
+    tables = read(tmp_path, [GOOD, bad], policy="quarantine")
     assert [r["line_number"] for r in rows(tables, "rejected")] == [2]
 
 
@@ -297,10 +264,10 @@ def flat(rid: str, **keys: Any) -> dict[str, Any]:
 @pytest.mark.parametrize("policy", ["raise", "quarantine", "skip"])
 @pytest.mark.parametrize("task_id", [["t1"], {"id": "t1"}])
 def test_a_task_id_that_is_a_list_or_object_is_a_wrong_typed_key(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, task_id: Any, policy: str
+    tmp_path: Path, task_id: Any, policy: str
 ) -> None:
     record = submission(tasks=[task(task_id, datapoint={"d": 1})])
-    tables = read(tmp_path, monkeypatch, [GOOD, record], policy=policy)
+    tables = read(tmp_path, [GOOD, record], policy=policy)
     assert tables.row_counts["rejected"] == 0
     odd = [t for t in rows(tables, "tasks") if t["task_id"] is None]
     assert [(t["datapoint"], extra(t)) for t in odd] == [('{"d":1}', {"task_id": task_id})]
@@ -311,7 +278,7 @@ def test_a_task_id_that_is_a_list_or_object_is_a_wrong_typed_key(
 
 
 def test_list_and_object_ids_in_flat_records_are_aggregated_without_coercion(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
 ) -> None:
     records = [
         flat("r1", submission_id=["s1"]),
@@ -322,7 +289,7 @@ def test_list_and_object_ids_in_flat_records_are_aggregated_without_coercion(
         flat("r6", submission_id=1),
         flat("r7", submission_id=True),  # not merged with 1
     ]
-    tables = read(tmp_path, monkeypatch, records, policy="skip")
+    tables = read(tmp_path, records, policy="skip")
     subs = [
         (s["submission_id"], s["participant_id"], s["n_responses"], extra(s))
         for s in rows(tables, "submissions")
@@ -347,7 +314,7 @@ def test_list_and_object_ids_in_flat_records_are_aggregated_without_coercion(
 
 
 def test_list_ids_on_responses_grouped_by_task_are_aggregated_without_coercion(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
 ) -> None:
     record = {
         "task_id": "t1",
@@ -358,7 +325,7 @@ def test_list_ids_on_responses_grouped_by_task_are_aggregated_without_coercion(
             {"id": "r3", "participant_id": ["p2"]},
         ],
     }
-    tables = read(tmp_path, monkeypatch, [record], member=BY_TASK, policy="quarantine")
+    tables = read(tmp_path, [record], member=BY_TASK, policy="quarantine")
     subs = [
         (s["submission_id"], s["participant_id"], s["n_responses"], extra(s))
         for s in rows(tables, "submissions")
@@ -382,9 +349,7 @@ def _task_rows(tables: ExportTables) -> list[tuple[Any, ...]]:
 BIG = 2**70
 
 
-def test_task_rows_are_deduplicated_by_their_whole_content(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_task_rows_are_deduplicated_by_their_whole_content(tmp_path: Path) -> None:
     def seen(sub: str, *tasks: dict[str, Any]) -> dict[str, Any]:
         return submission(sub, [{**t, "responses": [{"id": f"r-{sub}"}]} for t in tasks])
 
@@ -408,7 +373,7 @@ def test_task_rows_are_deduplicated_by_their_whole_content(
         seen("s10", no_id, no_id, {"task_id": "t3", "datapoint": {"big": BIG}}),
         seen("s11", {"task_id": "t3", "datapoint": {"big": BIG}}, t1),
     ]
-    tables = read(tmp_path, monkeypatch, records)
+    tables = read(tmp_path, records)
     dp = '{"d":1,"e":2}'
     assert _task_rows(tables) == [
         ("t1", "b1", "g1", dp, '{"m":1}', None),
@@ -467,9 +432,7 @@ def test_a_block_hands_back_each_task_content_once() -> None:
     assert "tasks" not in dict(commit_block(again, builder))  # seen in the first block
 
 
-def test_flat_records_keep_each_distinct_task_metadata(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_flat_records_keep_each_distinct_task_metadata(tmp_path: Path) -> None:
     records = [
         flat("r1", metadata={"row": 1}),
         flat("r2", metadata={"row": 1}),
@@ -478,7 +441,7 @@ def test_flat_records_keep_each_distinct_task_metadata(
         flat("r5", task_id=None, metadata={"row": 3}),
         flat("r6", task_id=None),  # neither a task_id nor task content: no row
     ]
-    tables = read(tmp_path, monkeypatch, records)
+    tables = read(tmp_path, records)
     assert _task_rows(tables) == [
         ("t1", "b1", None, None, '{"row":1}', None),
         ("t1", "b1", None, None, '{"row":2}', None),
@@ -487,9 +450,7 @@ def test_flat_records_keep_each_distinct_task_metadata(
     ]
 
 
-def test_grouped_by_task_records_keep_each_distinct_task_content(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_grouped_by_task_records_keep_each_distinct_task_content(tmp_path: Path) -> None:
     def line(task_id: Any, **keys: Any) -> dict[str, Any]:
         return {"task_id": task_id, "batch_id": "b1", **keys, "responses": [{"id": "r"}]}
 
@@ -500,7 +461,7 @@ def test_grouped_by_task_records_keep_each_distinct_task_content(
         line(None, datapoint={"q": 2}),
         line(None),
     ]
-    tables = read(tmp_path, monkeypatch, records, member=BY_TASK)
+    tables = read(tmp_path, records, member=BY_TASK)
     assert _task_rows(tables) == [
         ("t1", "b1", None, '{"q":1}', None, None),
         ("t1", "b1", None, '{"q":1}', None, {"foo": [1]}),
@@ -512,7 +473,7 @@ def test_grouped_by_task_records_keep_each_distinct_task_content(
 
 
 def test_collection_lines_grouped_by_task_keep_their_task_keys_in_each_response(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
 ) -> None:
     record = {
         "task_id": "t1",
@@ -532,7 +493,7 @@ def test_collection_lines_grouped_by_task_keep_their_task_keys_in_each_response(
         "collection_id": "c1",
         "responses": [{"id": "r4", "submission_id": "s1", "participant_id": "p1"}],
     }
-    tables = read(tmp_path, monkeypatch, [record, plain], member=COLLECTION)
+    tables = read(tmp_path, [record, plain], member=COLLECTION)
     task = {"datapoint": {"d": 1}, "metadata": {"m": 1}, "task_group_id": "g1", "foo": 1}
     responses = rows(tables, "responses")
     assert [(r["response_id"], r["task_id"], extra(r)) for r in responses] == [
@@ -551,16 +512,14 @@ def test_collection_lines_grouped_by_task_keep_their_task_keys_in_each_response(
 # -- values nested deeper than Python's recursion limit ----------------------------------
 
 
-def test_values_nested_as_deep_as_orjson_reads_are_written_as_json_text(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_values_nested_as_deep_as_orjson_reads_are_written_as_json_text(tmp_path: Path) -> None:
     text = "[" * 1010 + "]" * 1010  # orjson reads 1024 levels; json.dumps stops near 1000
     record = (
         '{"submission_id":"s1","participant_id":"p1","batch_id":"b1","x_deep":DEEP,'
         '"tasks":[{"task_id":"t1","datapoint":{"d":DEEP},'
         '"responses":[{"id":"r","answer":[{"value":DEEP}]}]}]}'
     ).replace("DEEP", text)
-    tables = read(tmp_path, monkeypatch, [record.encode()])
+    tables = read(tmp_path, [record.encode()])
     assert rows(tables, "tasks")[0]["datapoint"] == '{"d":' + text + "}"
     assert rows(tables, "answers")[0]["value"] == text
     assert rows(tables, "submissions")[0]["extra"] == '{"x_deep":' + text + "}"
@@ -613,7 +572,7 @@ _AWKWARD_EXTRAS: list[dict[str, Any]] = [
 @pytest.mark.parametrize("scatter", [False, True], ids=["every-row", "some-rows"])
 @pytest.mark.parametrize("numbers", [True, False], ids=["number-forms", "by-shape"])
 def test_extra_is_the_exact_compact_text_of_the_unknown_keys_at_every_level(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, scatter: bool, numbers: bool
+    tmp_path: Path, scatter: bool, numbers: bool
 ) -> None:
     """Key order, null values, newlines and number forms survive the block encoder.
 
@@ -629,7 +588,7 @@ def test_extra_is_the_exact_compact_text_of_the_unknown_keys_at_every_level(
         records.append(
             submission(f"s{i}", [task(f"t{i}", responses=[response], **unknown)], **unknown)
         )
-    tables = read(tmp_path, monkeypatch, records)
+    tables = read(tmp_path, records)
     for name in ("submissions", "tasks", "responses", "answers"):
         texts = [row["extra"] for row in rows(tables, name)]
         expected = [
@@ -639,12 +598,10 @@ def test_extra_is_the_exact_compact_text_of_the_unknown_keys_at_every_level(
         assert texts == expected, name
 
 
-def test_extra_keeps_integers_beyond_64_bits_exactly(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_extra_keeps_integers_beyond_64_bits_exactly(tmp_path: Path) -> None:
     big = 2**70 + 1
     records = [submission("s1", huge=big, small=-(2**64)), submission("s2", x="y")]
-    tables = read(tmp_path, monkeypatch, records)
+    tables = read(tmp_path, records)
     assert [row["extra"] for row in rows(tables, "submissions")] == [
         f'{{"huge":{big},"small":{-(2**64)}}}',
         '{"x":"y"}',

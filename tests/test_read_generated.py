@@ -1,8 +1,7 @@
 """Tables read from generated exports match the generator's ground truth exactly.
 
-Every variation of spec section 2 is read twice: with the block fast path and with the
-per-line builder only (``build_tables(..., fast_path=False)``); both must match the truth and
-each other.
+Every variation of spec section 2 is read through both parse paths
+(``tests._helpers.read_both_ways``); they must agree, and match the truth.
 """
 
 from __future__ import annotations
@@ -18,6 +17,7 @@ from prolific_ingest.archive import _reader as archive_mod
 from prolific_ingest.archive import open_archive
 from prolific_ingest.tables import build_tables, schema_for, table_names
 from prolific_ingest.testing import ExportSpec, make_batch_export, make_collection_export
+from tests._helpers import read_both_ways
 
 VARIATIONS: dict[str, dict[str, Any]] = {
     "v1": {},
@@ -35,28 +35,21 @@ VARIATIONS: dict[str, dict[str, Any]] = {
 }
 
 
-def _read(path: Path, *, fast: bool, monkeypatch: pytest.MonkeyPatch) -> Any:
-    with open_archive(path) as archive:
-        return build_tables(archive, fast_path=fast)
-
-
-def _check(path: Path, truth: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    fast = _read(path, fast=True, monkeypatch=monkeypatch)
-    slow = _read(path, fast=False, monkeypatch=monkeypatch)
-    assert fast.kind == truth.kind
-    assert set(fast.tables) == set(table_names(truth.kind))
-    for name, table in fast.tables.items():
+def _check(path: Path, truth: Any) -> None:
+    tables = read_both_ways(path)
+    assert tables.kind == truth.kind
+    assert set(tables.tables) == set(table_names(truth.kind))
+    for name, table in tables.tables.items():
         assert table.schema == schema_for(name, truth.kind), name
-        assert table.equals(slow.tables[name]), f"fast path and fallback differ in {name}"
-    assert fast["rejected"].num_rows == 0
-    assert_matches_truth(fast.tables, truth)
+    assert tables["rejected"].num_rows == 0
+    assert_matches_truth(tables.tables, truth)
 
 
 @pytest.mark.parametrize("variation", sorted(VARIATIONS))
 def test_batch_variations(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, variation: str) -> None:
     path = tmp_path / "batch.zip"
     truth = make_batch_export(path, ExportSpec(n_submissions=9, seed=3, **VARIATIONS[variation]))
-    _check(path, truth, monkeypatch)
+    _check(path, truth)
 
 
 @pytest.mark.parametrize("variation", sorted(VARIATIONS))
@@ -67,7 +60,7 @@ def test_collection_variations(
     truth = make_collection_export(
         path, ExportSpec(n_submissions=9, seed=5, **VARIATIONS[variation])
     )
-    _check(path, truth, monkeypatch)
+    _check(path, truth)
 
 
 @pytest.mark.parametrize("layout", ["v1", "flat"])
@@ -79,7 +72,7 @@ def test_huge_line_longer_than_a_chunk(
     truth = make_batch_export(
         path, ExportSpec(n_submissions=6, layout=layout, huge_line_bytes=400_000, crlf=True)
     )
-    _check(path, truth, monkeypatch)
+    _check(path, truth)
     with open_archive(path) as archive:
         values = build_tables(archive)["answers"].column("value").to_pylist()
     assert max(len(v or "") for v in values) == 400_000
@@ -90,7 +83,7 @@ def test_many_blocks_and_small_batches(tmp_path: Path, monkeypatch: pytest.Monke
     monkeypatch.setattr(archive_mod, "CHUNK_BYTES", 4096)
     path = tmp_path / "blocks.zip"
     truth = make_batch_export(path, ExportSpec(n_submissions=30, seed=11))
-    _check(path, truth, monkeypatch)
+    _check(path, truth)
     with open_archive(path) as archive:
         whole = build_tables(archive)
         batches = list(tables_mod.iter_record_batches(archive, batch_rows=7))
