@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import io
+import os
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -12,9 +13,11 @@ from typing import IO, TYPE_CHECKING, Any
 
 import pandas as pd
 
+from ._version import warn_deprecated
 from .archive import open_archive
-from .errors import SinkError, redact_url, storage_errors
+from .errors import ConfigurationError, SinkError, redact_url, storage_errors
 from .exports import ExportFilter
+from .lake._target import LakeTarget
 from .tables import _views as views
 from .tables._schema import TABLE_NAMES
 
@@ -175,12 +178,7 @@ class Export:
 
     # -- output -----------------------------------------------------------------------------
     def to_lake(
-        self,
-        output: str,
-        *,
-        overwrite: bool = False,
-        partition_by: Sequence[str] = (),
-        storage_options: dict[str, Any] | None = None,
+        self, output: str | os.PathLike[str] | LakeTarget, **deprecated: Any
     ) -> WriteResult:
         """Load this export into the Delta lake at ``output`` (what ``output=`` does).
 
@@ -189,14 +187,14 @@ class Export:
 
         Parameters
         ----------
-        output : str
-            The lake root (local path, ``s3://``, ``gs://``, ``abfs://``).
-        overwrite : bool, default False
-            Load again even when the lake records this export as loaded.
-        partition_by : sequence of str, default ()
-            ``("date",)`` also partitions ``responses`` by day.
-        storage_options : dict, optional
-            fsspec-style or delta-rs options.
+        output : str, path or LakeTarget
+            The lake root (local path, ``s3://``, ``gs://``, ``abfs://``), or a
+            :class:`~prolific_ingest.LakeTarget` with its ``storage_options``,
+            ``partition_by`` and ``overwrite`` (load again even when the lake records this
+            export as loaded). ``incremental`` is a load's request, not this method's.
+        **deprecated
+            ``overwrite=``, ``partition_by=``, ``storage_options=`` (removed in 0.3): give
+            them in ``LakeTarget``.
 
         Returns
         -------
@@ -205,16 +203,17 @@ class Export:
         """
         from .pipeline._parse import write_export
 
+        target = _lake_target(output, deprecated)
         return write_export(
             self.arrow.tables,
-            output,
+            target.url,
             kind=self.kind,
             owner_id=self.owner_id,
             export_id=self.export_id,
             filter=self.filter,
-            overwrite=overwrite,
-            partition_by=partition_by,
-            storage_options=storage_options,
+            overwrite=target.overwrite,
+            partition_by=target.partition_by,
+            storage_options=target.options,
         )
 
     def to_parquet(
@@ -286,6 +285,30 @@ class Export:
             *counts,
         ]
         return f"<Export {self.kind} {self.owner_id} {' '.join(fields)}>"
+
+
+def _lake_target(
+    output: str | os.PathLike[str] | LakeTarget, deprecated: dict[str, Any]
+) -> LakeTarget:
+    """``to_lake``'s ``output`` as a LakeTarget; the flat sink keywords are deprecated."""
+    unknown = sorted(set(deprecated) - {"overwrite", "partition_by", "storage_options"})
+    if unknown:
+        msg = f"to_lake() got an unexpected keyword argument {unknown[0]!r}"
+        raise TypeError(msg)
+    if isinstance(output, LakeTarget):
+        if deprecated:
+            msg = f"to_lake(): give {', '.join(deprecated)} in the LakeTarget, not beside it"
+            raise ConfigurationError(msg)
+        if output.incremental:
+            msg = "to_lake() writes this export: incremental=True belongs to a load's output="
+            raise ConfigurationError(msg)
+        return output
+    if deprecated:
+        fields = ", ".join(f"{name}=..." for name in deprecated)
+        warn_deprecated(
+            f"Export.to_lake({fields})", f"pass to_lake(LakeTarget(url, {fields}))", stacklevel=3
+        )
+    return LakeTarget(os.fspath(output), **deprecated)
 
 
 def _in_table_order(counts: dict[str, int]) -> dict[str, int]:

@@ -15,7 +15,7 @@ import pyarrow as pa
 import pytest
 from deltalake import DeltaTable
 
-from prolific_ingest import ProlificClient, load_batch_export, read_export
+from prolific_ingest import LakeTarget, ProlificClient, load_batch_export, read_export
 from prolific_ingest.archive import open_archive
 from prolific_ingest.lake import _spool, write_export
 from prolific_ingest.lake._spool import PREFIX, STALE_SECONDS, staged_files, sweep_stale
@@ -80,7 +80,9 @@ def test_in_memory_tables_are_written_without_a_spool(tmp_path: Path, spools: li
     make_batch_export(archive, ExportSpec(owner_id="b-mem", n_submissions=5, seed=42))
     export = read_export(archive, export_id="e1")
     export.to_lake(str(tmp_path / "lake"))
-    export.to_lake(str(tmp_path / "lake"), overwrite=True)  # the merge reads keys from memory
+    export.to_lake(
+        LakeTarget(str(tmp_path / "lake"), overwrite=True)
+    )  # the merge reads keys from memory
     assert spools == []
     assert len(DeltaTable(str(tmp_path / "lake" / "answers")).to_pyarrow_table()) == len(
         export.answers

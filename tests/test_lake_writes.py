@@ -234,7 +234,7 @@ def test_quarantined_lines_land_in_a_rejected_table(tmp_path: Path) -> None:
     exp.to_lake(lake)
     rejected = read_dataset(lake, "rejected", ExportRef("batch", exp.owner_id))
     assert len(rejected) == exp.row_counts["rejected"] == 2
-    exp.to_lake(lake, overwrite=True)
+    exp.to_lake(LakeTarget(lake, overwrite=True))
     assert len(read_dataset(lake, "rejected", ExportRef("batch", exp.owner_id))) == 2
 
 

@@ -179,7 +179,7 @@ def test_missing_s3_credentials_are_typed_errors(
         exp.to_parquet(lake, storage_options=options)
     assert type(info.value.__cause__).__name__ == "NoCredentialsError"
     with pytest.raises(SinkError):
-        exp.to_lake(lake, storage_options=options)
+        exp.to_lake(LakeTarget(lake, storage_options=options))
     with pytest.raises(SinkError):
         read_dataset(lake, "answers", storage_options=options)
     with pytest.raises(CacheError, match="NoCredentialsError"):

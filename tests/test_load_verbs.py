@@ -193,3 +193,18 @@ def test_a_load_with_the_deprecated_spellings_still_loads_and_warns(
     assert {str(w.message).split("(")[1].split("=")[0] for w in caught} >= {"token", "base_url"}
     assert len(exp.answers) == emu.ground_truth(batch_id).counts["answers"]
     assert [r["export_id"] for r in committed_exports(out)] == [exp.export_id]
+
+
+def test_export_to_lake_takes_a_lake_target_and_its_flat_keywords_warn(
+    prolific_emulator: Any, conn: dict[str, Any], tmp_path: Path
+) -> None:
+    batch_id = prolific_emulator.add_batch(seed=14, n_submissions=2)
+    exp = load_batch_export(batch_id, **conn)
+    lake = str(tmp_path / "lake")
+    assert not exp.to_lake(LakeTarget(lake, storage_options={})).skipped
+    with pytest.warns(DeprecationWarning, match=r"Export\.to_lake\(overwrite=\.\.\.\)"):
+        again = exp.to_lake(lake, overwrite=True)
+    assert not again.skipped  # overwrite: loaded again
+    assert exp.to_lake(lake).skipped
+    with pytest.raises(ConfigurationError, match="incremental"):
+        exp.to_lake(LakeTarget(lake, incremental=True))

@@ -10,6 +10,7 @@ from pathlib import Path
 from ..cache import ExportCache
 from ..config import Settings
 from ..lake._target import LakeTarget
+from ._load import sink_target
 from ._output import emit_export, progress
 
 
@@ -23,13 +24,9 @@ def cmd_read(args: argparse.Namespace) -> int:
         on_bad_records=args.on_bad_records,
         storage_options=args.storage_options,
     )
-    if args.out:
-        export.written = export.to_lake(
-            args.out,
-            overwrite=args.overwrite,
-            partition_by=tuple(args.partition_by),
-            storage_options=args.storage_options,
-        )
+    target = sink_target(args)  # None without --out
+    if target is not None:
+        export.written = export.to_lake(target)
     emit_export(args, export)
     return 0
 
