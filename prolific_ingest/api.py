@@ -53,44 +53,48 @@ def load_batch_export(batch_id: str, **options: Unpack[LoadOptions]) -> Export:
     ----------
     batch_id : str
         The Task Builder batch.
-    study_id : str, optional
-        Only responses of this study (the API's ``study_id`` filter).
-    since, until : datetime or ISO-8601 str, optional
-        Only responses created in ``[since, until)`` (the API's ``from``/``to`` filters);
-        naive datetimes are taken as UTC.
-    export_id : str, optional
-        Load this existing export: from the cache if present, else via its status URL.
-        Use it to resume after :class:`~prolific_ingest.ExportTimeoutError`.
-    max_age : timedelta or seconds, default 15 minutes
-        Reuse a cached or server-side complete export with the same filter younger than
-        this (measured from the export's creation). ``0`` means "never reuse": a new
-        export is requested (and ``offline=True`` then finds nothing unless ``export_id``
-        is given); :data:`~prolific_ingest.ANY_AGE` reuses one of any age. With no
-        explicit value, ``offline=True`` accepts any age and an incremental ``output``
-        uses 0. ``None`` is deprecated (it meant 0 here, "any age" in the cache).
-    offline : bool, default False
-        Use the cache only, with no network call at all; raises
-        :class:`~prolific_ingest.CacheMissError` when nothing suitable is cached.
-    output : str, path or LakeTarget, optional
-        The Delta lake root (local path, ``s3://``, ``gs://``, ``abfs://``): each table is
-        merged into the Delta table ``<output>/<table>`` on its natural keys, partitioned
-        by ``batch_id`` (docs: "Data lakes"). A :class:`~prolific_ingest.LakeTarget` adds
-        the sink's options: ``storage_options``, ``partition_by``, ``incremental`` (request
-        only responses since the last load recorded in the lake) and ``overwrite``.
-    cache : str, path or ExportCache, optional
-        Cache location (path or fsspec URL); default the client's settings
-        (``$PROLIFIC_INGEST_CACHE`` or the per-user cache directory). A remote cache that
-        needs options: ``cache=ExportCache(url, storage_options=...)``.
-    on_bad_records : {"raise", "quarantine", "skip"}, default "raise"
-        What to do with an unparseable JSONL line: raise :class:`~prolific_ingest.BadRecordError`,
-        keep it whole in the ``rejected`` table, or skip it with a logged count.
-    progress : bool or "auto", optional
-        Progress bars for polling and download (auto: notebook widget or TTY bar).
-    client : ProlificClient or Settings, optional
-        The connection: token, API root, timeouts (``Settings.wait_timeout``: how long to
-        wait for the export, default 600 s) and retry policy. Default
-        ``Settings.from_env()`` (``$PROLIFIC_TOKEN``, ``$PROLIFIC_API_URL`` ...). With
-        ``Settings``, a client is made only when the load goes online.
+    **options
+        The options (all keywords, all optional; :class:`~prolific_ingest.LoadOptions`):
+
+        - ``study_id`` (str, optional): only responses of this study (the API's
+          ``study_id`` filter).
+        - ``since``, ``until`` (datetime or ISO-8601 str, optional): only responses
+          created in ``[since, until)`` (the API's ``from``/``to`` filters); naive
+          datetimes are taken as UTC.
+        - ``export_id`` (str, optional): load this existing export: from the cache if
+          present, else via its status URL. Use it to resume after
+          :class:`~prolific_ingest.ExportTimeoutError`.
+        - ``max_age`` (timedelta or seconds, default 15 minutes): reuse a cached or
+          server-side complete export with the same filter younger than this (measured
+          from the export's creation). ``0`` means "never reuse": a new export is
+          requested (and ``offline=True`` then finds nothing unless ``export_id`` is
+          given); :data:`~prolific_ingest.ANY_AGE` reuses one of any age. With no
+          explicit value, ``offline=True`` accepts any age and an incremental ``output``
+          uses 0. ``None`` is deprecated (it meant 0 here, "any age" in the cache).
+        - ``offline`` (bool, default False): use the cache only, with no network call at
+          all; raises :class:`~prolific_ingest.CacheMissError` when nothing suitable is
+          cached.
+        - ``output`` (str, path or LakeTarget, optional): the Delta lake root (local
+          path, ``s3://``, ``gs://``, ``abfs://``): each table is merged into the Delta
+          table ``<output>/<table>`` on its natural keys, partitioned by ``batch_id``
+          (docs: "Data lakes"). A :class:`~prolific_ingest.LakeTarget` adds the sink's
+          options: ``storage_options``, ``partition_by``, ``incremental`` (request only
+          responses since the last load recorded in the lake) and ``overwrite``.
+        - ``cache`` (str, path or ExportCache, optional): cache location (path or fsspec
+          URL); default the client's settings (``$PROLIFIC_INGEST_CACHE`` or the
+          per-user cache directory). A remote cache that needs options:
+          ``cache=ExportCache(url, storage_options=...)``.
+        - ``on_bad_records`` ({"raise", "quarantine", "skip"}, default "raise"): what to
+          do with an unparseable JSONL line: raise
+          :class:`~prolific_ingest.BadRecordError`, keep it whole in the ``rejected``
+          table, or skip it with a logged count.
+        - ``progress`` (bool or "auto", optional): progress bars for polling and
+          download (auto: notebook widget or TTY bar).
+        - ``client`` (ProlificClient or Settings, optional): the connection: token, API
+          root, timeouts (``Settings.wait_timeout``: how long to wait for the export,
+          default 600 s) and retry policy. Default ``Settings.from_env()``
+          (``$PROLIFIC_TOKEN``, ``$PROLIFIC_API_URL`` ...). With ``Settings``, a client
+          is made only when the load goes online.
 
     Returns
     -------
