@@ -564,7 +564,41 @@ def test_emulator_tls_download_with_ca_bundle(tmp_path: Path) -> None:
         assert job.url is not None
         assert job.url.startswith("https://localhost:")
         assert emu.ca_bundle is not None
-        result = fetch(job.url, tmp_path / "a.zip", verify=emu.ca_bundle)
+        result = fetch(job.url, tmp_path / "a.zip", settings=Settings(ca_bundle=emu.ca_bundle))
         assert result.size == (tmp_path / "a.zip").stat().st_size
+        with pytest.warns(DeprecationWarning, match=r"verify=.*settings=Settings\(ca_bundle"):
+            old = fetch(job.url, tmp_path / "old.zip", verify=emu.ca_bundle)
+        assert old.sha256 == result.sha256  # the old spelling still verifies with the bundle
         with pytest.raises(DownloadError):  # the system trust store does not know this CA
             fetch(job.url, tmp_path / "b.zip", retry=RetryPolicy.none())
+
+
+def test_transport_keywords_moved_to_settings_still_work_and_warn(
+    store: tuple[str, Store], tmp_path: Path
+) -> None:
+    url, _ = store
+    for old in ({"timeout": (5.0, 30.0)}, {"stall_timeout": 30.0}, {"stall_min_rate": 1.0}):
+        with pytest.warns(DeprecationWarning, match="settings=Settings"):
+            result = fetch(url, tmp_path / f"{next(iter(old))}.zip", **old)
+        assert result.size == (tmp_path / f"{next(iter(old))}.zip").stat().st_size
+
+
+def test_unknown_keyword_is_a_type_error(store: tuple[str, Store], tmp_path: Path) -> None:
+    url, _ = store
+    with pytest.raises(TypeError, match="verfy"):
+        fetch(url, tmp_path / "a.zip", verfy=False)
+    assert not (tmp_path / "a.zip").exists()
+
+
+def test_settings_stall_rule_abandons_a_dripping_host(tmp_path: Path) -> None:
+    """The stall rule comes from ``settings=``: a host sending too slowly is abandoned."""
+    with Emulator() as emu:
+        _, job = complete_job(emu, n=2)
+        assert job.url is not None
+        emu.faults.drip(bytes_per_second=64, host="download")
+        strict = Settings(stall_timeout=0.5, stall_min_rate=10_000.0)
+        with pytest.raises(DownloadError, match="stalled"):
+            download_archive(
+                job.url, str(tmp_path / "a.zip"), settings=strict, retry=RetryPolicy.none()
+            )
+        assert not (tmp_path / "a.zip").exists()

@@ -90,11 +90,8 @@ def download_staged(
                 refresh=refresh,
                 retry=api.retry,
                 progress=progress,
-                verify=settings.ca_bundle or True,
+                settings=settings,
                 storage_options=cache.storage_options,
-                timeout=(settings.connect_timeout, settings.read_timeout),
-                stall_timeout=settings.stall_timeout,
-                stall_min_rate=settings.stall_min_rate,
             )
             with open_archive(staging, storage_options=cache.storage_options) as archive:
                 if whole:

@@ -1,77 +1,33 @@
-"""Download an export archive from its presigned URL (no token, ever).
+"""One download's attempts: the requests, Range resume, URL refresh and the checks.
 
-The download host is not the API host: requests go through a separate session that
-never carries an ``Authorization`` header (S3-style stores reject it, and it would
-hand the API token to a storage host). Bytes are streamed in chunks to ``dest``
-(any fsspec URL), hashed on the fly, resumed with ``Range`` after a dropped
-connection, and checked against ``Content-Length`` and an md5-style ``ETag``.
-
-Socket timeouts only bound each read, so a host that drips bytes would keep a download
-going forever. The stall rule bounds it: an attempt that receives fewer than
-``stall_min_rate`` bytes per second over ``stall_timeout`` seconds (status line and
-headers included) is abandoned by a watchdog and resumed with ``Range`` within the
-retry budget; a stalled attempt never renews that budget.
+:class:`Download` is the state of one :func:`~prolific_ingest.download_archive` call; it is
+kept out of the public function so that stays short.
 """
 
 from __future__ import annotations
 
 import logging
 import re
-import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable
 
 import requests
 import urllib3
 
-from ._http.retry import RetryPolicy, RetryState, is_retriable, parse_retry_after
-from ._http.scrub import redact_transport_logs
-from ._http.watchdog import StallRule, Watchdog, guarded_session
-from ._progress import ProgressLike, make_progress
-from ._urls import check_download_url
-from ._version import __version__
-from .cache._sink import Sink
-from .errors import DownloadError, DownloadExpiredError, IntegrityError, redact_url
+from .._http.retry import RetryState, is_retriable, parse_retry_after
+from .._http.watchdog import StallRule, Watchdog
+from .._progress import ProgressLike
+from .._urls import check_download_url
+from .._version import __version__
+from ..cache._sink import Sink
+from ..errors import DownloadError, DownloadExpiredError, IntegrityError, redact_url
 
-__all__ = ["MAX_REFRESHES", "STALL_MIN_RATE", "STALL_TIMEOUT", "DownloadResult", "download_archive"]
-
-logger = logging.getLogger(__name__)
-# urllib3 logs each request line at DEBUG, a presigned URL's signature included.
-redact_transport_logs()
+logger = logging.getLogger("prolific_ingest.download")
 
 #: How many times an expired URL is exchanged for a fresh one before giving up.
 MAX_REFRESHES = 3
-CONNECT_TIMEOUT = 10.0
-READ_TIMEOUT = 60.0
-#: Default stall rule: fewer than STALL_MIN_RATE bytes/s over STALL_TIMEOUT seconds.
-STALL_TIMEOUT = 60.0
-STALL_MIN_RATE = 1024.0
 _USER_AGENT = f"prolific-ingest/{__version__}"
 _MD5_ETAG = re.compile(r"[0-9a-f]{32}")
 _CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
-
-
-@dataclass(frozen=True)
-class DownloadResult:
-    """What was downloaded.
-
-    Attributes
-    ----------
-    path : str
-        The destination (as given).
-    size : int
-        Bytes written.
-    etag : str or None
-        The object's ETag (without quotes), if the host sent one.
-    sha256 : str
-        Hex SHA-256 of the bytes written.
-    """
-
-    path: str
-    size: int
-    etag: str | None
-    sha256: str
 
 
 def _strip_auth(request: requests.PreparedRequest) -> requests.PreparedRequest:
@@ -88,7 +44,7 @@ def _clean_etag(raw: str | None) -> str | None:
     return tag.strip('"') or None
 
 
-class _Download:
+class Download:
     """State of one download (kept out of the public function to keep it short)."""
 
     def __init__(
@@ -285,113 +241,3 @@ class _Download:
                     f"match the ETag {self.etag}"
                 )
                 raise self._error(IntegrityError, msg)
-
-
-def download_archive(
-    url: str,
-    dest: str,
-    *,
-    session: requests.Session | None = None,
-    export_id: str | None = None,
-    refresh: Callable[[], str] | None = None,
-    retry: RetryPolicy | None = None,
-    progress: bool | str | None = None,
-    chunk_size: int = 1 << 16,
-    storage_options: Mapping[str, Any] | None = None,
-    verify: bool | str = True,
-    timeout: tuple[float, float] = (CONNECT_TIMEOUT, READ_TIMEOUT),
-    stall_timeout: float = STALL_TIMEOUT,
-    stall_min_rate: float = STALL_MIN_RATE,
-    sleep: Callable[[float], object] = time.sleep,
-    clock: Callable[[], float] = time.monotonic,
-) -> DownloadResult:
-    """Stream a presigned archive URL into ``dest`` and verify it.
-
-    Parameters
-    ----------
-    url : str
-        The presigned URL (``https``; ``http`` only for loopback hosts).
-    dest : str
-        Local path or fsspec URL to write (usually ``ExportCache.staging(...)``).
-    session : requests.Session, optional
-        Session to reuse; any ``Authorization`` it would add is stripped. The stall
-        rule covers its bodies; its headers only with ``GuardedAdapter`` mounted.
-    export_id : str, optional
-        Named in errors.
-    refresh : callable, optional
-        Returns a fresh URL when the host refuses the current one (403, expired);
-        called at most :data:`MAX_REFRESHES` times.
-    retry : RetryPolicy, optional
-        For 5xx, 429 and connection errors (default :class:`RetryPolicy`).
-    progress : bool, str or None
-        Byte progress bar (see ``make_progress``).
-    chunk_size : int
-        Bytes per read; the archive is never held in memory.
-    storage_options : mapping, optional
-        fsspec options for ``dest``.
-    verify : bool or str
-        TLS verification (``True`` or a CA bundle path).
-    timeout : tuple of float
-        Socket timeouts ``(connect, read)`` in seconds; the read timeout applies to
-        each read.
-    stall_timeout, stall_min_rate : float
-        The stall rule: an attempt that receives fewer than ``stall_min_rate`` bytes
-        per second on average over ``stall_timeout`` seconds is abandoned (and
-        resumed with ``Range`` while the retry budget lasts). Its status line and
-        headers count as no progress, so a host that drips them is abandoned too.
-    sleep, clock : callable
-        Injectable ``time.sleep`` / ``time.monotonic``.
-
-    Returns
-    -------
-    DownloadResult
-
-    Raises
-    ------
-    DownloadExpiredError
-        Refused as expired and no fresh URL.
-    IntegrityError
-        Size or md5-ETag mismatch.
-    DownloadError
-        Any other failure, a stall after the retry budget included (``dest`` is
-        removed).
-
-    Notes
-    -----
-    After a dropped connection the download resumes with ``Range: bytes=<n>-`` and
-    ``If-Range: <etag>``, appending to the still-open ``dest`` (local or remote); a
-    changed object (other ETag, or a ``200``) restarts from byte 0.
-    """
-    check_download_url(url, export_id)
-    own = session is None
-    http = guarded_session() if session is None else session
-    stall = StallRule(window=stall_timeout, min_rate=stall_min_rate)
-    sink = Sink(dest, storage_options)
-    state = RetryState(retry or RetryPolicy(), sleep=sleep, clock=clock)
-    try:
-        with make_progress(progress, desc=f"download {export_id or ''}".strip()) as bar:
-            job = _Download(
-                url,
-                sink,
-                session=http,
-                export_id=export_id,
-                refresh=refresh,
-                state=state,
-                bar=bar,
-                chunk_size=chunk_size,
-                verify=verify,
-                timeout=timeout,
-                stall=stall,
-            )
-            job.run()
-            job.verify_result()
-    except BaseException:
-        sink.remove()
-        raise
-    finally:
-        if own:
-            http.close()
-    logger.info("download %s: %d bytes", redact_url(job.url), sink.written)
-    return DownloadResult(
-        path=dest, size=sink.written, etag=job.etag, sha256=sink.sha256.hexdigest()
-    )
