@@ -90,10 +90,8 @@ def test_read_dataset_and_committed_exports_by_id_still_work_and_warn(
     load_collection_export(collection_id, output=other, **conn)
     batch, collection = ExportRef("batch", batch_id), ExportRef("collection", collection_id)
     rows = read_dataset(out, "answers", batch)
-    with pytest.warns(DeprecationWarning, match=r"read_dataset\(output, table, owner_id\)"):
-        assert read_dataset(out, "answers", batch_id).equals(rows)
-    with pytest.warns(DeprecationWarning, match=r"read_dataset\(batch_id=\.\.\.\)"):
-        assert read_dataset(out, "answers", batch_id=batch_id).equals(rows)
+    assert read_dataset(out, "answers", batch_id).equals(rows)  # a batch id, as it was
+    assert read_dataset(out, "answers", batch_id=batch_id).equals(rows)
     by_collection = read_dataset(other, "answers", collection)
     with pytest.warns(DeprecationWarning, match=r"read_dataset\(collection_id=\.\.\.\)"):
         assert read_dataset(other, "answers", collection_id=collection_id).equals(by_collection)

@@ -40,7 +40,11 @@ _UNSET: Any = object()
 def _owner(
     owner: ExportRef | str | None, batch_id: str | None, collection_id: str | None
 ) -> ExportRef | None:
-    """``read_dataset``'s owner as an :class:`ExportRef`; an id is a deprecated spelling."""
+    """``read_dataset``'s owner as an :class:`ExportRef`.
+
+    A bare id (positional, or ``batch_id=``) names a batch: the form most reads take.
+    ``collection_id=`` is the deprecated spelling of ``ExportRef("collection", id)``.
+    """
     ids: list[tuple[ExportKind, object]] = [
         ("batch", owner),
         ("batch", batch_id),
@@ -50,17 +54,11 @@ def _owner(
     if isinstance(owner, ExportRef):
         given.insert(0, owner)
     if len(given) > 1:
-        msg = "name one owner: an ExportRef (batch_id= and collection_id= are deprecated)"
+        msg = "name one owner: an ExportRef, or a batch id"
         raise ValueError(msg)
-    for name, value in (("owner", owner), ("batch_id", batch_id), ("collection_id", collection_id)):
-        if isinstance(value, str):
-            kind = "collection" if name == "collection_id" else "batch"
-            shown = (
-                "read_dataset(output, table, owner_id)"
-                if name == "owner"
-                else f"read_dataset({name}=...)"
-            )
-            warn_deprecated(shown, f"pass ExportRef({kind!r}, owner_id)", stacklevel=3)
+    if isinstance(collection_id, str):
+        shown = "read_dataset(collection_id=...)"
+        warn_deprecated(shown, "pass ExportRef('collection', owner_id)", stacklevel=3)
     return given[0] if given else None
 
 
@@ -99,8 +97,9 @@ def read_dataset(
     table : str
         ``submissions``, ``tasks``, ``responses``, ``answers``, ``files``,
         ``instructions`` or ``rejected``.
-    owner : ExportRef, optional
-        Only this batch's or collection's partition, e.g. ``ExportRef("batch", batch_id)``.
+    owner : ExportRef or str, optional
+        Only this owner's partition: ``ExportRef("collection", collection_id)``, or a batch
+        id (``"b1"`` and ``ExportRef("batch", "b1")`` are the same).
     version : int, optional
         Read this table version (time travel) instead of the consistent state.
     as_of : datetime or ISO-8601 str, optional
@@ -115,8 +114,10 @@ def read_dataset(
         Return a ``pyarrow.Table`` instead of a pandas DataFrame.
     dedup : bool, optional
         Deprecated and ignored: the table holds each key once.
-    batch_id, collection_id : str, optional
-        Deprecated (removed in 0.3), as is an id given as ``owner``: pass an ``ExportRef``.
+    batch_id : str, optional
+        The batch, by keyword (the same as ``owner``).
+    collection_id : str, optional
+        Deprecated (removed in 0.3): pass ``ExportRef("collection", collection_id)``.
 
     Returns
     -------
