@@ -15,6 +15,9 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 from deltalake import DeltaTable
 
+from ._keyhash import hash_keys, unique_hashes
+from ._keyindex import Entry, KeyIndex, read_entry
+
 __all__ = [
     "changed_rows",
     "first_key_filter",
@@ -117,24 +120,38 @@ def changed_rows(
     return changed
 
 
-def held_rows(table: DeltaTable, keys: Sequence[str], where: ds.Expression) -> pa.Table:
-    """The table's rows matching ``where`` (an owner partition and first-key values).
+def held_rows(
+    table: DeltaTable,
+    keys: Sequence[str],
+    where: ds.Expression,
+    values: pa.Array,
+    index: KeyIndex | None = None,
+    counted: str | None = None,
+) -> tuple[pa.Table, list[Entry]]:
+    """The table's rows matching ``where`` (an owner partition and the first keys ``values``).
 
-    Reads the key columns of that partition's files first, then every column of only
-    the files that hold a match: memory follows the source, and the cost of an
-    overlapping window follows the files the overlap lives in, not the partition.
-    Scans single-threaded (see :func:`._storage.scan`).
+    Reads every column of only the files that can hold one of ``values``: the files the
+    key index (:mod:`._keyindex`) names with a matching hash, and the files it does not
+    name whose first-key column holds a match (read in full, they are returned as new
+    entries for the index). Memory follows the source, and the cost of an incremental
+    window follows the files its overlap lives in, not the partition. Scans
+    single-threaded (see :func:`._storage.scan`).
     """
     dataset = table.to_pyarrow_dataset()
-    holding = [
-        fragment
-        for fragment in dataset.get_fragments(filter=where)
-        if fragment.to_table(
-            schema=dataset.schema, columns=list(keys), filter=where, use_threads=False
-        ).num_rows
-    ]
+    wanted = pa.array(unique_hashes([hash_keys(values)]))
+    hits = index.holding(wanted.to_numpy()) if index is not None else set()
+    holding, entries = [], []
+    for fragment in dataset.get_fragments(filter=where):
+        if index is not None and index.covers(fragment.path):
+            if fragment.path in hits:
+                holding.append(fragment)
+            continue
+        entry = read_entry(dataset, fragment, keys[0], counted)
+        entries.append(entry)
+        if pc.any(pc.is_in(pa.array(entry.hashes), value_set=wanted)).as_py():
+            holding.append(fragment)
     subset = ds.FileSystemDataset(holding, dataset.schema, dataset.format, dataset.filesystem)
-    return subset.to_table(filter=where, use_threads=False)
+    return subset.to_table(filter=where, use_threads=False), entries
 
 
 def unique(values: pa.Array | pa.ChunkedArray) -> pa.Array:

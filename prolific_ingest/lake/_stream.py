@@ -34,6 +34,9 @@ import pyarrow.parquet as pq
 from deltalake import CommitProperties, DeltaTable
 from deltalake.transaction import AddAction, RemoveAction
 
+from ._keyhash import hash_keys, unique_hashes
+from ._keyindex import Entry, count_values, sum_counts
+
 __all__ = ["stream_first_load"]
 
 #: String min/max longer than this are left out of the statistics (unknown, not wrong).
@@ -126,6 +129,8 @@ class _File:
     pending: list[pa.RecordBatch] = field(default_factory=list)
     pending_rows: int = 0
     pending_bytes: int = 0
+    hashes: list[Any] = field(default_factory=list)
+    counts: list[pa.Table] = field(default_factory=list)
 
 
 def _segment(column: str, value: str | None) -> str:
@@ -171,12 +176,16 @@ def stream_first_load(
     partition_by: Sequence[str],
     commit_properties: CommitProperties,
     target_file_bytes: int,
+    index: tuple[str, str | None] | None = None,
+    entries: list[Entry] | None = None,
 ) -> bool:
     """Write ``data`` (the rows of one empty owner partition) as one overwrite commit.
 
     Returns ``False``, having committed nothing, when the stream has no rows. A failed
     commit (a conflict with another writer included) removes the files written and
-    re-raises.
+    re-raises. With ``index`` (the first key and the counted column, or ``None``), the
+    key-index entry of each file written is appended to ``entries``
+    (:mod:`._keyindex`).
     """
     below = [c for c in partition_by if c != owner]
     columns = [f for f in data.schema if f.name not in partition_by]
@@ -206,6 +215,9 @@ def stream_first_load(
 
     def finish(out: _File) -> None:
         flush(out)
+        if index is not None and entries is not None:
+            counts = sum_counts(out.counts) if index[1] else None
+            entries.append(Entry(out.path, unique_hashes(out.hashes), counts))
         out.writer.close()
         size = out.sink.tell()
         out.sink.close()
@@ -228,6 +240,10 @@ def stream_first_load(
                 out = open_files.get(key) or open_files.setdefault(key, start(key))
                 rows = rows.select([f.name for f in columns])
                 out.stats.add(rows)
+                if index is not None:
+                    out.hashes.append(hash_keys(rows.column(index[0])))
+                    if index[1]:
+                        out.counts.append(count_values(rows.column(index[1])))
                 out.pending.append(rows)
                 out.pending_rows += rows.num_rows
                 out.pending_bytes += rows.nbytes

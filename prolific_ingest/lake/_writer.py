@@ -63,6 +63,15 @@ from ._changes import (
     new_rows,
     unique,
 )
+from ._keyindex import (
+    COUNTED,
+    Entry,
+    KeyIndex,
+    index_written,
+    partition_files,
+    read_entry,
+    sum_counts,
+)
 from ._layout import MERGE_KEYS, partition_columns
 from ._loads import COMMIT_EXPORT, COMMIT_OWNER
 from ._retry import committing
@@ -172,6 +181,8 @@ def write_table(
         if not occupied:
             data = source(False)
             target = arrow_filesystem(lake, name)
+            index = KeyIndex.open(lake, table, name, owner, owner_id, first)
+            entries: list[Entry] = []
             if (
                 target
                 and _same_columns(table, data.schema)
@@ -184,6 +195,8 @@ def write_table(
                     partition_by=parts,
                     commit_properties=props(table),
                     target_file_bytes=TARGET_FILE_BYTES,
+                    index=(first, COUNTED.get(name)) if index is not None else None,
+                    entries=entries,
                 )
             ):
                 table.update_incremental()
@@ -191,6 +204,7 @@ def write_table(
                 # No rows (an empty table still gets its version), the table's schema is
                 # not the stream's (schema merge) or a store pyarrow does not write: delta-rs.
                 write(table, source(False), in_partition)
+            index_written(index, table, owner, owner_id, entries)
             return TableWrite(name, table.version(), "append", {})
         return _merge(table)
 
@@ -198,7 +212,10 @@ def write_table(
         start = table.version()
         ours = source_keys()
         where = first_key_filter(owner, owner_id, first, ours.column(first))
-        current = held_rows(table, keys, where)
+        index = KeyIndex.open(lake, table, name, owner, owner_id, first)
+        current, scanned = held_rows(
+            table, keys, where, ours.column(first), index, COUNTED.get(name)
+        )
         held = key_strings(current, keys)
         is_new = pc.invert(is_in(key_strings(ours, keys), held))
         new_firsts = unique(ours.column(first).filter(is_new))
@@ -218,6 +235,7 @@ def write_table(
         if not len(changed_firsts):
             # Nothing held changed: append the new rows; no file is rewritten.
             write(table, new_rows(source(True), keys, held), None)
+            index_written(index, table, owner, owner_id, scanned)
             return TableWrite(name, table.version(), "merge", metrics, table.version() - start)
         touched = unique(pa.concat_arrays([new_firsts, changed_firsts]))
         if len(touched) <= REWRITE_KEYS:
@@ -235,6 +253,7 @@ def write_table(
                 group_rows(source(True), current, ours, keys, group),
                 key_predicate(owner, owner_id, first, group.to_pylist()),
             )
+        index_written(index, table, owner, owner_id, scanned)
         logger.debug("table %s: merge %s", name, metrics)
         return TableWrite(name, table.version(), "merge", metrics, table.version() - start)
 
@@ -247,17 +266,35 @@ def recount_responses(lake: Lake, submissions: pa.Table, *, kind: str, owner_id:
     """``submissions`` with ``n_responses`` counted from the lake's ``responses`` partition.
 
     A windowed (incremental) export carries only part of a submission's responses; once
-    they are merged, the table's count is the true one.
+    they are merged, the table's count is the true one. The key index holds each data
+    file's rows per submission: only files it does not name are read (and indexed).
     """
     owner = owner_column(kind)
     if not submissions.num_rows:
         return submissions
     responses = DeltaTable(lake.table("responses"), storage_options=lake.options)
-    ids = scan(responses, columns=["submission_id"], filter=ds.field(owner) == owner_id)
-    counts = pc.value_counts(ids.column("submission_id"))
-    known = counts.field("values")
+    first = MERGE_KEYS["responses"][0]
+    index = KeyIndex.open(lake, responses, "responses", owner, owner_id, first)
+    if index is None:
+        ids = scan(responses, columns=["submission_id"], filter=ds.field(owner) == owner_id)
+        counts = pc.value_counts(ids.column("submission_id"))
+        known, tally = counts.field("values"), counts.field("counts")
+    else:
+        dataset, fragments = partition_files(responses, owner, owner_id)
+        live = [f.path for f in fragments]
+        fresh = [
+            read_entry(dataset, f, first, COUNTED["responses"])
+            for f in fragments
+            if not index.covers(f.path)
+        ]
+        if fresh:
+            index_written(index, responses, owner, owner_id, fresh)
+        summed = sum_counts(
+            [*index.counts(live), *(e.counts for e in fresh if e.counts is not None)]
+        )
+        known, tally = summed.column("value"), summed.column("n")
     found = pc.index_in(submissions.column("submission_id"), value_set=known)
-    recounted = pc.take(counts.field("counts"), found)
+    recounted = pc.take(tally, found)
     n = pc.coalesce(pc.cast(recounted, pa.int64()), pa.scalar(0, pa.int64()))
-    index = submissions.schema.get_field_index("n_responses")
-    return submissions.set_column(index, submissions.schema.field(index), n)
+    at = submissions.schema.get_field_index("n_responses")
+    return submissions.set_column(at, submissions.schema.field(at), n)
