@@ -83,9 +83,9 @@ def hash_keys(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
 
 
 def unique_hashes(parts: Iterable[np.ndarray]) -> np.ndarray:
-    """The distinct hashes of several arrays, as one array."""
+    """The distinct hashes of several arrays, as one ascending array."""
     joined = [p for p in parts if len(p)]
     if not joined:
         return np.empty(0, np.uint64)
-    out: np.ndarray = pc.unique(pa.array(np.concatenate(joined))).to_numpy()
+    out: np.ndarray = np.sort(pc.unique(pa.array(np.concatenate(joined))).to_numpy())
     return out

@@ -23,6 +23,7 @@ A segment that cannot be read, or of another format, is ignored.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import uuid
 from collections.abc import Iterable, Sequence
@@ -63,10 +64,10 @@ MAX_SEGMENTS = 8
 _FORMAT = b"prolific-ingest key index 1"
 _SCHEMA = pa.schema(
     [
-        ("file", pa.dictionary(pa.int32(), pa.string())),
-        ("key_hash", pa.uint64()),
-        ("value", pa.string()),
-        ("n", pa.int64()),
+        ("file", pa.string()),  # the data file's path in the Delta log
+        ("key_hashes", pa.large_binary()),  # its distinct first-key hashes: ascending '<u8'
+        ("values", pa.list_(pa.string())),  # the counted column's values ...
+        ("counts", pa.list_(pa.int64())),  # ... and the file's rows of each
     ]
 )
 
@@ -103,21 +104,14 @@ def entry_of(path: str, rows: pa.Table, first: str, counted: str | None) -> Entr
     return Entry(path, unique_hashes([hash_keys(rows.column(first))]), counts)
 
 
-def _repeat(text: str, n: int) -> pa.Array:
-    """``text`` ``n`` times, dictionary-encoded (one copy of the string)."""
-    return pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int32)), pa.array([text]))
-
-
 @dataclass
 class _Segment:
-    """One segment as read: its files, and per hash / count row the file's position."""
+    """One segment as read: one row per data file."""
 
     path: str
     names: list[str]
-    hash_at: np.ndarray
-    hashes: np.ndarray
-    counts: pa.Table  # ``at``, ``value``, ``n``
-    owned: np.ndarray  # per name: this is the first segment naming the file
+    hashes: list[np.ndarray]  # per file: its ascending hashes (empty if not read)
+    counts: pa.Table  # ``at`` (a position in ``names``), ``value``, ``n``
 
 
 class KeyIndex:
@@ -126,7 +120,8 @@ class KeyIndex:
     def __init__(self, fs: pafs.FileSystem, root: str, first: str, counted: str | None) -> None:
         self.fs, self.root, self.first, self.counted = fs, root, first, counted
         self._segments: list[_Segment] = []
-        self._where: dict[str, tuple[int, int]] = {}  # file -> (segment, position)
+        self._complete = True  # hashes and counts read: the segments can be merged
+        self._where: dict[str, tuple[int, int]] = {}  # file -> (segment, row): the first
 
     @property
     def segments(self) -> list[str]:
@@ -135,9 +130,20 @@ class KeyIndex:
 
     @classmethod
     def open(
-        cls, lake: Lake, table: DeltaTable, name: str, owner: str, owner_id: str, first: str
+        cls,
+        lake: Lake,
+        table: DeltaTable,
+        name: str,
+        owner: str,
+        owner_id: str,
+        first: str,
+        *,
+        hashes: bool = True,
     ) -> KeyIndex | None:
-        """The index of ``name``'s partition ``owner=owner_id``, loaded; ``None``: not used."""
+        """The index of ``name``'s partition ``owner=owner_id``, loaded; ``None``: not used.
+
+        ``hashes=False`` reads only the row counts (and the files the entries name).
+        """
         protocol = table.protocol()
         if protocol.min_reader_version > 1 or protocol.reader_features:
             return None
@@ -145,80 +151,89 @@ class KeyIndex:
         if target is None:
             return None
         index = cls(target[0], target[1], first, COUNTED.get(name))
-        index._load()
+        index._load(hashes=hashes)
         return index
 
-    def _load(self) -> None:
+    def _load(self, *, hashes: bool) -> None:
+        self._complete = hashes
         try:
             infos = self.fs.get_file_info(pafs.FileSelector(self.root, allow_not_found=True))
         except OSError:
             logger.debug("key index %s: not listed", self.root, exc_info=True)
             return
+        columns = ["file", "key_hashes"] if hashes else ["file"]
+        columns += ["values", "counts"] if self.counted else []
         for info in sorted(infos, key=lambda i: i.path):
             name = info.base_name
             if info.type != pafs.FileType.File or name.startswith(".") or name[-8:] != ".parquet":
                 continue
             try:
-                rows = pq.read_table(
-                    info.path, filesystem=self.fs, use_threads=False, read_dictionary=["file"]
-                )
-                meta = rows.schema.metadata or {}
-                if (
-                    meta.get(b"format") != _FORMAT
-                    or meta.get(b"first_key", b"").decode() != self.first
-                    or meta.get(b"counted", b"").decode() != (self.counted or "")
-                ):
-                    continue
-                self._add_segment(info.path, rows, int(meta[b"hash_rows"]))
+                with self.fs.open_input_file(info.path) as source:
+                    segment = pq.ParquetFile(source)
+                    meta = segment.schema_arrow.metadata or {}
+                    if (
+                        meta.get(b"format") == _FORMAT
+                        and meta.get(b"first_key", b"").decode() == self.first
+                        and meta.get(b"counted", b"").decode() == (self.counted or "")
+                    ):
+                        rows = segment.read(columns=columns, use_threads=False)
+                        self._read_segment(info.path, rows)
             except (OSError, ValueError, KeyError, pa.ArrowException):
                 logger.debug("key index: segment %s not read", info.path, exc_info=True)
 
-    def _add_segment(self, path: str, rows: pa.Table, hash_rows: int) -> None:
-        files = rows.column("file").combine_chunks()
-        if not pa.types.is_dictionary(files.type):
-            files = pc.dictionary_encode(files)
-        names = files.dictionary.to_pylist()
-        at = files.indices.to_numpy(zero_copy_only=False)
-        hashes = rows.column("key_hash").slice(0, hash_rows).combine_chunks()
-        if hashes.null_count:
-            msg = "a hash row without a hash"
+    def _read_segment(self, path: str, rows: pa.Table) -> None:
+        names: list[str] = rows.column("file").to_pylist()
+        if len(set(names)) != len(names) or None in names:
+            msg = "a segment names a file twice"
             raise ValueError(msg)
-        number = len(self._segments)
-        owned = np.array([n not in self._where for n in names], bool)
-        for i, n in enumerate(names):
-            self._where.setdefault(n, (number, i))
-        counted = rows.slice(hash_rows)
-        self._segments.append(
-            _Segment(
-                path,
-                names,
-                at[:hash_rows],
-                hashes.to_numpy(zero_copy_only=False),
-                pa.table(
-                    {
-                        "at": at[hash_rows:],
-                        "value": counted.column("value"),
-                        "n": counted.column("n"),
-                    }
-                ),
-                owned,
+        hashes = [np.empty(0, np.uint64)] * len(names)
+        if "key_hashes" in rows.column_names:
+            blobs = rows.column("key_hashes").combine_chunks()
+            ends = np.frombuffer(blobs.buffers()[1], np.int64)[blobs.offset :][: len(names) + 1]
+            if (ends % 8).any() or blobs.null_count:
+                msg = "a file's hashes are not whole 8-byte words"
+                raise ValueError(msg)
+            data = np.frombuffer(blobs.buffers()[2] or b"", "<u8")
+            if len(ends) != len(names) + 1 or (np.diff(ends) < 0).any() or ends[-1] > data.nbytes:
+                msg = "a segment's hashes are torn"
+                raise ValueError(msg)
+            hashes = [data[a // 8 : b // 8] for a, b in itertools.pairwise(ends)]
+        counts = pa.table({"at": pa.array([], pa.int64()), "value": [], "n": []})
+        if self.counted:
+            values, n = (rows.column(c).combine_chunks() for c in ("values", "counts"))
+            if pc.any(pc.not_equal(pc.list_value_length(values), pc.list_value_length(n))).as_py():
+                msg = "a file's counts do not match its values"
+                raise ValueError(msg)
+            counts = pa.table(
+                {
+                    "at": pc.list_parent_indices(values),
+                    "value": pc.list_flatten(values),
+                    "n": pc.list_flatten(n),
+                }
             )
-        )
+        number = len(self._segments)
+        for i, name in enumerate(names):
+            self._where.setdefault(name, (number, i))
+        self._segments.append(_Segment(path, names, hashes, counts))
 
     def covers(self, path: str) -> bool:
         """Whether an entry names the data file ``path``."""
         return path in self._where
 
     def holding(self, hashes: np.ndarray) -> set[str]:
-        """The indexed files that may hold one of the first-key ``hashes``."""
+        """The indexed files that may hold one of the first-key ``hashes`` (ascending)."""
+        if not self._complete:
+            msg = "this index was opened without its hashes"
+            raise RuntimeError(msg)
         out: set[str] = set()
         if not len(hashes):
             return out
-        wanted = pa.array(hashes)
         for seg in self._segments:
-            hit = pc.is_in(pa.array(seg.hashes), value_set=wanted)
-            found = np.unique(seg.hash_at[hit.to_numpy(zero_copy_only=False)])
-            out.update(seg.names[i] for i in found)
+            for name, run in zip(seg.names, seg.hashes, strict=True):
+                if len(run):
+                    where = np.minimum(np.searchsorted(run, hashes), len(run) - 1)
+                    if (run[where] == hashes).any():
+                        out.add(name)
         return out
 
     def counts(self, paths: Iterable[str]) -> list[pa.Table]:
@@ -246,43 +261,27 @@ class KeyIndex:
             if self.counted:
                 rows = seg.counts.filter(pc.equal(seg.counts.column("at"), at))
                 counts = rows.select(["value", "n"])
-            out.append(Entry(path, seg.hashes[seg.hash_at == at], counts))
+            out.append(Entry(path, seg.hashes[at], counts))
         return out
 
-    def _rows(self, entries: Sequence[Entry]) -> tuple[pa.Table, int]:
-        """A segment's rows: every hash row first, then every count row; the hash rows."""
-        hashed = [
-            pa.table(
-                {
-                    "file": _repeat(e.path, len(e.hashes)),
-                    "key_hash": pa.array(e.hashes, pa.uint64()),
-                    "value": pa.nulls(len(e.hashes), pa.string()),
-                    "n": pa.nulls(len(e.hashes), pa.int64()),
-                },
-                schema=_SCHEMA,
-            )
-            for e in entries
-        ]
-        counted = [
-            pa.table(
-                {
-                    "file": _repeat(e.path, e.counts.num_rows),
-                    "key_hash": pa.nulls(e.counts.num_rows, pa.uint64()),
-                    "value": e.counts.column("value"),
-                    "n": e.counts.column("n"),
-                },
-                schema=_SCHEMA,
-            )
-            for e in entries
-            if e.counts is not None
-        ]
-        hash_rows = sum(len(e.hashes) for e in entries)
-        return pa.concat_tables([_SCHEMA.empty_table(), *hashed, *counted]), hash_rows
-
     def _put(self, entries: Sequence[Entry]) -> str:
-        rows, hash_rows = self._rows(entries)
+        """Write one segment (one row per entry)."""
+        empty = pa.table({"value": pa.array([], pa.string()), "n": pa.array([], pa.int64())})
+        counts = [e.counts if e.counts is not None else empty for e in entries]
+        offsets = pa.array(np.cumsum([0] + [c.num_rows for c in counts]), pa.int32())
+        flat = pa.concat_tables([empty, *(c.select(["value", "n"]) for c in counts)])
+        rows = pa.table(
+            {
+                "file": pa.array([e.path for e in entries], pa.string()),
+                "key_hashes": pa.array(
+                    [np.asarray(e.hashes, "<u8").tobytes() for e in entries], pa.large_binary()
+                ),
+                "values": pa.ListArray.from_arrays(offsets, flat.column("value").combine_chunks()),
+                "counts": pa.ListArray.from_arrays(offsets, flat.column("n").combine_chunks()),
+            },
+            schema=_SCHEMA,
+        )
         meta = {"format": _FORMAT, "first_key": self.first, "counted": self.counted or ""}
-        rows = rows.replace_schema_metadata({**meta, "hash_rows": str(hash_rows)})
         name = f"{uuid.uuid4()}.parquet"
         final = f"{self.root}/{name}"
         local = isinstance(self.fs, pafs.LocalFileSystem)
@@ -290,7 +289,13 @@ class KeyIndex:
             self.fs.create_dir(self.root, recursive=True)
         # A local segment is written aside and renamed; an object store's PUT is atomic.
         temporary = f"{self.root}/.{name}.tmp" if local else final
-        pq.write_table(rows, temporary, filesystem=self.fs, compression="none")
+        pq.write_table(
+            rows.replace_schema_metadata(meta),
+            temporary,
+            filesystem=self.fs,
+            compression="none",
+            use_dictionary=False,
+        )
         if local:
             self.fs.move(temporary, final)
         return final
@@ -305,7 +310,8 @@ class KeyIndex:
         if not fresh:
             return
         dead = len(set(self._where) - live)
-        if len(self.segments) + 1 <= MAX_SEGMENTS and dead <= len(live):
+        many = len(self.segments) + 1 > MAX_SEGMENTS or dead > len(live)
+        if not many or not self._complete:
             self._put(fresh)
             return
         known = {e.path for e in fresh}

@@ -274,7 +274,7 @@ def recount_responses(lake: Lake, submissions: pa.Table, *, kind: str, owner_id:
         return submissions
     responses = DeltaTable(lake.table("responses"), storage_options=lake.options)
     first = MERGE_KEYS["responses"][0]
-    index = KeyIndex.open(lake, responses, "responses", owner, owner_id, first)
+    index = KeyIndex.open(lake, responses, "responses", owner, owner_id, first, hashes=False)
     if index is None:
         ids = scan(responses, columns=["submission_id"], filter=ds.field(owner) == owner_id)
         counts = pc.value_counts(ids.column("submission_id"))
@@ -289,9 +289,10 @@ def recount_responses(lake: Lake, submissions: pa.Table, *, kind: str, owner_id:
         ]
         if fresh:
             index_written(index, responses, owner, owner_id, fresh)
-        summed = sum_counts(
-            [*index.counts(live), *(e.counts for e in fresh if e.counts is not None)]
-        )
+        wanted = unique(submissions.column("submission_id"))
+        parts = [*index.counts(live), *(e.counts for e in fresh if e.counts is not None)]
+        # Only the export's submissions are recounted: the rest is summed for nothing.
+        summed = sum_counts([t.filter(is_in(t.column("value"), wanted)) for t in parts])
         known, tally = summed.column("value"), summed.column("n")
     found = pc.index_in(submissions.column("submission_id"), value_set=known)
     recounted = pc.take(tally, found)
