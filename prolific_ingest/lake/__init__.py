@@ -6,6 +6,10 @@
     _layout        table names, natural keys, partition columns, each table's lake schema
     _spool         an export's batch stream -> one local Parquet file per table
     _writer        one table, one commit: append into an empty partition, else MERGE
+    _changes       which rows of a reload are new, changed or held
+    _stream        a first load's data files, streamed by pyarrow, one commit
+    _keyindex      per data file, the hashes of its keys: which files a merge must read
+    _keyhash       the stable 64-bit hash those entries keep
     _retry         bounded, logged back-off around a commit that lost a race
     _loads         the ``_loads`` table: one record per completed load, appended last
     _load          one export: every table, then its load record

@@ -5,6 +5,7 @@
     <lake>/<table>/            one Delta table per export table (submissions, tasks,
                                responses, answers, files, instructions, rejected)
     <lake>/_loads/             the load records (a Delta table, appended last)
+    <lake>/_keys/              the key index (:mod:`._keyindex`; not a Delta table)
 
 Every row carries its owner id (``batch_id`` or ``collection_id``) and ``export_id``; each
 table is partitioned by the owner id (and by ``date``, the UTC day of ``created_at``, for

@@ -6,8 +6,10 @@
   be used: a schema change, a store pyarrow cannot write). Unlike a blind append it
   conflicts with a concurrent writer that filled the partition meanwhile, so the retry
   takes the path below instead of writing a duplicate.
-- Otherwise the partition's keys are read (key columns only, that partition only, only
-  the source's first-key values) and the rows split into new keys and keys already held.
+- Otherwise the table's rows under the source's first-key values are read (that
+  partition only; every column of only the files the key index, :mod:`._keyindex`, says
+  can hold one, the key columns of files it does not name) and the rows split into new
+  keys and keys already held.
   The held rows are compared with the table's current rows for those keys
   (:mod:`._changes`: null-safe, every column but the keys, the partition columns and
   ``export_id``):
@@ -30,6 +32,8 @@
 - Every commit into an owner partition carries a Delta application transaction
   (``txn``, one id per table and owner): two writers of one partition that started from
   the same snapshot cannot both commit; the loser retries on a fresh snapshot.
+- After its commits, a write records the key-index entries of the partition's files no
+  entry names yet (those it wrote, and those it had to read).
 
 (A delta-rs MERGE would do the same, but delta-rs 1.6.6 writes MERGE output with Arrow
 string-view types, which Daft 0.7 cannot read; an overwrite with a predicate writes
