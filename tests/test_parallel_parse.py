@@ -6,6 +6,7 @@ real worker processes parse them.
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 import zipfile
@@ -234,3 +235,33 @@ def test_the_env_setting_pins_workers_for_a_build(
     pinned = _tables(export, None)
     assert counts == [2]
     _assert_identical(pinned, _tables(export, 1))
+
+
+def test_a_parse_worker_converts_blocks_without_importing_pandas(export: Path) -> None:
+    """pyarrow would import pandas on the first ``pa.array`` (CPU and memory per worker)."""
+    import subprocess
+
+    import orjson
+
+    from prolific_ingest.tables import _worker as wire
+
+    with zipfile.ZipFile(export) as zf:
+        name = next(n for n in zf.namelist() if n.endswith("responses-by-submission.jsonl"))
+        block = zf.read(name)[: 2**16]
+    block = block[: block.rfind(b"\n") + 1]
+    config = {"kind": "batch", "files_prefix": "files/", "existing": [], "batch_rows": 100}
+    frames = b"".join(
+        wire.HEADER.pack(tag, len(body)) + body
+        for tag, body in ((wire.INIT, orjson.dumps(config)), (wire.BLOCK, block), (wire.END, b""))
+    )
+    boot = parallel._BOOT.rsplit(";", 1)[0]  # the worker's own start, up to main()
+    script = boot + ";main();print('pandas' in sys.modules, file=sys.stderr)"
+    package = str(Path(parallel.__file__).parent)
+    done = subprocess.run(
+        [sys.executable, "-c", script, json.dumps(sys.path), package],
+        input=frames,
+        capture_output=True,
+        check=True,
+    )
+    assert done.stdout[:1] == bytes([wire.OK])  # the block's tables came back
+    assert done.stderr.decode().strip().splitlines()[-1] == "False"
