@@ -371,3 +371,24 @@ def test_export_to_parquet_writes_one_plain_file_per_table(
         exp.to_parquet(str(tmp_path / "share"))
     with pytest.warns(DeprecationWarning, match="partition_by"):
         exp.to_parquet(str(tmp_path / "share"), overwrite=True, partition_by=["date"])
+
+
+def test_table_files_are_read_back_one_row_group_at_a_time(tmp_path: Path) -> None:
+    """Reading a whole file with ``iter_batches`` reads ahead across row groups (memory)."""
+    import pyarrow.parquet as pq
+
+    from prolific_ingest.lake import _spool
+
+    table = pa.table({"n": pa.array(range(25_000), pa.int64())})
+    path = tmp_path / "t.parquet"
+    pq.write_table(table, path, row_group_size=10_000)
+    parquet = pq.ParquetFile(path)
+    batches = list(_spool._row_group_batches(parquet, None))
+    assert pa.Table.from_batches(batches).equals(table)
+    edges = {0}
+    for batch in batches:  # no batch spans two row groups
+        first = batch.column(0)[0].as_py()
+        assert first // 10_000 == (first + batch.num_rows - 1) // 10_000
+        assert batch.num_rows <= _spool.READ_BATCH_ROWS
+        edges.add(first)
+    assert {10_000, 20_000} <= edges
