@@ -19,7 +19,7 @@ from .._parquet import BufferBudget, RowGroupWriter
 __all__ = ["QUEUED_BATCHES", "BackgroundWriter"]
 
 #: Batches that may wait for the background writer.
-QUEUED_BATCHES = 8
+QUEUED_BATCHES = 4
 
 
 class BackgroundWriter:

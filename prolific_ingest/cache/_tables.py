@@ -52,7 +52,7 @@ _DONE = "_tables.json"
 #: Rows per row group of the cached tables (whole blocks' batches are gathered up to this).
 ROW_GROUP_ROWS = 131072
 #: Bytes of record batches the cache's writers may hold together before writing.
-BUFFER_BYTES = 24 * 1024 * 1024
+BUFFER_BYTES = 12 * 1024 * 1024
 #: Largest total of record batches a cold load keeps to hand its tables over from memory.
 MEMORY_BYTES = 1024 * 1024 * 1024
 

@@ -43,7 +43,7 @@ __all__ = ["stream_first_load"]
 _STAT_CHARS = 256
 #: A row group is written at this many rows or this many bytes of Arrow data, if sooner.
 _ROW_GROUP = 65536
-_ROW_GROUP_BYTES = 16 * 1024 * 1024
+_ROW_GROUP_BYTES = 8 * 1024 * 1024
 
 
 def _stat_value(value: Any) -> Any:
