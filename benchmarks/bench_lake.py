@@ -23,8 +23,9 @@ Usage::
         [--contenders cold,lake,merge1pct] [--ref DIR]
 
 Seconds (wall) and CPU seconds (the process and its parse workers) are medians of
-``--repeat`` runs, peak RSS the largest (``ru_maxrss`` of the measuring process; parse
-worker processes are not included). Ratios are against ``cold``
+``--repeat`` runs, peak RSS the largest (``VmHWM`` of the measuring process where Linux
+has it, else ``ru_maxrss``, which on Linux keeps the peak of the process that started it;
+parse worker processes are not included). Ratios are against ``cold``
 (``lake``: the lake's overhead over the parse it cannot avoid) and against ``lake``
 (``merge1pct``), all measured in the same run.
 """
@@ -46,7 +47,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_load import BATCH_ID, MB, MEMBER, SUBMISSIONS_PER_MB, generate
+from bench_load import BATCH_ID, MB, MEMBER, SUBMISSIONS_PER_MB, generate, peak_rss_mb
 
 
 def _cache_entry(cache: Path, archive: Path, export_id: str) -> None:
@@ -60,7 +61,8 @@ def _cache_entry(cache: Path, archive: Path, export_id: str) -> None:
     with store.lock(ref, export_id):
         staging = store.staging(ref, export_id)
         shutil.copyfile(archive, staging)
-        digest = hashlib.sha256(archive.read_bytes()).hexdigest()
+        with open(archive, "rb") as fh:  # streamed: a child inherits no large peak
+            digest = hashlib.file_digest(fh, "sha256").hexdigest()
         store.commit(
             ref,
             export_id,
@@ -136,7 +138,7 @@ def _child(kind: str, spec_json: str) -> None:
     started = time.perf_counter()
     result = MEASURES[kind](spec)
     result["seconds"] = time.perf_counter() - started
-    result["rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result["rss_mb"] = peak_rss_mb()
     # CPU seconds of this process and of its (reaped) parse workers: less noisy than wall
     # time on a shared machine.
     own, workers = (

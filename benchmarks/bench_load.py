@@ -332,6 +332,23 @@ MEASURES: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
 }
 
 
+def peak_rss_mb() -> float:
+    """This process's peak RSS in MB: ``VmHWM`` where Linux has it, else ``ru_maxrss``.
+
+    On Linux ``ru_maxrss`` survives ``exec``: a child started by a large parent reports
+    at least the parent's size at the fork. ``VmHWM`` is the peak of this program alone.
+    """
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    per_mb = 2**20 if sys.platform == "darwin" else 1024  # bytes on macOS, KiB elsewhere
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / per_mb
+
+
 def _child(kind: str, spec_json: str) -> None:
     import pandas  # noqa: F401  (imports are outside the timed region, as in a notebook)
     import pyarrow  # noqa: F401
@@ -339,12 +356,12 @@ def _child(kind: str, spec_json: str) -> None:
     import prolific_ingest  # noqa: F401
 
     spec = json.loads(spec_json)
-    base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    base_rss = peak_rss_mb()
     started = time.perf_counter()
     result = MEASURES[kind](spec)
     result["seconds"] = time.perf_counter() - started
-    result["rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    result["base_rss_mb"] = base_rss / 1024
+    result["rss_mb"] = peak_rss_mb()
+    result["base_rss_mb"] = base_rss
     print(json.dumps(result))
 
 
