@@ -15,7 +15,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 from deltalake import DeltaTable
 
-from ._keyhash import hash_keys, unique_hashes
+from ._keyhash import hash_keys, holds_any, unique_hashes
 from ._keyindex import Entry, KeyIndex, read_entry
 
 __all__ = [
@@ -138,8 +138,8 @@ def held_rows(
     single-threaded (see :func:`._storage.scan`).
     """
     dataset = table.to_pyarrow_dataset()
-    wanted = pa.array(unique_hashes([hash_keys(values)]))
-    hits = index.holding(wanted.to_numpy()) if index is not None else set()
+    wanted = unique_hashes([hash_keys(values)])
+    hits = index.holding(wanted) if index is not None else set()
     holding, entries = [], []
     for fragment in dataset.get_fragments(filter=where):
         if index is not None and index.covers(fragment.path):
@@ -148,7 +148,7 @@ def held_rows(
             continue
         entry = read_entry(dataset, fragment, keys[0], counted)
         entries.append(entry)
-        if pc.any(pc.is_in(pa.array(entry.hashes), value_set=wanted)).as_py():
+        if holds_any(entry.hashes, wanted):
             holding.append(fragment)
     subset = ds.FileSystemDataset(holding, dataset.schema, dataset.format, dataset.filesystem)
     return subset.to_table(filter=where, use_threads=False), entries

@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-__all__ = ["hash_keys", "unique_hashes"]
+__all__ = ["hash_keys", "holds_any", "unique_hashes"]
 
 _CHUNK = 16384
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -104,3 +104,11 @@ def unique_hashes(parts: Iterable[np.ndarray]) -> np.ndarray:
     ordered = np.sort(np.concatenate(joined))  # vectorised: far quicker than a hash set
     out: np.ndarray = ordered[np.concatenate([[True], ordered[1:] != ordered[:-1]])]
     return out
+
+
+def holds_any(run: np.ndarray, hashes: np.ndarray) -> bool:
+    """Whether the ascending ``run`` holds one of the ascending ``hashes`` (binary search)."""
+    if not len(run) or not len(hashes):
+        return False
+    where = np.minimum(np.searchsorted(run, hashes), len(run) - 1)
+    return bool((run[where] == hashes).any())

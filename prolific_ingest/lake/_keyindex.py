@@ -38,7 +38,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from deltalake import DeltaTable
 
-from ._keyhash import hash_keys, unique_hashes
+from ._keyhash import hash_keys, holds_any, unique_hashes
 from ._storage import Lake, arrow_filesystem
 
 __all__ = [
@@ -71,6 +71,9 @@ _SCHEMA = pa.schema(
     ]
 )
 
+#: A file's rows per counted value when it has none (or nothing is counted).
+_NO_COUNTS = pa.table({"value": pa.array([], pa.string()), "n": pa.array([], pa.int64())})
+
 
 @dataclass(frozen=True)
 class Entry:
@@ -93,7 +96,7 @@ def count_values(column: pa.Array | pa.ChunkedArray) -> pa.Table:
 def sum_counts(tables: Sequence[pa.Table]) -> pa.Table:
     """Several ``value``, ``n`` tables as one (``n`` summed per value)."""
     if not tables:
-        return pa.table({"value": pa.array([], pa.string()), "n": pa.array([], pa.int64())})
+        return _NO_COUNTS
     summed = pa.concat_tables(tables).group_by("value").aggregate([("n", "sum")])
     return pa.table({"value": summed.column("value"), "n": pc.cast(summed["n_sum"], pa.int64())})
 
@@ -226,14 +229,12 @@ class KeyIndex:
             msg = "this index was opened without its hashes"
             raise RuntimeError(msg)
         out: set[str] = set()
-        if not len(hashes):
-            return out
         for seg in self._segments:
-            for name, run in zip(seg.names, seg.hashes, strict=True):
-                if len(run):
-                    where = np.minimum(np.searchsorted(run, hashes), len(run) - 1)
-                    if (run[where] == hashes).any():
-                        out.add(name)
+            out.update(
+                name
+                for name, run in zip(seg.names, seg.hashes, strict=True)
+                if holds_any(run, hashes)
+            )
         return out
 
     def counts(self, paths: Iterable[str]) -> list[pa.Table]:
@@ -266,10 +267,9 @@ class KeyIndex:
 
     def _put(self, entries: Sequence[Entry]) -> str:
         """Write one segment (one row per entry)."""
-        empty = pa.table({"value": pa.array([], pa.string()), "n": pa.array([], pa.int64())})
-        counts = [e.counts if e.counts is not None else empty for e in entries]
+        counts = [e.counts if e.counts is not None else _NO_COUNTS for e in entries]
         offsets = pa.array(np.cumsum([0] + [c.num_rows for c in counts]), pa.int32())
-        flat = pa.concat_tables([empty, *(c.select(["value", "n"]) for c in counts)])
+        flat = pa.concat_tables([_NO_COUNTS, *(c.select(["value", "n"]) for c in counts)])
         rows = pa.table(
             {
                 "file": pa.array([e.path for e in entries], pa.string()),
