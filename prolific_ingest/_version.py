@@ -1,6 +1,7 @@
 """The package version, and the one wording of a deprecation (it names the version of removal)."""
 
 import warnings
+from collections.abc import Iterable
 
 __version__ = "0.1.0"
 
@@ -15,3 +16,14 @@ def warn_deprecated(old: str, instead: str, *, stacklevel: int = 2) -> None:
     """
     msg = f"{old} is deprecated and will be removed in {REMOVED_IN}: {instead}"
     warnings.warn(msg, DeprecationWarning, stacklevel=stacklevel + 1)
+
+
+def refuse_unknown(func: str, given: Iterable[str], allowed: Iterable[str]) -> None:
+    """Raise Python's own ``TypeError`` for a keyword that ``func``'s ``**kwargs`` does not take.
+
+    For the functions whose ``**kwargs`` only keeps deprecated spellings working.
+    """
+    unknown = sorted(set(given) - set(allowed))
+    if unknown:
+        msg = f"{func}() got an unexpected keyword argument {unknown[0]!r}"
+        raise TypeError(msg)

@@ -13,7 +13,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 import pandas as pd
 
-from ._version import warn_deprecated
+from ._version import refuse_unknown, warn_deprecated
 from .archive import open_archive
 from .errors import ConfigurationError, SinkError, redact_url, storage_errors
 from .exports import ExportFilter
@@ -291,10 +291,7 @@ def _lake_target(
     output: str | os.PathLike[str] | LakeTarget, deprecated: dict[str, Any]
 ) -> LakeTarget:
     """``to_lake``'s ``output`` as a LakeTarget; the flat sink keywords are deprecated."""
-    unknown = sorted(set(deprecated) - {"overwrite", "partition_by", "storage_options"})
-    if unknown:
-        msg = f"to_lake() got an unexpected keyword argument {unknown[0]!r}"
-        raise TypeError(msg)
+    refuse_unknown("to_lake", deprecated, ("overwrite", "partition_by", "storage_options"))
     if isinstance(output, LakeTarget):
         if deprecated:
             msg = f"to_lake(): give {', '.join(deprecated)} in the LakeTarget, not beside it"

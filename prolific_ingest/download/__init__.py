@@ -28,7 +28,7 @@ from .._http.scrub import redact_transport_logs
 from .._http.watchdog import StallRule, guarded_session
 from .._progress import make_progress
 from .._urls import check_download_url
-from .._version import warn_deprecated
+from .._version import refuse_unknown, warn_deprecated
 from ..cache._sink import Sink
 from ..config import Settings
 from ..errors import redact_url
@@ -79,10 +79,7 @@ class _Transport:
     @classmethod
     def of(cls, settings: Settings, deprecated: Mapping[str, Any]) -> _Transport:
         """The transport of ``settings``, with the deprecated keywords applied over it."""
-        unknown = set(deprecated) - set(_DEPRECATED)
-        if unknown:
-            msg = f"download_archive() got unexpected keyword argument(s): {sorted(unknown)}"
-            raise TypeError(msg)
+        refuse_unknown("download_archive", deprecated, _DEPRECATED)
         for name in deprecated:
             warn_deprecated(f"download_archive({name}=...)", _DEPRECATED[name], stacklevel=3)
         timeout = deprecated.get("timeout", (settings.connect_timeout, settings.read_timeout))

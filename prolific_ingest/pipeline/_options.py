@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any, TypedDict
 
 from .._http.retry import RetryPolicy
-from .._version import warn_deprecated
+from .._version import refuse_unknown, warn_deprecated
 from ..cache import ExportCache
 from ..client import ProlificClient
 from ..config import Settings
@@ -127,10 +127,7 @@ def load_request(verb: str, options: Mapping[str, Any], *, stacklevel: int = 2) 
         setting would silently win), or a deprecated sink keyword together with
         ``output=LakeTarget(...)``.
     """
-    unknown = sorted(set(options) - set(DEFAULTS) - set(_CONNECTION) - set(_SINK))
-    if unknown:
-        msg = f"{verb}() got an unexpected keyword argument {unknown[0]!r}"
-        raise TypeError(msg)
+    refuse_unknown(verb, options, [*DEFAULTS, *_CONNECTION, *_SINK])
     given = {name: value for name, value in options.items() if name in DEFAULTS}
     if "max_age" in given and given["max_age"] is None:
         # None is "no limit" in the cache (ExportCache.find, clear); here it meant the opposite.

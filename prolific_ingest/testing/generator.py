@@ -16,6 +16,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from .._version import refuse_unknown
 from . import _content as c
 from ._build import ExportFilter, make
 from ._records import SubmissionSpec
@@ -47,10 +48,7 @@ def _spec_from_keywords(
     allowed = (SPEC_FIELDS - {"owner_id"} | {id_keyword, "submissions"}) - (
         _BATCH_ONLY if kind == "collection" else frozenset()
     )
-    unknown = sorted(set(keywords) - allowed)
-    if unknown:
-        msg = f"{func}() got an unexpected keyword argument {unknown[0]!r}"
-        raise TypeError(msg)
+    refuse_unknown(func, keywords, allowed)
     if spec is not None:
         msg = f"{func}() takes an ExportSpec or the deprecated keyword arguments, not both"
         raise TypeError(msg)
