@@ -37,6 +37,7 @@ from typing import Any
 
 import platformdirs
 
+from ._version import warn_deprecated
 from .errors import ConfigurationError, MissingTokenError
 
 __all__ = ["DEFAULT_BASE_URL", "Secret", "Settings", "default_cache_dir", "normalize_base_url"]
@@ -300,3 +301,21 @@ class Settings:
     def progress_from_env() -> bool | None:
         """``PROLIFIC_INGEST_PROGRESS`` as a bool, or ``None`` for auto."""
         return _env_bool("PROLIFIC_INGEST_PROGRESS")
+
+
+def deprecated_connection_keyword(
+    verb: str, name: str, instead: str, *, beside_client: bool, stacklevel: int = 2
+) -> None:
+    """Warn that ``verb(name=...)`` is deprecated (say ``instead``); refuse it beside ``client=``.
+
+    Beside ``client=``, the client's own setting would silently win, so that is a
+    :class:`~prolific_ingest.ConfigurationError`. ``stacklevel`` counts as in
+    :func:`warnings.warn`, from the caller of this function.
+    """
+    warn_deprecated(f"{verb}({name}=...)", f"pass {instead}", stacklevel=stacklevel + 1)
+    if beside_client:
+        msg = (
+            f"{verb}(): {name}= is ignored when client= is given (the client's own setting "
+            f"wins); configure the client instead: {instead}"
+        )
+        raise ConfigurationError(msg)

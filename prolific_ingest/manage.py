@@ -15,7 +15,7 @@ from . import exports as lifecycle
 from ._version import warn_deprecated
 from .cache import ExportCache
 from .client import ProlificClient
-from .config import Settings
+from .config import Settings, deprecated_connection_keyword
 from .errors import ConfigurationError, NotFoundError
 from .exports import ExportJob, ExportRef
 
@@ -49,15 +49,10 @@ def _client(
     """The client to call the API with: ``client=``, else one from the environment."""
     given = [name for name, value in (("token", token), ("base_url", base_url)) if value]
     for name in given:
-        warn_deprecated(
-            f"{verb}({name}=...)", f"pass client=ProlificClient({name}=...)", stacklevel=3
+        instead = f"client=ProlificClient({name}=...)"
+        deprecated_connection_keyword(
+            verb, name, instead, beside_client=client is not None, stacklevel=3
         )
-        if client is not None:
-            msg = (
-                f"{verb}(): {name}= is ignored when client= is given (the client's own setting "
-                f"wins); configure the client instead: client=ProlificClient({name}=...)"
-            )
-            raise ConfigurationError(msg)
     if isinstance(client, ProlificClient):
         return client
     if isinstance(client, Settings):

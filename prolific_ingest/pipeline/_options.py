@@ -19,7 +19,7 @@ from .._http.retry import RetryPolicy
 from .._version import refuse_unknown, warn_deprecated
 from ..cache import ExportCache
 from ..client import ProlificClient
-from ..config import Settings
+from ..config import Settings, deprecated_connection_keyword
 from ..errors import ConfigurationError
 from ..lake._target import LakeTarget
 from ._parse import OnBadRecords
@@ -140,14 +140,11 @@ def load_request(verb: str, options: Mapping[str, Any], *, stacklevel: int = 2) 
     for name, instead in _CONNECTION.items():
         if name not in options:
             continue
-        _deprecated(verb, name, instead, stacklevel + 1)
         value = options[name]
-        if value is not None and name != "timeout" and given.get("client") is not None:
-            msg = (
-                f"{verb}(): {name}= is ignored when client= is given (the client's own setting "
-                f"wins); configure the client instead: {instead}"
-            )
-            raise ConfigurationError(msg)
+        beside = value is not None and name != "timeout" and given.get("client") is not None
+        deprecated_connection_keyword(
+            verb, name, instead, beside_client=beside, stacklevel=stacklevel + 1
+        )
         legacy["wait_timeout" if name == "timeout" else name] = value
     sink = {name: options[name] for name in _SINK if name in options}
     if sink:
