@@ -10,6 +10,7 @@
     _stream        a first load's data files, streamed by pyarrow, one commit
     _keyindex      per data file, the hashes of its keys: which files a merge must read
     _keyhash       the stable 64-bit hash those entries keep
+    _keyrows       a segment's rows; the entries a first load keeps on disk until its commit
     _retry         bounded, logged back-off around a commit that lost a race
     _loads         the ``_loads`` table: one record per completed load, appended last
     _load          one export: every table, then its load record

@@ -26,7 +26,7 @@ import contextlib
 import itertools
 import logging
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,11 +39,13 @@ import pyarrow.parquet as pq
 from deltalake import DeltaTable
 
 from ._keyhash import hash_keys, holds_any, unique_hashes
+from ._keyrows import _FORMAT, _NO_COUNTS, _SCHEMA, Entry, EntrySpool, _groups, _rows
 from ._storage import Lake, arrow_filesystem
 
 __all__ = [
     "COUNTED",
     "Entry",
+    "EntrySpool",
     "KeyIndex",
     "count_values",
     "entry_of",
@@ -61,27 +63,6 @@ COUNTED: dict[str, str] = {"responses": "submission_id"}
 KEYS_DIR = "_keys"
 #: More segments than this (or more dead files than live ones) are merged into one.
 MAX_SEGMENTS = 8
-_FORMAT = b"prolific-ingest key index 1"
-_SCHEMA = pa.schema(
-    [
-        ("file", pa.string()),  # the data file's path in the Delta log
-        ("key_hashes", pa.large_binary()),  # its distinct first-key hashes: ascending '<u8'
-        ("values", pa.list_(pa.string())),  # the counted column's values ...
-        ("counts", pa.list_(pa.int64())),  # ... and the file's rows of each
-    ]
-)
-
-#: A file's rows per counted value when it has none (or nothing is counted).
-_NO_COUNTS = pa.table({"value": pa.array([], pa.string()), "n": pa.array([], pa.int64())})
-
-
-@dataclass(frozen=True)
-class Entry:
-    """One data file: the distinct hashes of its first keys, its rows per counted value."""
-
-    path: str
-    hashes: np.ndarray
-    counts: pa.Table | None = None  # ``value`` (string), ``n`` (int64)
 
 
 def count_values(column: pa.Array | pa.ChunkedArray) -> pa.Table:
@@ -265,22 +246,8 @@ class KeyIndex:
             out.append(Entry(path, seg.hashes[at], counts))
         return out
 
-    def _put(self, entries: Sequence[Entry]) -> str:
-        """Write one segment (one row per entry)."""
-        counts = [e.counts if e.counts is not None else _NO_COUNTS for e in entries]
-        offsets = pa.array(np.cumsum([0] + [c.num_rows for c in counts]), pa.int32())
-        flat = pa.concat_tables([_NO_COUNTS, *(c.select(["value", "n"]) for c in counts)])
-        rows = pa.table(
-            {
-                "file": pa.array([e.path for e in entries], pa.string()),
-                "key_hashes": pa.array(
-                    [np.asarray(e.hashes, "<u8").tobytes() for e in entries], pa.large_binary()
-                ),
-                "values": pa.ListArray.from_arrays(offsets, flat.column("value").combine_chunks()),
-                "counts": pa.ListArray.from_arrays(offsets, flat.column("n").combine_chunks()),
-            },
-            schema=_SCHEMA,
-        )
+    def _put(self, entries: Iterable[Entry]) -> str:
+        """Write one segment (one row per entry), a few entries at a time."""
         meta = {"format": _FORMAT, "first_key": self.first, "counted": self.counted or ""}
         name = f"{uuid.uuid4()}.parquet"
         final = f"{self.root}/{name}"
@@ -289,38 +256,50 @@ class KeyIndex:
             self.fs.create_dir(self.root, recursive=True)
         # A local segment is written aside and renamed; an object store's PUT is atomic.
         temporary = f"{self.root}/.{name}.tmp" if local else final
-        pq.write_table(
-            rows.replace_schema_metadata(meta),
+        schema = _SCHEMA.with_metadata(meta)
+        with pq.ParquetWriter(
             temporary,
+            schema,
             filesystem=self.fs,
             compression="none",
             use_dictionary=False,
-        )
+            write_statistics=False,  # a min/max of the hashes would copy the largest runs
+        ) as writer:
+            for group in _groups(entries):
+                writer.write_table(_rows(group).replace_schema_metadata(meta))
         if local:
             self.fs.move(temporary, final)
         return final
 
-    def add(self, entries: Sequence[Entry], live: Iterable[str]) -> None:
+    def add(self, entries: Iterable[Entry], live: Iterable[str]) -> None:
         """Write ``entries`` as one segment; merge every segment when there are many.
 
         ``live`` are the partition's data files now: a merge keeps only their entries.
+        ``entries`` is iterated once, after :func:`entry_paths` named its files.
         """
         live = set(live)
-        fresh = [e for e in entries if e.path in live]
-        if not fresh:
+        known = {p for p in entry_paths(entries) if p in live}
+        if not known:
             return
+        fresh = (e for e in entries if e.path in live)
         dead = len(set(self._where) - live)
         many = len(self.segments) + 1 > MAX_SEGMENTS or dead > len(live)
         if not many or not self._complete:
             self._put(fresh)
             return
-        known = {e.path for e in fresh}
         kept = [e for e in self._entries(live) if e.path not in known]
-        self._put(kept + fresh)
+        self._put(itertools.chain(kept, fresh))
         for path in self.segments:  # the merged one holds all they named that is live
             with contextlib.suppress(OSError):
                 self.fs.delete_file(path)
         self._segments, self._where = [], {}
+
+
+def entry_paths(entries: Iterable[Entry]) -> list[str]:
+    """The data files ``entries`` name (an :class:`EntrySpool`'s without reading it back)."""
+    if isinstance(entries, EntrySpool | _Joined):
+        return entries.paths
+    return [e.path for e in entries]
 
 
 def partition_files(table: DeltaTable, owner: str, owner_id: str) -> tuple[ds.Dataset, list[Any]]:
@@ -336,12 +315,28 @@ def read_entry(dataset: ds.Dataset, fragment: Any, first: str, counted: str | No
     return entry_of(fragment.path, rows, first, counted)
 
 
+@dataclass(frozen=True)
+class _Joined:
+    """Two collections of entries as one (iterated, and named, in turn)."""
+
+    first: Sequence[Entry] | EntrySpool
+    then: Sequence[Entry]
+
+    @property
+    def paths(self) -> list[str]:
+        return [*entry_paths(self.first), *entry_paths(self.then)]
+
+    def __iter__(self) -> Iterator[Entry]:
+        yield from self.first
+        yield from self.then
+
+
 def index_written(
     index: KeyIndex | None,
     table: DeltaTable,
     owner: str,
     owner_id: str,
-    entries: Sequence[Entry] = (),
+    entries: Sequence[Entry] | EntrySpool = (),
 ) -> None:
     """After a commit: write ``entries`` and those of the partition's files no entry names.
 
@@ -352,12 +347,12 @@ def index_written(
         return
     try:
         dataset, fragments = partition_files(table, owner, owner_id)
-        known = {e.path for e in entries}
+        known = set(entry_paths(entries))
         fresh = [
             read_entry(dataset, f, index.first, index.counted)
             for f in fragments
             if f.path not in known and not index.covers(f.path)
         ]
-        index.add([*entries, *fresh], [f.path for f in fragments])
+        index.add(_Joined(entries, fresh), [f.path for f in fragments])
     except Exception:  # the commit stands; the index only saves reads
         logger.warning("key index of %s not updated", index.root, exc_info=True)

@@ -35,7 +35,7 @@ from deltalake import CommitProperties, DeltaTable
 from deltalake.transaction import AddAction, RemoveAction
 
 from ._keyhash import hash_keys, unique_hashes
-from ._keyindex import Entry, count_values, sum_counts
+from ._keyindex import Entry, EntrySpool, count_values, sum_counts
 
 __all__ = ["stream_first_load"]
 
@@ -177,7 +177,7 @@ def stream_first_load(
     commit_properties: CommitProperties,
     target_file_bytes: int,
     index: tuple[str, str | None] | None = None,
-    entries: list[Entry] | None = None,
+    entries: EntrySpool | None = None,
 ) -> bool:
     """Write ``data`` (the rows of one empty owner partition) as one overwrite commit.
 

@@ -69,7 +69,7 @@ from ._changes import (
 )
 from ._keyindex import (
     COUNTED,
-    Entry,
+    EntrySpool,
     KeyIndex,
     index_written,
     partition_files,
@@ -186,29 +186,30 @@ def write_table(
             data = source(False)
             target = arrow_filesystem(lake, name)
             index = KeyIndex.open(lake, table, name, owner, owner_id, first)
-            entries: list[Entry] = []
-            if (
-                target
-                and _same_columns(table, data.schema)
-                and stream_first_load(
-                    table,
-                    *target,
-                    data,
-                    owner=owner,
-                    owner_id=owner_id,
-                    partition_by=parts,
-                    commit_properties=props(table),
-                    target_file_bytes=TARGET_FILE_BYTES,
-                    index=(first, COUNTED.get(name)) if index is not None else None,
-                    entries=entries,
-                )
-            ):
-                table.update_incremental()
-            else:
-                # No rows (an empty table still gets its version), the table's schema is
-                # not the stream's (schema merge) or a store pyarrow does not write: delta-rs.
-                write(table, source(False), in_partition)
-            index_written(index, table, owner, owner_id, entries)
+            with EntrySpool() as entries:
+                if (
+                    target
+                    and _same_columns(table, data.schema)
+                    and stream_first_load(
+                        table,
+                        *target,
+                        data,
+                        owner=owner,
+                        owner_id=owner_id,
+                        partition_by=parts,
+                        commit_properties=props(table),
+                        target_file_bytes=TARGET_FILE_BYTES,
+                        index=(first, COUNTED.get(name)) if index is not None else None,
+                        entries=entries,
+                    )
+                ):
+                    table.update_incremental()
+                else:
+                    # No rows (an empty table still gets its version), the table's schema
+                    # is not the stream's (schema merge) or a store pyarrow does not
+                    # write: delta-rs.
+                    write(table, source(False), in_partition)
+                index_written(index, table, owner, owner_id, entries)
             return TableWrite(name, table.version(), "append", {})
         return _merge(table)
 
