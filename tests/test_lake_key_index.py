@@ -207,3 +207,30 @@ def test_key_hashes_are_stable_null_safe_and_independent_of_chunking() -> None:
         5197578548964807871,
         3183420336962780579,
     ]
+
+
+def test_entries_kept_on_disk_until_the_commit_come_back_unchanged() -> None:
+    import numpy as np
+    import pyarrow as pa
+
+    from prolific_ingest.lake._keyrows import Entry, EntrySpool
+
+    kept = [
+        Entry("a/part-0.parquet", np.array([1, 5, 2**63 + 7], np.uint64), None),
+        Entry(
+            "a/part-1.parquet",
+            np.empty(0, np.uint64),
+            pa.table({"value": ["s1", "s2"], "n": pa.array([3, 4], pa.int64())}),
+        ),
+    ]
+    with EntrySpool() as spool:
+        for entry in kept:
+            spool.append(entry)
+        assert spool.paths == ["a/part-0.parquet", "a/part-1.parquet"]
+        back = list(spool)
+    assert [e.path for e in back] == [e.path for e in kept]
+    assert back[0].hashes.tolist() == kept[0].hashes.tolist()
+    assert back[1].hashes.tolist() == []
+    assert back[0].counts is not None and back[0].counts.num_rows == 0
+    assert back[1].counts is not None
+    assert back[1].counts.to_pylist() == [{"value": "s1", "n": 3}, {"value": "s2", "n": 4}]
