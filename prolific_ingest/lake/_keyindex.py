@@ -26,7 +26,7 @@ import contextlib
 import itertools
 import logging
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -271,14 +271,14 @@ class KeyIndex:
             self.fs.move(temporary, final)
         return final
 
-    def add(self, entries: Iterable[Entry], live: Iterable[str]) -> None:
+    def add(self, entries: Iterable[Entry], paths: Iterable[str], live: Iterable[str]) -> None:
         """Write ``entries`` as one segment; merge every segment when there are many.
 
+        ``paths`` are the files ``entries`` name (iterated once, and only if one is live);
         ``live`` are the partition's data files now: a merge keeps only their entries.
-        ``entries`` is iterated once, after :func:`entry_paths` named its files.
         """
         live = set(live)
-        known = {p for p in entry_paths(entries) if p in live}
+        known = {p for p in paths if p in live}
         if not known:
             return
         fresh = (e for e in entries if e.path in live)
@@ -295,13 +295,6 @@ class KeyIndex:
         self._segments, self._where = [], {}
 
 
-def entry_paths(entries: Iterable[Entry]) -> list[str]:
-    """The data files ``entries`` name (an :class:`EntrySpool`'s without reading it back)."""
-    if isinstance(entries, EntrySpool | _Joined):
-        return entries.paths
-    return [e.path for e in entries]
-
-
 def partition_files(table: DeltaTable, owner: str, owner_id: str) -> tuple[ds.Dataset, list[Any]]:
     """The table's dataset and the data files (fragments) of its partition ``owner=owner_id``."""
     dataset = table.to_pyarrow_dataset()
@@ -313,22 +306,6 @@ def read_entry(dataset: ds.Dataset, fragment: Any, first: str, counted: str | No
     columns = [first] if counted in (None, first) else [first, counted]
     rows = fragment.to_table(schema=dataset.schema, columns=columns, use_threads=False)
     return entry_of(fragment.path, rows, first, counted)
-
-
-@dataclass(frozen=True)
-class _Joined:
-    """Two collections of entries as one (iterated, and named, in turn)."""
-
-    first: Sequence[Entry] | EntrySpool
-    then: Sequence[Entry]
-
-    @property
-    def paths(self) -> list[str]:
-        return [*entry_paths(self.first), *entry_paths(self.then)]
-
-    def __iter__(self) -> Iterator[Entry]:
-        yield from self.first
-        yield from self.then
 
 
 def index_written(
@@ -347,12 +324,17 @@ def index_written(
         return
     try:
         dataset, fragments = partition_files(table, owner, owner_id)
-        known = set(entry_paths(entries))
+        named = entries.paths if isinstance(entries, EntrySpool) else [e.path for e in entries]
+        known = set(named)
         fresh = [
             read_entry(dataset, f, index.first, index.counted)
             for f in fragments
             if f.path not in known and not index.covers(f.path)
         ]
-        index.add(_Joined(entries, fresh), [f.path for f in fragments])
+        index.add(
+            itertools.chain(entries, fresh),
+            [*named, *(e.path for e in fresh)],
+            [f.path for f in fragments],
+        )
     except Exception:  # the commit stands; the index only saves reads
         logger.warning("key index of %s not updated", index.root, exc_info=True)
