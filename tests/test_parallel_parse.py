@@ -265,3 +265,24 @@ def test_a_parse_worker_converts_blocks_without_importing_pandas(export: Path) -
     )
     assert done.stdout[:1] == bytes([wire.OK])  # the block's tables came back
     assert done.stderr.decode().strip().splitlines()[-1] == "False"
+
+
+def test_parse_workers_start_with_one_blas_thread(
+    export: Path, small_blocks: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """numpy's OpenBLAS pool spins one thread per core at import: a worker needs none."""
+    import subprocess
+
+    envs: list[dict[str, str]] = []
+    real = subprocess.Popen
+
+    def spy(*args, **kwargs):  # type: ignore[no-untyped-def]
+        envs.append(kwargs["env"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "8")
+    monkeypatch.setattr(parallel.subprocess, "Popen", spy)
+    two = _tables(export, 2)
+    assert len(envs) == 2
+    assert all(env["OPENBLAS_NUM_THREADS"] == "1" for env in envs)
+    _assert_identical(two, _tables(export, 1))
