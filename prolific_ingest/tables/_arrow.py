@@ -208,7 +208,7 @@ def extra_column(
     For each shape, the unknown keys' values are picked with C-level ``itemgetter``
     maps, and all of them go through **one** ``orjson.dumps``, spliced between
     :class:`orjson.Fragment` pieces that write the object's punctuation and keys
-    (``{"k1":`` / ``,"k2":`` / ``}``). The fragments carry control bytes that orjson never
+    (``{"k1":`` / ``"k2":`` / ``}``). The fragments carry control bytes that orjson never
     writes itself (it escapes them in strings), which mark the commas to cut and the end
     of each object. The text is exactly ``dumps`` of the dict: keys in their order, the
     same key and value encoding; when the float-form check of :func:`dumps` could match,
@@ -220,26 +220,31 @@ def extra_column(
         return pa.nulls(n, type=pa.string()), set()
     objs = list(map(items.__getitem__, at))
     shapes = list(map(tuple, objs))
-    code_of: dict[tuple[str, ...], int] = {}
-    for shape in shapes:
-        if shape not in code_of:
-            code_of[shape] = len(code_of)
-            if len(code_of) > max(16, len(at) // 16):
-                return None  # (nearly) every item its own shape: no gain in grouping
-    codes = np.fromiter(map(code_of.__getitem__, shapes), dtype=np.int64, count=len(at))
-    order = np.argsort(codes, kind="stable")
-    bounds = np.concatenate(([0], np.cumsum(np.bincount(codes, minlength=len(code_of)))))
+    code_of: dict[tuple[str, ...], int] = dict.fromkeys(shapes, 0)
+    if len(code_of) > max(16, len(at) // 16):
+        return None  # (nearly) every item its own shape: no gain in grouping
+    order = None
+    if len(code_of) == 1:
+        groups = [(shapes[0], objs)]
+    else:
+        for code, shape in enumerate(code_of):
+            code_of[shape] = code
+        codes = np.fromiter(map(code_of.__getitem__, shapes), dtype=np.int64, count=len(at))
+        order = np.argsort(codes, kind="stable")
+        bounds = np.concatenate(([0], np.cumsum(np.bincount(codes, minlength=len(code_of)))))
+        groups = [
+            (shape, list(map(objs.__getitem__, order[bounds[code] : bounds[code + 1]].tolist())))
+            for shape, code in code_of.items()
+        ]
     parts: list[Any] = []
     unknown: set[str] = set()
-    for shape, code in code_of.items():
-        group = list(map(objs.__getitem__, order[bounds[code] : bounds[code + 1]].tolist()))
+    for shape, group in groups:
         keys = [k for k in shape if k not in known]
         unknown.update(keys)
         pieces: list[Any] = []
         for j, key in enumerate(keys):
-            name = orjson.dumps(key)
-            head = b"\x01{" + name if j == 0 else b"\x03" + name
-            pieces += [repeat(orjson.Fragment(head + b":\x02")), map(itemgetter(key), group)]
+            head = (b"{" if j == 0 else b"") + orjson.dumps(key) + b":\x02"
+            pieces += [repeat(orjson.Fragment(head)), map(itemgetter(key), group)]
         pieces.append(repeat(_CLOSE))
         parts.append(chain.from_iterable(zip(*pieces, strict=False)))  # repeat(): endless
     try:
@@ -248,24 +253,52 @@ def extra_column(
         return None
     if b"0.0000" in blob or b"0e" in blob.translate(_DIGIT_TO_ZERO):
         return None
-    # "[\x01{"k":\x02,v,\x03"k2":\x02,v2,\x01}\x04\x02,\x01{..." -> "[{"k":v,"k2":v2}\x04{...]"
-    text = blob.replace(b"\x02,", b"").replace(b",\x01", b"").translate(None, b"\x01\x02\x03")
+    # '[{"k":\x02,v,"k2":\x02,v2,\x01}\x04\x02,{...' -> '[{"k":v,"k2":v2}\x04{...}\x04\x02]'
+    text = blob.replace(b"\x02,", b"").replace(b",\x01", b"")
     ends = np.flatnonzero(np.frombuffer(text, dtype=np.uint8) == 0x04)
     if len(ends) != len(at):  # cannot happen (see above); never guess
         return None
     lengths = ends - np.concatenate(([1], ends[:-1] + 1))
-    offsets = np.zeros(len(ends) + 1, dtype=np.int32)
-    np.cumsum(lengths, out=offsets[1:])
-    data = text[1:-1].replace(b"\x04", b"")
-    grouped = pa.StringArray.from_buffers(
-        len(ends), pa.py_buffer(offsets), pa.py_buffer(data), null_count=0
-    )
-    where = np.full(n, -1, dtype=np.int64)
-    where[np.asarray(at, dtype=np.int64)[order]] = np.arange(len(at), dtype=np.int64)
-    return grouped.take(pa.array(where, mask=where < 0)), unknown
+    data = text[1:-2].replace(b"\x04", b"")
+    if order is not None:  # back from shape order to item order
+        grouped = _strings(lengths, data).take(pa.array(np.argsort(order, kind="stable")))
+        _, offsets, data = grouped.buffers()
+        lengths = np.diff(np.frombuffer(offsets, dtype=np.int32, count=len(at) + 1))
+    return _spread(n, np.asarray(at, dtype=np.int64), lengths, data), unknown
 
 
 _CLOSE = orjson.Fragment(b"\x01}\x04\x02")
+
+
+def _strings(lengths: np.ndarray, data: Any) -> pa.StringArray:
+    """A string array over ``data``, the values' texts one after the other (no copy)."""
+    offsets = np.zeros(len(lengths) + 1, dtype=np.int32)
+    np.cumsum(lengths, out=offsets[1:])
+    return pa.StringArray.from_buffers(
+        len(lengths), pa.py_buffer(offsets), pa.py_buffer(data), null_count=0
+    )
+
+
+def _spread(n: int, at: np.ndarray, lengths: np.ndarray, data: Any) -> pa.StringArray:
+    """``n`` strings: the texts of ``data`` (``lengths``) at the ascending rows ``at``, null
+    elsewhere. The offsets and validity are computed with numpy; ``data`` is not copied.
+    """
+    if len(at) == n:
+        return _strings(lengths, data)
+    full = np.zeros(n, dtype=np.int32)
+    full[at] = lengths
+    present = np.zeros(n, dtype=bool)
+    present[at] = True
+    offsets = np.zeros(n + 1, dtype=np.int32)
+    np.cumsum(full, out=offsets[1:])
+    validity = np.packbits(present, bitorder="little")
+    return pa.StringArray.from_buffers(
+        n,
+        pa.py_buffer(offsets),
+        pa.py_buffer(data),
+        pa.py_buffer(validity),
+        null_count=n - len(at),
+    )
 
 
 def _one_by_one(items: Sequence[Any]) -> list[Any]:
