@@ -6,7 +6,7 @@ by line.
 from __future__ import annotations
 
 from itertools import chain, compress, count, repeat
-from operator import is_not, not_
+from operator import not_
 from typing import Any
 
 import numpy as np
@@ -16,7 +16,6 @@ import pyarrow.compute as pc
 from ._arrow import dumps, extra_column, json_column
 from ._records import _extra, answer_items
 
-_ABSENT: Any = object()
 _S = pa.string()
 
 
@@ -92,38 +91,40 @@ def _children(parents: list[dict[str, Any]], key: str) -> list[Any]:
     return list(chain.from_iterable(filter(None, lists)))
 
 
-_KIND = {
-    str: "string",
-    type(None): "null",
-    object: "null",  # _ABSENT: no "value" key
-    bool: "boolean",
-    int: "number",
-    float: "number",
-    dict: "object",
-    list: "array",
-}
-_TEXT: dict[type, Any] = {
-    type(None): lambda v: None,
-    object: lambda v: None,
+#: ``value_type`` names, and the code of each Python type of a parsed JSON value in them.
+_KIND_NAMES = pa.StringArray.from_buffers(  # not pa.array: it would import pandas here
+    6,
+    pa.py_buffer(np.array([0, 6, 10, 17, 23, 29, 34], dtype=np.int32)),
+    pa.py_buffer(b"stringnullbooleannumberobjectarray"),
+)
+_KIND_CODE = {str: 0, type(None): 1, bool: 2, int: 3, float: 3, dict: 4, list: 5}
+#: The text of a scalar that is not a string (``None`` stays ``None``).
+_SCALAR_TEXT: dict[type, Any] = {
     bool: {True: "true", False: "false"}.__getitem__,
     int: int.__repr__,
     float: float.__repr__,
-    dict: dumps,
-    list: dumps,
 }
 
 
 def _value_columns(answers: list[dict[str, Any]]) -> tuple[pa.Array, pa.Array]:
-    """``value`` as JSON text (strings verbatim) and ``value_type``, as in ``_value``."""
+    """``value`` as JSON text (strings verbatim) and ``value_type``, as in ``_value``.
+
+    ``value_type`` is taken from a six-name array by type code (no string per answer);
+    only booleans, numbers, objects and arrays are visited one by one (absent and null
+    values are both ``None`` here, a null ``value`` of type ``"null"``).
+    """
     n = len(answers)
-    values = list(map(dict.get, answers, repeat("value", n), repeat(_ABSENT, n)))
+    values = list(map(dict.get, answers, repeat("value", n)))
     types = list(map(type, values))
-    kinds = list(map(_KIND.__getitem__, types))  # KeyError: not a JSON type
-    if kinds.count("string") != n:
-        text = _TEXT
-        for i in compress(count(), map(is_not, types, repeat(str, n))):
-            values[i] = text[types[i]](values[i])
-    return pa.array(values, type=_S), pa.array(kinds, type=_S)
+    # KeyError: not a JSON type
+    codes = np.fromiter(map(_KIND_CODE.__getitem__, types), dtype=np.int8, count=n)
+    text = _SCALAR_TEXT
+    for i in compress(count(), map(text.__contains__, types)):
+        values[i] = text[types[i]](values[i])
+    nested = np.flatnonzero(codes >= 4)
+    for i in nested.tolist():
+        values[i] = dumps(values[i])
+    return pa.array(values, type=_S), _KIND_NAMES.take(pa.array(codes))
 
 
 def _check_sizes(sizes: pa.Array, answers: list[dict[str, Any]]) -> None:
