@@ -441,3 +441,55 @@ def test_a_line_spanning_many_chunks_is_joined_once(tmp_path: Path) -> None:
     assert b"".join(block for _, block in blocks) == data
     assert [line for _, line in blocks if line.startswith(b'{"v"')] == [huge + b"\n"]
     assert _CountedChunk.copied <= 2 * len(data)
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_a_deflated_member_reads_the_same_with_either_inflater_and_a_damaged_one_is_corrupt(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fast: bool
+) -> None:
+    """The parse and the CRC checks inflate with ISA-L where it is installed, else zlib:
+    the same bytes, and damaged deflate data is a CorruptArchiveError either way."""
+    import random
+
+    from prolific_ingest.archive import _members
+
+    if fast and _members._isal_zlib is None:
+        pytest.skip("isal is not installed")
+    if not fast:
+        monkeypatch.setattr(_members, "_isal_zlib", None)
+    rng = random.Random(5)
+    payload = b"".join(
+        b'{"submission_id": "s%d", "x": %f}\n' % (i, rng.random()) for i in range(40_000)
+    )
+    path = make_zip(
+        tmp_path / "a.zip",
+        [("responses-by-submission.jsonl", payload), ("README.md", b"ok" * 5000)],
+        compression=zipfile.ZIP_DEFLATED,
+    )
+    member = "responses-by-submission.jsonl"
+    with open_archive(path) as archive:
+        assert b"".join(archive.iter_chunks(member, 4096)) == payload
+        archive.verify()
+        inflater = archive._open_fast(archive._member_info(member))
+        kind = type(inflater._raw._decompressor).__module__  # type: ignore[attr-defined]
+        inflater.close()
+        assert kind == ("isal_zlib" if fast else "zlib")
+        # a stream not read through here (uploaded files, metadata) keeps zlib's inflater
+        with archive._open_member(archive._member_info("README.md")) as plain:
+            assert type(plain._raw._decompressor).__module__ == "zlib"  # type: ignore[attr-defined]
+    with zipfile.ZipFile(path) as zf:
+        info = zf.getinfo(member)
+    raw = bytearray(path.read_bytes())
+    at = info.header_offset
+    name_len, extra_len = int.from_bytes(raw[at + 26 : at + 28], "little"), int.from_bytes(
+        raw[at + 28 : at + 30], "little"
+    )
+    start = at + 30 + name_len + extra_len  # the deflated data
+    for i in range(start + 2000, start + 2400):
+        raw[i] ^= 0x5A
+    path.write_bytes(bytes(raw))
+    with open_archive(path) as archive, pytest.raises(CorruptArchiveError) as error:
+        list(archive.iter_blocks(member))
+    assert error.value.member == member
+    with open_archive(path) as archive, pytest.raises(CorruptArchiveError):
+        archive.verify()
