@@ -481,8 +481,9 @@ def test_a_deflated_member_reads_the_same_with_either_inflater_and_a_damaged_one
         info = zf.getinfo(member)
     raw = bytearray(path.read_bytes())
     at = info.header_offset
-    name_len, extra_len = int.from_bytes(raw[at + 26 : at + 28], "little"), int.from_bytes(
-        raw[at + 28 : at + 30], "little"
+    name_len, extra_len = (
+        int.from_bytes(raw[at + 26 : at + 28], "little"),
+        int.from_bytes(raw[at + 28 : at + 30], "little"),
     )
     start = at + 30 + name_len + extra_len  # the deflated data
     for i in range(start + 2000, start + 2400):

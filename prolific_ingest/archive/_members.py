@@ -10,6 +10,7 @@ cannot be read at all (encrypted, unsupported compression) an
 from __future__ import annotations
 
 import contextlib
+import importlib
 import threading
 import zipfile
 import zlib
@@ -19,9 +20,10 @@ from typing import IO, Any, BinaryIO, cast
 from ..errors import ArchiveError, CorruptArchiveError, SinkError, redact_url
 from ._budget import CountedMember
 
+_isal_zlib: Any
 try:  # ISA-L's inflate: the same deflate streams as zlib's, about twice as fast
-    from isal import isal_zlib as _isal_zlib
-except ImportError:  # pragma: no cover - not installed (an optional speed-up)
+    _isal_zlib = importlib.import_module("isal.isal_zlib")
+except ImportError:  # pragma: no cover - not installed (a speed-up only)
     _isal_zlib = None
 
 _ZLIB_INFLATER = type(zlib.decompressobj(-zlib.MAX_WBITS))
@@ -29,7 +31,13 @@ _INFLATE_ERRORS: tuple[type[BaseException], ...] = (zlib.error,)
 if _isal_zlib is not None:
     _INFLATE_ERRORS += (_isal_zlib.error,)
 #: What reading a damaged member raises (mapped to :class:`CorruptArchiveError`).
-READ_ERRORS = (zipfile.BadZipFile, *_INFLATE_ERRORS, EOFError, OSError, ValueError)
+READ_ERRORS: tuple[type[BaseException], ...] = (
+    zipfile.BadZipFile,
+    *_INFLATE_ERRORS,
+    EOFError,
+    OSError,
+    ValueError,
+)
 #: General-purpose bit 0 of a ZIP entry: the member is encrypted.
 _ENCRYPTED = 0x1
 
@@ -82,7 +90,7 @@ def _inflate_fast(raw: IO[bytes], info: zipfile.ZipInfo) -> None:
     Anything unexpected (no ISA-L, another stream type, another compression, an
     inflater already used) leaves the stream as it is.
     """
-    if _isal_zlib is None or type(raw) is not zipfile.ZipExtFile:
+    if _isal_zlib is None or not isinstance(raw, zipfile.ZipExtFile):
         return
     if getattr(raw, "_compress_type", None) != zipfile.ZIP_DEFLATED:
         return

@@ -19,6 +19,8 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ._strings import spread, string_array
+
 __all__ = [
     "TIMESTAMP",
     "dumps",
@@ -261,44 +263,15 @@ def extra_column(
     lengths = ends - np.concatenate(([1], ends[:-1] + 1))
     data = text[1:-2].replace(b"\x04", b"")
     if order is not None:  # back from shape order to item order
-        grouped = _strings(lengths, data).take(pa.array(np.argsort(order, kind="stable")))
+        grouped = string_array(lengths, data).take(pa.array(np.argsort(order, kind="stable")))
         _, offsets, data = grouped.buffers()
-        lengths = np.diff(np.frombuffer(offsets, dtype=np.int32, count=len(at) + 1))
-    return _spread(n, np.asarray(at, dtype=np.int64), lengths, data), unknown
+        lengths = np.diff(np.frombuffer(offsets, dtype=np.int32, count=len(at) + 1)).astype(
+            np.int64
+        )
+    return spread(n, np.asarray(at, dtype=np.int64), lengths, data), unknown
 
 
 _CLOSE = orjson.Fragment(b"\x01}\x04\x02")
-
-
-def _strings(lengths: np.ndarray, data: Any) -> pa.StringArray:
-    """A string array over ``data``, the values' texts one after the other (no copy)."""
-    offsets = np.zeros(len(lengths) + 1, dtype=np.int32)
-    np.cumsum(lengths, out=offsets[1:])
-    return pa.StringArray.from_buffers(
-        len(lengths), pa.py_buffer(offsets), pa.py_buffer(data), null_count=0
-    )
-
-
-def _spread(n: int, at: np.ndarray, lengths: np.ndarray, data: Any) -> pa.StringArray:
-    """``n`` strings: the texts of ``data`` (``lengths``) at the ascending rows ``at``, null
-    elsewhere. The offsets and validity are computed with numpy; ``data`` is not copied.
-    """
-    if len(at) == n:
-        return _strings(lengths, data)
-    full = np.zeros(n, dtype=np.int32)
-    full[at] = lengths
-    present = np.zeros(n, dtype=bool)
-    present[at] = True
-    offsets = np.zeros(n + 1, dtype=np.int32)
-    np.cumsum(full, out=offsets[1:])
-    validity = np.packbits(present, bitorder="little")
-    return pa.StringArray.from_buffers(
-        n,
-        pa.py_buffer(offsets),
-        pa.py_buffer(data),
-        pa.py_buffer(validity),
-        null_count=n - len(at),
-    )
 
 
 def _one_by_one(items: Sequence[Any]) -> list[Any]:
