@@ -1,6 +1,7 @@
-"""Parquet helpers shared by the parsed-table cache, the lake's spool and ``Export.to_parquet``.
+"""Parquet helpers shared by the lake's spool, ``Export.to_parquet`` and the parsed-table cache.
 
-One :class:`RowGroupWriter` per output file keeps a ``pq.ParquetWriter`` open and
+One :class:`RowGroupWriter` per output file keeps a ``pq.ParquetWriter`` (or, in a subclass,
+another format's writer: the parsed-table cache's Arrow IPC files) open and
 buffers incoming batches until ``row_group_rows`` rows are pending, so many small
 batches become few row groups; writers that are open together share one
 :class:`BufferBudget` (:data:`BUFFER_BYTES`), so memory stays flat however many files
@@ -107,7 +108,8 @@ class RowGroupWriter:
     """A ``pq.ParquetWriter`` that gathers incoming batches into row groups.
 
     Batches are buffered until ``row_group_rows`` rows are pending (or ``budget`` needs
-    the memory back), so a stream of many small batches becomes few row groups.
+    the memory back), so a stream of many small batches becomes few row groups. A
+    subclass writes another format by overriding ``_open`` and ``_emit``.
 
     Parameters
     ----------
@@ -127,8 +129,7 @@ class RowGroupWriter:
     ) -> None:
         self._fh = fh
         try:
-            options.setdefault("compression", COMPRESSION)
-            self._writer = pq.ParquetWriter(fh, schema, **options)
+            self._writer = self._open(fh, schema, options)
         except BaseException:
             fh.close()
             raise
@@ -140,6 +141,15 @@ class RowGroupWriter:
         self.pending_bytes = 0
         self.row_groups = 0
         budget.writers.append(self)
+
+    def _open(self, fh: Any, schema: Any, options: dict[str, Any]) -> Any:
+        """The format's writer over ``fh`` (here a ``pq.ParquetWriter``)."""
+        options.setdefault("compression", COMPRESSION)
+        return pq.ParquetWriter(fh, schema, **options)
+
+    def _emit(self, table: pa.Table) -> None:
+        """Write ``table`` (at most ``row_group_rows`` rows) as one row group."""
+        self._writer.write_table(table, row_group_size=self._rows)
 
     def write(self, batch: Any) -> None:
         """Buffer ``batch``; write every complete row group."""
@@ -161,11 +171,11 @@ class RowGroupWriter:
         table = pa.Table.from_batches(self._pending, schema=self._schema)
         self._pending = []
         while table.num_rows >= self._rows:
-            self._writer.write_table(table.slice(0, self._rows), row_group_size=self._rows)
+            self._emit(table.slice(0, self._rows))
             self.row_groups += 1
             table = table.slice(self._rows)
         if table.num_rows and not complete_groups_only:
-            self._writer.write_table(table, row_group_size=self._rows)
+            self._emit(table)
             self.row_groups += 1
             table = table.slice(table.num_rows)
         # The rest is copied out of the written batches so that they can be freed now.

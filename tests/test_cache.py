@@ -356,7 +356,7 @@ def test_stale_staging_files_are_swept_under_the_lock(cache: ExportCache) -> Non
     stale = [
         entry / "archive.zip.tmp-4242-dead",
         entry / "manifest.json.tmp-4242-dead",
-        entry / "tables" / "answers.parquet.tmp-dead",
+        entry / "tables" / "answers.arrow.tmp-dead",
     ]
     fresh = entry / "archive.zip.tmp-4343-live"
     two_hours_ago = (datetime.now(UTC) - timedelta(hours=2)).timestamp()

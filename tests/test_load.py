@@ -216,7 +216,7 @@ def test_warm_load_reads_the_parsed_table_cache(emu, conn, caplog):
     batch_id = emu.add_batch(seed=13, n_submissions=5)
     first = load_batch_export(batch_id, **conn)
     table_dir = Path(first.archive_url).parent / "tables"
-    assert (table_dir / "answers.parquet").exists()
+    assert (table_dir / "answers.arrow").exists()
     caplog.clear()
     second = load_batch_export(batch_id, export_id=first.export_id, offline=True, **conn)
     assert "tables read from the parsed-table cache" in caplog.text
@@ -228,6 +228,27 @@ def test_warm_load_reads_the_parsed_table_cache(emu, conn, caplog):
     assert "parsed-table cache" not in caplog.text
     assert third.arrow.tables["answers"].equals(first.arrow.tables["answers"])
     assert (table_dir / "_tables.json").exists()
+
+
+def test_tables_cached_in_an_earlier_format_are_parsed_again_and_replaced(emu, conn, caplog):
+    import json
+
+    caplog.set_level("INFO", logger="prolific_ingest")
+    batch_id = emu.add_batch(seed=14, n_submissions=4)
+    first = load_batch_export(batch_id, **conn)
+    table_dir = Path(first.archive_url).parent / "tables"
+    marker = table_dir / "_tables.json"
+    info = json.loads(marker.read_text())
+    marker.write_text(json.dumps({**info, "format": 1}))  # as the Parquet version left it
+    (table_dir / "answers.arrow").rename(table_dir / "answers.parquet")
+    caplog.clear()
+    second = load_batch_export(batch_id, export_id=first.export_id, offline=True, **conn)
+    assert "tables read from the parsed-table cache" not in caplog.text
+    for name in first.tables:
+        assert second.arrow.tables[name].equals(first.arrow.tables[name]), name
+    assert json.loads(marker.read_text())["format"] == info["format"]
+    assert (table_dir / "answers.arrow").exists()
+    assert not (table_dir / "answers.parquet").exists()
 
 
 def test_tls_download_host_with_the_emulator_ca(tmp_path, monkeypatch):

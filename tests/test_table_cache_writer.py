@@ -135,7 +135,7 @@ def test_a_cold_parse_hands_its_tables_over_from_memory(
     def no_reads(fs: Any, path: str) -> Any:
         raise AssertionError("the cold load read its own cache back")
 
-    monkeypatch.setattr(table_cache, "_read_parquet", no_reads)
+    monkeypatch.setattr(table_cache, "read_table_file", no_reads)
     tables = parsed.load()
     monkeypatch.undo()
     warm = parse(entry, cache=_cache()).load()  # the committed cache, read back
@@ -153,9 +153,9 @@ def test_tables_too_big_for_memory_are_read_back_from_the_cache(
     monkeypatch.setattr(table_cache, "MEMORY_BYTES", 1000)
     path = _archive(tmp_path)
     reads: list[int] = []
-    real = table_cache._read_parquet
+    real = table_cache.read_table_file
     monkeypatch.setattr(
-        table_cache, "_read_parquet", lambda fs, path: reads.append(1) or real(fs, path)
+        table_cache, "read_table_file", lambda fs, path: reads.append(1) or real(fs, path)
     )
     tables = parse(_entry(tmp_path, path), cache=_cache()).load()
     assert reads

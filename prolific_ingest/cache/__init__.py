@@ -4,7 +4,7 @@ Layout (pinned by ``tests/test_cache_layout.py``)::
 
     <root>/<kind>/<owner_id>/<export_id>/archive.zip
     <root>/<kind>/<owner_id>/<export_id>/manifest.json     written last: the commit marker
-    <root>/<kind>/<owner_id>/<export_id>/tables/           parsed Parquet (written by the loader)
+    <root>/<kind>/<owner_id>/<export_id>/tables/           parsed tables (Arrow IPC, written by the loader)
     <root>/.locks/                                         lock files (local roots only)
 
 An entry exists only once its manifest is written; an archive without a manifest,

@@ -1,4 +1,4 @@
-"""The parsed-table cache's background writer: Parquet encoding on a thread, behind the parse.
+"""The parsed-table cache's background writer: file encoding on a thread, behind the parse.
 
 :class:`~prolific_ingest.cache._tables.TableCache` hands it a function opening one
 table's writer, the export's table names and the shared buffer budget; it knows
@@ -25,7 +25,7 @@ QUEUED_BATCHES = 4
 class BackgroundWriter:
     """Writes a parsed-table cache's batches on a thread, behind the parse.
 
-    Parquet encoding (zstd) releases the GIL, so it overlaps with the parse. At most
+    Encoding and compression release the GIL, so they overlap with the parse. At most
     :data:`QUEUED_BATCHES` batches wait; every wait is bounded by the thread's progress,
     and an error on the thread is raised in the caller at the next :meth:`put` or at
     :meth:`finish`.

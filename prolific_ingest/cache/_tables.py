@@ -1,8 +1,9 @@
-"""The parsed-table cache: ``<entry>/tables/<table>.parquet`` beside each cached archive.
+"""The parsed-table cache: ``<entry>/tables/<table>.arrow`` beside each cached archive.
 
-A cold load streams the parser's record batches into one Parquet writer per table
-(gathered into row groups of up to :data:`ROW_GROUP_ROWS` rows within a
-:data:`BUFFER_BYTES` budget, so memory stays flat and row groups stay few), under
+A cold load streams the parser's record batches into one file writer per table (Arrow
+IPC, see :mod:`._table_files`; gathered into record batches of up to
+:data:`~._table_files.BATCH_ROWS` rows within a :data:`BUFFER_BYTES` budget, so memory
+stays flat and batches stay few), under
 process-unique temporary names; they are renamed into place and ``_tables.json`` is
 written **last** as the commit marker. A warm load
 (same export, same archive checksum, same format) reads these files instead of
@@ -31,26 +32,26 @@ from typing import Any
 
 import fsspec
 import pyarrow as pa
-import pyarrow.dataset as ds
 from fsspec.implementations.local import LocalFileSystem
 
-from .._parquet import BufferBudget, RowGroupWriter
+from .._parquet import BufferBudget
 from .._version import __version__
 from ..archive import open_archive
 from ..errors import redact_url
 from ..tables import ExportTables, OnBadRecords, build_tables, schema_for, table_names
 from ._entry import CachedExport
+from ._table_files import BatchFileWriter, TableFile, read_table_file
 from ._table_writer import BackgroundWriter
 
 __all__ = ["TABLES_FORMAT", "TableCache"]
 
 logger = logging.getLogger(__name__)
 
-#: Bump when the cached table files or the table schemas change.
-TABLES_FORMAT = 1
+#: Bump when the cached table files or the table schemas change (1: zstd Parquet files).
+TABLES_FORMAT = 2
 _DONE = "_tables.json"
-#: Rows per row group of the cached tables (whole blocks' batches are gathered up to this).
-ROW_GROUP_ROWS = 131072
+#: The table files of earlier formats, removed when an entry's tables are committed again.
+_OLD_SUFFIXES = (".parquet",)
 #: Bytes of record batches the cache's writers may hold together before writing.
 BUFFER_BYTES = 12 * 1024 * 1024
 #: Largest total of record batches a cold load keeps to hand its tables over from memory.
@@ -71,7 +72,7 @@ class TableCache:
         self.failed: OSError | None = None
 
     def _path(self, name: str) -> str:
-        return f"{self.root}/{name}.parquet"
+        return f"{self.root}/{name}.arrow"
 
     # -- reading -------------------------------------------------------------------------------
     def info(self) -> dict[str, Any] | None:
@@ -97,7 +98,7 @@ class TableCache:
         tables: dict[str, pa.Table] = {}
         try:
             for name in table_names(self.kind):
-                table = _read_parquet(self.fs, self._path(name))
+                table = read_table_file(self.fs, self._path(name))
                 if not table.schema.equals(schema_for(name, self.kind)):
                     return None
                 if table.num_rows != info["counts"].get(name):
@@ -201,16 +202,9 @@ class TableCache:
             },
         )
 
-    def _writer(self, name: str, budget: BufferBudget) -> RowGroupWriter:
-        return RowGroupWriter(
-            self.fs.open(self._tmp[name], "wb"),
-            schema_for(name, self.kind),
-            ROW_GROUP_ROWS,
-            budget,
-            use_dictionary=False,  # faster warm reads, about the same size with zstd
-            # Nothing reads these files by predicate (a warm load and the lake's writes
-            # read them whole), so no column statistics: about 15 % of their write CPU.
-            write_statistics=False,
+    def _writer(self, name: str, budget: BufferBudget) -> BatchFileWriter:
+        return BatchFileWriter(
+            self.fs.open(self._tmp[name], "wb"), schema_for(name, self.kind), budget
         )
 
     def read_uncommitted(self) -> ExportTables:
@@ -220,7 +214,7 @@ class TableCache:
         """
         tables = {}
         for name in table_names(self.kind):
-            tables[name] = _read_parquet(self.fs, self._tmp[name])
+            tables[name] = read_table_file(self.fs, self._tmp[name])
         return ExportTables(kind=self.kind, tables=tables)
 
     @property
@@ -228,22 +222,27 @@ class TableCache:
         """Whether the table files are on the local filesystem."""
         return isinstance(self.fs, LocalFileSystem)
 
-    def written_files(self) -> dict[str, str] | None:
-        """The local temporary table files :meth:`tee` wrote (once it finished), else ``None``.
+    def open_written(self) -> dict[str, TableFile] | None:
+        """The local temporary table files :meth:`tee` wrote (once it finished), opened.
 
         ``None`` for a cache on an object store, or when the files were not all written.
+        Open files stay readable when :meth:`commit` renames them; the caller closes them.
         """
         tmp = getattr(self, "_tmp", None)
-        if tmp is None or self.failed is not None:
+        if tmp is None or self.failed is not None or not self.local:
             return None
-        if not self.local:
+        names = table_names(self.kind)
+        if not all(name in tmp and self.fs.exists(tmp[name]) for name in names):
             return None
-        files = {name: tmp[name] for name in table_names(self.kind) if name in tmp}
-        if len(files) != len(table_names(self.kind)) or not all(
-            map(self.fs.exists, files.values())
-        ):
+        opened: dict[str, TableFile] = {}
+        try:
+            for name in names:
+                opened[name] = TableFile(tmp[name])
+        except (OSError, pa.ArrowException):
+            for handle in opened.values():
+                handle.close()
             return None
-        return files
+        return opened
 
     def parse_again(self, on_bad_records: OnBadRecords) -> ExportTables:
         """Parse the cached archive into memory (when :attr:`failed` left no table files)."""
@@ -263,6 +262,11 @@ class TableCache:
             for name, tmp in self._tmp.items():
                 self.fs.mv(tmp, self._path(name))
                 moved.append(self._path(name))
+            for name in self._tmp:
+                for suffix in _OLD_SUFFIXES:  # an earlier format's file of this table
+                    old = f"{self.root}/{name}{suffix}"
+                    if self.fs.exists(old):
+                        self.fs.rm(old)
             marker = {
                 "format": TABLES_FORMAT,
                 "library_version": __version__,
@@ -302,33 +306,3 @@ class TableCache:
                     self.fs.rm(tmp)
             except OSError:
                 logger.debug("could not remove %s", tmp)
-
-
-_PARQUET = ds.ParquetFileFormat()
-
-
-def _read_parquet(fs: Any, path: str) -> pa.Table:
-    """Read one cached table file.
-
-    Arrow gets a native source, never a Python file object: the scan's reader state is
-    released on one of Arrow's pool threads, and a buffer owned by a Python object
-    (what reads from a Python file return) needs the GIL to be freed there. Released
-    while the interpreter exits, that made the process abort ("terminate called without
-    an active exception", exit 134). A local file is opened by Arrow itself; a remote one
-    is read whole and copied into Arrow-owned memory.
-
-    The buffers come from the system allocator: the default pool (mimalloc) keeps about
-    half a table's size again of freed decoding memory, which a warm load's peak RSS
-    would otherwise pay for every table.
-    """
-    pool = pa.system_memory_pool()
-    source: Any
-    if isinstance(fs, LocalFileSystem):
-        source = pa.OSFile(path, "rb", memory_pool=pool)
-    else:
-        sink = pa.BufferOutputStream(memory_pool=pool)
-        sink.write(fs.cat_file(path))
-        source = pa.BufferReader(sink.getvalue())
-    with source:
-        table: pa.Table = _PARQUET.make_fragment(source).to_table(memory_pool=pool)
-    return table

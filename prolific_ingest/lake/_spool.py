@@ -7,9 +7,10 @@ read from, in this order of preference:
 
 - the tables themselves, when given as a ``{table: pa.Table}`` mapping (a warm load,
   ``Export.to_lake``): already in memory;
-- the parsed-table cache's Parquet files, when the stream is a :class:`StagedBatches`
-  (a cold load with a local cache): the stream is only checked while it is read, and
-  the files its tee wrote are read back table by table;
+- the parsed-table cache's files, when the stream is a :class:`StagedBatches` (a cold
+  load with a local cache): the stream is only checked while it is read, and the files
+  its tee wrote are read back table by table (through :class:`TableBatches`: the lake
+  does not know their format);
 - otherwise a spool: one temporary Parquet file per table in a process-owned folder
   ``prolific-ingest-lake-<pid>-*`` of the temporary directory, removed on exit. A folder
   left by a killed process (its pid no longer running, or older than
@@ -43,7 +44,7 @@ from .._parquet import BUFFER_BYTES, BufferBudget, RowGroupWriter, conform, iter
 from ..tables._schema import owner_column, schema_for
 from ._layout import dated, lake_schema
 
-__all__ = ["PREFIX", "STALE_SECONDS", "Spool", "StagedBatches", "sweep_stale"]
+__all__ = ["PREFIX", "STALE_SECONDS", "Spool", "StagedBatches", "TableBatches", "sweep_stale"]
 
 logger = logging.getLogger("prolific_ingest.lake")
 
@@ -58,23 +59,35 @@ STALE_SECONDS = 24 * 3600
 _OWNED = re.compile(rf"^{re.escape(PREFIX)}(\d+)-")
 
 
+class TableBatches(Protocol):
+    """One open file of a table's rows, re-readable from the start."""
+
+    def batches(self) -> Iterator[pa.RecordBatch]:
+        """Every batch of the table (export schema), in order, from the start."""
+        ...
+
+    def close(self) -> None:
+        """Close the file."""
+        ...
+
+
 @runtime_checkable
 class StagedBatches(Protocol):
-    """A ``(table, batch)`` stream whose rows also land in local Parquet files.
+    """A ``(table, batch)`` stream whose rows also land in local files.
 
-    When :attr:`local`, once the stream is read to its end, :meth:`files` names one Parquet file per table
-    (with exactly the export's table schema) holding every row the stream yielded, or
-    returns ``None`` when they could not be written; then :meth:`replay` gives the same
-    rows again as a fresh stream. When not :attr:`local` (the files are on an object
-    store), the stream is spooled as it is read.
+    When :attr:`local`, once the stream is read to its end, :meth:`files` opens one file
+    per table (with exactly the export's table schema) holding every row the stream
+    yielded, or returns ``None`` when they could not be written; then :meth:`replay`
+    gives the same rows again as a fresh stream. When not :attr:`local` (the files are
+    on an object store), the stream is spooled as it is read.
     """
 
     local: bool
 
     def __iter__(self) -> Iterator[tuple[str, pa.RecordBatch]]: ...
 
-    def files(self) -> Mapping[str, str] | None:
-        """Table name -> local Parquet file, or ``None`` when they were not written."""
+    def files(self) -> Mapping[str, TableBatches] | None:
+        """Table name -> its open file (closed by the caller), or ``None`` when not written."""
         ...
 
     def replay(self) -> Iterable[tuple[str, pa.RecordBatch]]:
@@ -150,7 +163,7 @@ class Spool:
         #: Where the rows are read from: ``"memory"``, ``"table-cache"`` or ``"spool"``.
         self.source = ""
         self._tables: dict[str, list[pa.RecordBatch]] = {}
-        self._files: dict[str, pa.NativeFile] = {}
+        self._files: dict[str, TableBatches] = {}
         self._dir: Path | None = None
         self._writers: dict[str, RowGroupWriter] = {}
         self._budget = BufferBudget(BUFFER_BYTES)
@@ -186,14 +199,15 @@ class Spool:
             self._scan(data, keep=True)
         elif isinstance(data, StagedBatches) and data.local:
             self._scan(data, keep=False)
+            # Opened now: the files stay readable for every attempt, whatever happens to
+            # their names meanwhile.
             files = data.files()
             if files is not None and all(name in files for name in self.schemas):
                 self.source = "table-cache"
-                # Opened now: the files stay readable for every attempt, whatever happens
-                # to their names meanwhile.
-                for name in self.schemas:
-                    self._files[name] = pa.OSFile(files[name], "rb")
+                self._files = dict(files)
             else:
+                for handle in (files or {}).values():
+                    handle.close()
                 logger.info("export %s: table files missing, reading it again", self.export_id)
                 self._restart()
                 self._spool(data.replay())
@@ -299,17 +313,14 @@ class Spool:
             wanted = set(columns) | ({"created_at"} if "date" in columns else set())
             read = [c for c in self._input[table].names if c in wanted]
         if self.source == "memory":
-            for batch in self._tables[table]:
-                part = batch.select(read) if read is not None else batch
-                for offset in range(0, part.num_rows, READ_BATCH_ROWS):
-                    yield self._to_lake(table, part.slice(offset, READ_BATCH_ROWS), columns)
-            return
-        parquet = pq.ParquetFile(self._files[table])
-        schema = self._input[table]
-        if read is not None:
-            schema = pa.schema([schema.field(c) for c in read])
-        for batch in _row_group_batches(parquet, read):
-            yield self._to_lake(table, conform(table, batch, schema), columns)
+            batches: Iterable[pa.RecordBatch] = self._tables[table]
+        else:
+            schema = self._input[table]
+            batches = (conform(table, b, schema) for b in self._files[table].batches())
+        for batch in batches:
+            part = batch.select(read) if read is not None else batch
+            for offset in range(0, part.num_rows, READ_BATCH_ROWS):
+                yield self._to_lake(table, part.slice(offset, READ_BATCH_ROWS), columns)
 
     def reader(self, table: str) -> pa.RecordBatchReader:
         """A stream over the rows of ``table`` (re-readable: one per attempt)."""
@@ -343,7 +354,7 @@ def _row_group_batches(
 
 def staged_files(
     stream: Iterable[tuple[str, pa.RecordBatch]],
-    files: Callable[[], Mapping[str, str] | None],
+    files: Callable[[], Mapping[str, TableBatches] | None],
     replay: Callable[[], Iterable[tuple[str, pa.RecordBatch]]],
     *,
     local: bool = True,
@@ -356,7 +367,7 @@ class _Staged:
     def __init__(
         self,
         stream: Iterable[tuple[str, pa.RecordBatch]],
-        files: Callable[[], Mapping[str, str] | None],
+        files: Callable[[], Mapping[str, TableBatches] | None],
         replay: Callable[[], Iterable[tuple[str, pa.RecordBatch]]],
         *,
         local: bool,
@@ -369,7 +380,7 @@ class _Staged:
         yield from self._stream
         self._done = True
 
-    def files(self) -> Mapping[str, str] | None:
+    def files(self) -> Mapping[str, TableBatches] | None:
         return self._files() if self._done else None
 
     def replay(self) -> Iterable[tuple[str, pa.RecordBatch]]:

@@ -108,7 +108,7 @@ def _stream(
             written = sink(
                 staged_files(
                     stream,
-                    store.written_files,
+                    store.open_written,
                     lambda: iter_record_batches(archive, on_bad_records=on_bad_records),
                     local=store.local,
                 )
