@@ -77,12 +77,6 @@ class TableFile:
             self._file.close()
             raise
 
-    @property
-    def schema(self) -> pa.Schema:
-        """The table's schema."""
-        schema: pa.Schema = self._reader.schema
-        return schema
-
     def batches(self) -> Iterator[pa.RecordBatch]:
         """Every record batch of the file, in order (from the start on each call)."""
         for i in range(self._reader.num_record_batches):
