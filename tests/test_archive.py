@@ -494,3 +494,51 @@ def test_a_deflated_member_reads_the_same_with_either_inflater_and_a_damaged_one
     assert error.value.member == member
     with open_archive(path) as archive, pytest.raises(CorruptArchiveError):
         archive.verify()
+
+
+@pytest.mark.parametrize("fast", [True, False])
+@pytest.mark.parametrize("compression", [zipfile.ZIP_DEFLATED, zipfile.ZIP_STORED])
+def test_a_member_whose_crc_does_not_match_is_corrupt_with_either_checksum(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fast: bool, compression: int
+) -> None:
+    """The members read through here are checked with ISA-L's CRC-32 where it is installed,
+    else zlib's: intact bytes under a wrong CRC are a CorruptArchiveError either way."""
+    import struct
+
+    from prolific_ingest.archive import _members
+
+    if fast and _members._isal_zlib is None:
+        pytest.skip("isal is not installed")
+    if not fast:
+        monkeypatch.setattr(_members, "_isal_zlib", None)
+    member = "responses-by-submission.jsonl"
+    payload = b"".join(b'{"submission_id": "s%d"}\n' % i for i in range(20_000))
+    path = make_zip(
+        tmp_path / "a.zip", [(member, payload), ("README.md", b"ok")], compression=compression
+    )
+    with open_archive(path) as archive:
+        assert b"".join(archive.iter_chunks(member, 4096)) == payload  # the right CRC passes
+        stream = archive._open_fast(archive._member_info(member))
+        own = "_update_crc" in vars(stream._raw)  # type: ignore[attr-defined]
+        stream.close()
+        assert own is fast  # ISA-L's check replaces zipfile's only where it is installed
+    with zipfile.ZipFile(path) as zf:
+        info = zf.getinfo(member)
+    raw = bytearray(path.read_bytes())
+    wrong = (info.CRC ^ 0x1) & 0xFFFFFFFF
+    struct.pack_into("<I", raw, info.header_offset + 14, wrong)  # the local header's CRC
+    patched = 0
+    at = raw.find(b"PK\x01\x02")
+    while at >= 0:  # ... and the member's central directory entry's
+        name_len = int.from_bytes(raw[at + 28 : at + 30], "little")
+        if raw[at + 46 : at + 46 + name_len] == member.encode():
+            struct.pack_into("<I", raw, at + 16, wrong)
+            patched += 1
+        at = raw.find(b"PK\x01\x02", at + 4)
+    assert patched == 1
+    path.write_bytes(bytes(raw))
+    with open_archive(path) as archive, pytest.raises(CorruptArchiveError) as error:
+        list(archive.iter_blocks(member))
+    assert error.value.member == member
+    with open_archive(path) as archive, pytest.raises(CorruptArchiveError):
+        archive.verify()

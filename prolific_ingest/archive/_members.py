@@ -77,6 +77,7 @@ def open_member(
         raise ArchiveError(msg, source=source, member=info.filename) from exc
     if fast:
         _inflate_fast(raw, info)
+        _crc_fast(raw)
     return cast(IO[bytes], CountedMember(raw, info, source=source))
 
 
@@ -99,6 +100,33 @@ def _inflate_fast(raw: IO[bytes], info: zipfile.ZipInfo) -> None:
     if getattr(raw, "_compress_left", None) != info.compress_size:
         return  # not at the start of the deflated data
     raw._decompressor = _isal_zlib.decompressobj(-zlib.MAX_WBITS)  # type: ignore[attr-defined]
+
+
+def _crc_fast(raw: IO[bytes]) -> None:
+    """Give a freshly opened member ISA-L's CRC-32 instead of zlib's (the same checksum).
+
+    ``zipfile`` checks a member's CRC-32 as it reads it (``_update_crc``, with
+    ``binascii.crc32``: zlib's); ISA-L's computes the same value about 3.8x faster (0.014
+    vs 0.052 s per 100 MB here). The check itself, and its ``BadZipFile`` at the end of a
+    damaged member, stay ``zipfile``'s. Anything unexpected (no ISA-L, another stream
+    type, a stream without the attributes the check uses) leaves the stream as it is.
+    """
+    if _isal_zlib is None or not isinstance(raw, zipfile.ZipExtFile):
+        return
+    if not all(hasattr(raw, a) for a in ("_expected_crc", "_running_crc", "_eof")):
+        return
+    crc32 = _isal_zlib.crc32
+    stream: Any = raw
+
+    def update_crc(newdata: bytes) -> None:  # zipfile.ZipExtFile._update_crc, ISA-L's crc32
+        if stream._expected_crc is None:
+            return  # no reference value
+        stream._running_crc = crc32(newdata, stream._running_crc)
+        if stream._eof and stream._running_crc != stream._expected_crc:
+            msg = f"Bad CRC-32 for file {stream.name!r}"
+            raise zipfile.BadZipFile(msg)
+
+    stream._update_crc = update_crc
 
 
 def read_all(fh: IO[bytes], member: str, *, source: str) -> bytes:

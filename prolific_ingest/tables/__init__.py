@@ -41,6 +41,7 @@ Choices the contract leaves open:
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 from collections.abc import Iterator
@@ -161,6 +162,18 @@ def _instructions_batch(archive: ExportArchive) -> pa.RecordBatch:
         row["extra"] = dumps(extra) if extra else None
         rows.append(row)
     return pa.RecordBatch.from_pylist(rows, schema=schema_for("instructions", archive.kind))
+
+
+@contextlib.contextmanager
+def _no_collections() -> Iterator[None]:
+    """Pause the cyclic garbage collector for the ``with`` block (as it was after)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _sliced(
@@ -301,15 +314,15 @@ def iter_record_batches(
         if fast_path:
             size = archive.member_size(logical)
             n = parse_workers(workers, size, _archive.CHUNK_BYTES)
-        blocks = archive.iter_blocks(logical)
-        for start, block, outcome in block_outcomes(blocks, n, builder):
-            gc_enabled = gc.isenabled()
-            gc.disable()  # millions of short-lived containers: collections would dominate
-            try:
-                fast = reader.read(start, block, outcome)
-            finally:
-                if gc_enabled:
-                    gc.enable()
+        outcomes = block_outcomes(archive.iter_blocks(logical), n, builder)
+        while True:
+            # Reading the next block, decoding a worker's tables and parsing make millions
+            # of short-lived containers and no cycles: collections would only cost time.
+            with _no_collections():
+                item = next(outcomes, None)
+                if item is None:
+                    break
+                fast = reader.read(*item)
             if fast:
                 yield from _sliced(builder.flush(force=True), batch_rows)
                 yield from _sliced(iter(fast), batch_rows)
