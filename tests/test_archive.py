@@ -489,11 +489,7 @@ def test_a_deflated_member_reads_the_same_with_either_inflater_and_a_damaged_one
     for i in range(start + 2000, start + 2400):
         raw[i] ^= 0x5A
     path.write_bytes(bytes(raw))
-    with open_archive(path) as archive, pytest.raises(CorruptArchiveError) as error:
-        list(archive.iter_blocks(member))
-    assert error.value.member == member
-    with open_archive(path) as archive, pytest.raises(CorruptArchiveError):
-        archive.verify()
+    _assert_corrupt_on_read_and_verify(path, member)
 
 
 @pytest.mark.parametrize("fast", [True, False])
@@ -537,6 +533,11 @@ def test_a_member_whose_crc_does_not_match_is_corrupt_with_either_checksum(
         at = raw.find(b"PK\x01\x02", at + 4)
     assert patched == 1
     path.write_bytes(bytes(raw))
+    _assert_corrupt_on_read_and_verify(path, member)
+
+
+def _assert_corrupt_on_read_and_verify(path: Path, member: str) -> None:
+    """Both the parse's read and the CRC check of ``path`` fail naming ``member``."""
     with open_archive(path) as archive, pytest.raises(CorruptArchiveError) as error:
         list(archive.iter_blocks(member))
     assert error.value.member == member
