@@ -74,7 +74,7 @@ class TableFile:
         try:
             # Decompressed on the calling thread, not on Arrow's pool threads: the lake
             # reads one batch at a time, and buffers allocated on a pool thread and freed
-            # here stay resident longer (the 1 GB first load peaked about 20 MB higher).
+            # here stay resident longer (the 1 GB first load peaked about 25 MB higher).
             options = ipc.IpcReadOptions(use_threads=False)
             self._reader = ipc.open_file(self._file, options=options)
         except BaseException:
