@@ -41,8 +41,6 @@ Choices the contract leaves open:
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -57,6 +55,7 @@ from ..archive._metadata import has_lone_surrogate
 from ..errors import BadRecordError, redact_url
 from ._arrow import dumps
 from ._builder import RecordBuilder
+from ._collector import no_collections
 from ._fast import BlockTables, Fallback, build_block, commit_block
 from ._pandas import to_pandas as _to_pandas
 from ._parallel import Outcome, block_outcomes, parse_workers
@@ -162,18 +161,6 @@ def _instructions_batch(archive: ExportArchive) -> pa.RecordBatch:
         row["extra"] = dumps(extra) if extra else None
         rows.append(row)
     return pa.RecordBatch.from_pylist(rows, schema=schema_for("instructions", archive.kind))
-
-
-@contextlib.contextmanager
-def _no_collections() -> Iterator[None]:
-    """Pause the cyclic garbage collector for the ``with`` block (as it was after)."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def _sliced(
@@ -318,7 +305,7 @@ def iter_record_batches(
         while True:
             # Reading the next block, decoding a worker's tables and parsing make millions
             # of short-lived containers and no cycles: collections would only cost time.
-            with _no_collections():
+            with no_collections():
                 item = next(outcomes, None)
                 if item is None:
                     break

@@ -10,7 +10,6 @@ non-empty objects joined with dots), one column per key in order of first appear
 
 from __future__ import annotations
 
-import gc
 import json
 from itertools import chain
 from typing import Any
@@ -21,6 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ._arrow import dumps
+from ._collector import no_collections
 
 __all__ = ["EXPANDED", "to_pandas"]
 
@@ -108,17 +108,12 @@ def to_pandas(name: str, table: pa.Table) -> pd.DataFrame:
     -------
     pandas.DataFrame
     """
-    gc_enabled = gc.isenabled()
-    gc.disable()  # many short-lived containers: collections would dominate
-    try:
+    with no_collections():  # many short-lived containers: collections would dominate
         for column, prefix in EXPANDED.get(name, {}).items():
             for key, array in _expand(table, column, prefix).items():
                 label = key if key not in table.column_names else f"{column}.{key}"
                 if label in table.column_names:
                     continue
                 table = table.append_column(label, array)
-    finally:
-        if gc_enabled:
-            gc.enable()
     frame: pd.DataFrame = table.to_pandas(types_mapper=pd.ArrowDtype)
     return frame
